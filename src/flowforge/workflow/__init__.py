@@ -1,0 +1,1 @@
+"""The workflow IR and everything that reads or writes it. Never imports torch."""
