@@ -152,7 +152,7 @@ class Workflow:
     def replace_node(self, node: Node) -> Workflow:
         """A copy with the node of the same id replaced."""
         position = self._index[node.id]
-        return Workflow(self.nodes[:position] + (node,) + self.nodes[position + 1 :])
+        return Workflow((*self.nodes[:position], node, *self.nodes[position + 1 :]))
 
     def add_node(self, node: Node) -> Workflow:
         return Workflow((*self.nodes, node))

@@ -70,6 +70,8 @@ class InputSpec:
     step: float | None = None
     default: Any = None
     multiline: bool = False
+    #: An enum of files the user uploads to the server (LoadImage's ``image_upload``).
+    upload: bool = False
 
     @property
     def is_widget(self) -> bool:
@@ -77,7 +79,8 @@ class InputSpec:
 
     @property
     def is_model_file(self) -> bool:
-        return self.kind == "ENUM" and self.name in MODEL_FILE_INPUTS
+        """True for enums that list one server's files (models, uploaded images)."""
+        return self.kind == "ENUM" and (self.name in MODEL_FILE_INPUTS or self.upload)
 
     def describe(self) -> str:
         """What this input expects, in words an error message can show."""
@@ -112,6 +115,10 @@ class NodeSchema:
     def input(self, name: str) -> InputSpec | None:
         return self._by_name.get(name)
 
+    def has_upload_widget(self) -> bool:
+        """Whether the editor adds an ``upload`` button value to this node's API export."""
+        return any(spec.upload for spec in self.inputs)
+
     def widgets(self) -> tuple[InputSpec, ...]:
         return tuple(spec for spec in self.inputs if spec.is_widget)
 
@@ -126,27 +133,45 @@ def _parse_input(name: str, raw: Any, required: bool, class_type: str) -> InputS
     options: dict[str, Any] = raw[1] if len(raw) > 1 and isinstance(raw[1], dict) else {}
     if isinstance(head, list):
         return InputSpec(
-            name, "ENUM", "COMBO", required, choices=tuple(str(c) for c in head),
+            name,
+            "ENUM",
+            "COMBO",
+            required,
+            choices=tuple(str(c) for c in head),
             default=options.get("default"),
+            upload=bool(options.get("image_upload", False)),
         )
     if head == "COMBO":  # newer ComfyUI: ["COMBO", {"options": [...]}]
         return InputSpec(
-            name, "ENUM", "COMBO", required,
+            name,
+            "ENUM",
+            "COMBO",
+            required,
             choices=tuple(str(c) for c in options.get("options", [])),
             default=options.get("default"),
         )
     if not isinstance(head, str):
         raise CatalogError(f"{class_type}.{name}: input type must be a string or a list")
-    if head in ("INT", "FLOAT"):
+    if head == "INT" or head == "FLOAT":
+        kind: InputKind = "INT" if head == "INT" else "FLOAT"
         return InputSpec(
-            name, head, head, required,
-            min=options.get("min"), max=options.get("max"), step=options.get("step"),
+            name,
+            kind,
+            head,
+            required,
+            min=options.get("min"),
+            max=options.get("max"),
+            step=options.get("step"),
             default=options.get("default"),
         )
     if head == "STRING":
         return InputSpec(
-            name, "STRING", "STRING", required,
-            default=options.get("default"), multiline=bool(options.get("multiline", False)),
+            name,
+            "STRING",
+            "STRING",
+            required,
+            default=options.get("default"),
+            multiline=bool(options.get("multiline", False)),
         )
     if head == "BOOLEAN":
         return InputSpec(name, "BOOLEAN", "BOOLEAN", required, default=options.get("default"))
@@ -191,6 +216,8 @@ class Catalog:
 
     nodes: Mapping[str, NodeSchema]
     source: str = "<memory>"
+    #: Textual-inversion embedding names (ComfyUI's ``GET /embeddings``); None when unknown.
+    embeddings: tuple[str, ...] | None = None
 
     def __contains__(self, class_type: object) -> bool:
         return class_type in self.nodes
@@ -218,6 +245,7 @@ def catalog_from_object_info(
     data: Any,
     source: str = "<memory>",
     input_order: Mapping[str, Mapping[str, list[str]]] | None = None,
+    embeddings: tuple[str, ...] | None = None,
 ) -> Catalog:
     """Parse decoded ``/object_info`` JSON into a Catalog."""
     if not isinstance(data, Mapping) or not data:
@@ -231,7 +259,7 @@ def catalog_from_object_info(
                 "is this an /object_info dump?"
             )
         nodes[class_type] = parse_node_schema(class_type, raw, order.get(class_type))
-    return Catalog(nodes=nodes, source=source)
+    return Catalog(nodes=nodes, source=source, embeddings=embeddings)
 
 
 def _resource_json(name: str) -> Any:
@@ -247,16 +275,22 @@ def default_catalog() -> Catalog:
         _resource_json("object_info.json"),
         source="flowforge default (ComfyUI a28a9dc)",
         input_order=_resource_json("input_order.json"),
+        embeddings=tuple(_resource_json("embeddings.json")["embeddings"]),
     )
 
 
 def load_catalog(path: Path | str | None = None) -> Catalog:
-    """A catalog from a user's ``/object_info`` dump, or the default one if `path` is None."""
+    """A catalog from a user's ``/object_info`` dump, or the default one if `path` is None.
+
+    A user's dump says nothing about embeddings, so their names are unknown (None) and
+    embedding references are not checked.
+    """
     if path is None:
         return default_catalog()
     try:
         data = read_json_file(path)
     except WorkflowFormatError as err:
         raise CatalogError(str(err)) from None
-    return catalog_from_object_info(data, source=str(path), input_order=_resource_json(
-        "input_order.json"))
+    return catalog_from_object_info(
+        data, source=str(path), input_order=_resource_json("input_order.json")
+    )
