@@ -67,9 +67,7 @@ def parse_json_text(text: str, source: str = "<input>") -> Any:
     try:
         data = json.loads(text)
     except RecursionError:
-        raise WorkflowFormatError(
-            f"{source}: JSON nested deeper than {MAX_DEPTH} levels"
-        ) from None
+        raise WorkflowFormatError(f"{source}: JSON nested deeper than {MAX_DEPTH} levels") from None
     except json.JSONDecodeError as err:
         raise WorkflowFormatError(
             f"{source}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
