@@ -23,8 +23,14 @@ scalars: st.SearchStrategy[Value] = st.one_of(
 def workflows(draw: st.DrawFn, max_nodes: int = 8) -> Workflow:
     """A random DAG: node k may link to any earlier node; ids are random distinct strings."""
     count = draw(st.integers(min_value=1, max_value=max_nodes))
-    ids = draw(st.lists(st.text(alphabet="0123456789abc", min_size=1, max_size=4),
-                        min_size=count, max_size=count, unique=True))
+    ids = draw(
+        st.lists(
+            st.text(alphabet="0123456789abc", min_size=1, max_size=4),
+            min_size=count,
+            max_size=count,
+            unique=True,
+        )
+    )
     nodes = []
     for k in range(count):
         input_names = draw(st.lists(names, max_size=4, unique=True))

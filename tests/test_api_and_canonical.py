@@ -39,8 +39,20 @@ def test_every_real_workflow_canonicalizes_idempotently(comfymind_files: list[Pa
 
 
 def test_literal_types_survive_exactly() -> None:
-    data = {"1": {"inputs": {"a": 7, "b": 7.0, "c": True, "d": None, "e": "x",
-                             "f": {"k": [1, 2]}, "g": ["1", 0]}, "class_type": "X"}}
+    data = {
+        "1": {
+            "inputs": {
+                "a": 7,
+                "b": 7.0,
+                "c": True,
+                "d": None,
+                "e": "x",
+                "f": {"k": [1, 2]},
+                "g": ["1", 0],
+            },
+            "class_type": "X",
+        }
+    }
     text = json.dumps(to_api(from_api(data)))
     assert text == json.dumps(data)
     node = from_api(data).node("1")
@@ -77,15 +89,21 @@ def test_canonicalize_is_idempotent_and_keeps_the_api_round_trip(workflow: Workf
 
 
 def test_hash_changes_when_a_value_changes() -> None:
-    base = from_api({"1": {"class_type": "X", "inputs": {"v": 1}},
-                     "2": {"class_type": "Y", "inputs": {"x": ["1", 0]}}})
+    base = from_api(
+        {
+            "1": {"class_type": "X", "inputs": {"v": 1}},
+            "2": {"class_type": "Y", "inputs": {"x": ["1", 0]}},
+        }
+    )
     changed = base.replace_node(base.node("1").with_inputs(v=2))
     rewired = base.replace_node(base.node("2").with_inputs(x=Link("1", 1)))
     assert len({workflow_hash(w) for w in (base, changed, rewired)}) == 3
 
 
 def test_cycle_is_reported_with_node_ids() -> None:
-    cyclic = Workflow((Node("a", "X", (("i", Link("b", 0)),)), Node("b", "X", (("i", Link("a", 0)),))))
+    cyclic = Workflow(
+        (Node("a", "X", (("i", Link("b", 0)),)), Node("b", "X", (("i", Link("a", 0)),)))
+    )
     with pytest.raises(GraphError, match="cycle through nodes a, b"):
         topological_order(cyclic)
 

@@ -12,8 +12,9 @@ Kinds (severity):
   ``value_not_in_list`` (enum: sampler, scheduler, model file...), ``bad_linked_input``
   (missing source node, slot out of range, malformed link), ``return_type_mismatch``,
   ``cycle``, ``prompt_no_outputs`` (errors: a real ComfyUI rejects all of these).
-- ``unknown_input`` (warning): ComfyUI ignores inputs a node does not declare, so the value
-  is silently lost; typically a workflow written for a newer version of that node. The
+- ``unknown_input``: a warning for a literal (ComfyUI ignores inputs a node does not declare,
+  so the value is silently lost; typically a workflow for a newer version of that node), an
+  error for a link (ComfyUI passes it to the node as an argument and the run fails). The
   editor's ``upload`` value on image-upload nodes is part of every export and not reported.
 - ``unreachable_node`` (warning): feeds no output node, so ComfyUI never runs it.
 - ``unknown_embedding`` (warning): ComfyUI skips an ``embedding:NAME`` it does not have.
@@ -106,11 +107,12 @@ def _check_literal(
             Problem(kind, message, node.id, node.class_type, spec.name, expected, _found(value))
         ]
 
+    if isinstance(value, JsonLiteral) and isinstance(value.value(), list):
+        # ComfyUI reads every list as a link; one that is not ["id", slot] is malformed.
+        return problem("bad_linked_input", "malformed link", '["node id", output slot]')
     if spec.kind == "link":
         return problem("invalid_input_type", "a literal where a link is required", spec.describe())
     if isinstance(value, JsonLiteral):
-        if isinstance(value.value(), list):
-            return problem("bad_linked_input", "malformed link", '["node id", output slot]')
         return problem("invalid_input_type", "an object literal", spec.describe())
     type_ok = {
         "INT": type(value) is int,
@@ -219,18 +221,25 @@ def _check_node(
         if spec is None:
             if name == "upload" and schema.has_upload_widget():
                 continue  # the editor's upload button value, part of every API export
-            # ComfyUI ignores inputs it does not declare, so the setting is silently lost:
-            # a warning (typically a workflow written for a newer version of the node).
+            # ComfyUI ignores a literal it does not declare (the setting is silently lost:
+            # a warning, typically a workflow for a newer node version), but passes a linked
+            # one to the node as an argument, which fails when the prompt runs: an error.
+            linked = isinstance(value, Link)
             problems.append(
                 Problem(
                     "unknown_input",
-                    f"{node.class_type} has no input of this name; ComfyUI ignores it",
+                    f"{node.class_type} has no input of this name; "
+                    + (
+                        "ComfyUI passes the link and the node fails"
+                        if linked
+                        else "ComfyUI ignores it"
+                    ),
                     node.id,
                     node.class_type,
                     name,
                     ", ".join(s.name for s in schema.inputs),
-                    name,
-                    "warning",
+                    _found(value) if linked else name,
+                    "error" if linked else "warning",
                 )
             )
         elif isinstance(value, Link):
