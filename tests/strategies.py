@@ -11,7 +11,7 @@ from flowforge.workflow.graph import JsonLiteral, Link, Node, Value, Workflow
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
 scalars: st.SearchStrategy[Value] = st.one_of(
     st.integers(min_value=-1000, max_value=1000),
-    st.integers(min_value=0, max_value=200).map(lambda k: k * 0.05),
+    st.integers(min_value=0, max_value=200).map(lambda k: k / 20),
     st.booleans(),
     st.none(),
     st.text(max_size=12),
