@@ -7,9 +7,9 @@ user points flowforge at their own server's dump to design for exactly their ins
 
 Input order matters for reading UI-format files, whose ``widgets_values`` list follows the
 order a node declares its inputs. A live server keeps that order (newer ones also send
-``input_order``); a dump saved with sorted keys loses it, so the shipped catalog carries a
-small table of the declaration order of the core nodes flowforge uses
-(``resources/comfyui/input_order.json``, read off ComfyUI's node definitions).
+``input_order``); a dump saved with sorted keys loses it, so the shipped catalog carries the
+declaration order of its nodes (``resources/comfyui/input_order.json``, read off ComfyUI's
+node definitions) and `NodeSchema.order_known` says where the order is trustworthy.
 """
 
 from __future__ import annotations
@@ -107,6 +107,9 @@ class NodeSchema:
     output_names: tuple[str, ...]
     output_node: bool
     category: str = ""
+    #: Whether `inputs` is in declaration order (the order UI ``widgets_values`` follow).
+    #: False when the dump was saved with sorted keys and nothing restored the order.
+    order_known: bool = True
     _by_name: Mapping[str, InputSpec] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -186,9 +189,16 @@ def _ordered_names(section: Mapping[str, Any], order: list[str] | None) -> list[
 
 
 def parse_node_schema(
-    class_type: str, raw: Mapping[str, Any], order: Mapping[str, list[str]] | None = None
+    class_type: str,
+    raw: Mapping[str, Any],
+    order: Mapping[str, list[str]] | None = None,
+    keys_sorted: bool = False,
 ) -> NodeSchema:
-    """One ``/object_info`` entry; `order` overrides input order per section if given."""
+    """One ``/object_info`` entry; `order` overrides input order per section if given.
+
+    `keys_sorted` says the dump lost declaration order (every section's keys sorted), so
+    the order is known only where ``input_order`` or `order` restores it.
+    """
     if not isinstance(raw, Mapping) or not isinstance(raw.get("input", {}), Mapping):
         raise CatalogError(f"{class_type}: not an /object_info node entry")
     sections = raw.get("input", {})
@@ -207,7 +217,21 @@ def parse_node_schema(
         output_names=names,
         output_node=bool(raw.get("output_node", False)),
         category=str(raw.get("category", "")),
+        order_known=bool(raw.get("input_order") or order) or not keys_sorted,
     )
+
+
+def _keys_sorted(data: Mapping[str, Any]) -> bool:
+    """Whether every input section of every node lists its keys sorted (a sorted dump).
+
+    A live server keeps declaration order, so at least one node of a real install has
+    unsorted keys; a dump where none has was written with sorted keys.
+    """
+    for raw in data.values():
+        for section in (raw.get("input") or {}).values():
+            if isinstance(section, Mapping) and list(section) != sorted(section):
+                return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -251,6 +275,7 @@ def catalog_from_object_info(
     if not isinstance(data, Mapping) or not data:
         raise CatalogError(f"{source}: /object_info must be a non-empty JSON object")
     order = input_order or {}
+    keys_sorted = _keys_sorted(data)
     nodes = {}
     for class_type, raw in data.items():
         if not isinstance(raw, Mapping) or "input" not in raw:
@@ -258,7 +283,7 @@ def catalog_from_object_info(
                 f"{source}: entry {class_type!r} is not a node schema (no 'input'); "
                 "is this an /object_info dump?"
             )
-        nodes[class_type] = parse_node_schema(class_type, raw, order.get(class_type))
+        nodes[class_type] = parse_node_schema(class_type, raw, order.get(class_type), keys_sorted)
     return Catalog(nodes=nodes, source=source, embeddings=embeddings)
 
 
