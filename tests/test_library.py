@@ -205,7 +205,8 @@ def test_save_library_writes_files_by_hash_and_an_index(
     library: list[LibraryEntry], tmp_path: Path
 ) -> None:
     index_path = save_library(library[:40], tmp_path)
-    index = json.loads(index_path.read_text("utf-8"))
+    assert index_path.name == "index.jsonl"
+    index = [json.loads(line) for line in index_path.read_text("utf-8").splitlines()]
     assert [row["hash"] for row in index] == [entry.hash for entry in library[:40]]
     for row, entry in zip(index, library, strict=False):
         assert row["origin"] == entry.origin and row["ops"] == list(entry.ops)
@@ -231,10 +232,10 @@ def _make_sample() -> ModuleType:
 def test_checked_in_sample_matches_what_the_code_builds(tmp_path: Path) -> None:
     written = _make_sample().write(tmp_path)
     assert len(written) == 51
-    checked_in = sorted(p.name for p in SAMPLE.glob("*.json"))
+    checked_in = sorted([p.name for p in SAMPLE.glob("*.json")] + ["index.jsonl"])
     assert checked_in == written, "rerun tests/data/library_sample/make_sample.py"
     _, mismatch, errors = filecmp.cmpfiles(SAMPLE, tmp_path, written, shallow=False)
     assert not mismatch and not errors, f"rerun make_sample.py: {mismatch + errors}"
     for name in written:
-        if name != "index.json":
+        if name != "index.jsonl":
             assert validate(load_api(SAMPLE / name), CATALOG).ok

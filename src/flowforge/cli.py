@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,8 +29,12 @@ from rich.progress import (
 from rich.text import Text
 
 from .workflow.api import WorkflowFormatError, detect_format, from_api, read_json_file, to_api
+from .workflow.canonical import canonicalize
 from .workflow.graph import GraphError, Workflow
+from .workflow.library import build_library, load_seed_library, load_workflow_dir, save_library
 from .workflow.schema import Catalog, CatalogError, load_catalog
+from .workflow.textform import Bindings, from_text, to_text
+from .workflow.ui import from_ui_strict, to_ui
 from .workflow.validate import Problem, validate
 
 app = typer.Typer(
@@ -80,8 +85,6 @@ def _catalog(path: Path | None) -> Catalog:
 
 def read_workflow(path: Path, catalog: Catalog) -> tuple[Workflow, str]:
     """Read an API- or UI-format file into the IR; returns (workflow, format)."""
-    from .workflow.ui import from_ui_strict
-
     data = read_json_file(path)
     kind = detect_format(data)
     if kind == "ui":
@@ -104,7 +107,10 @@ def _problem_json(problem: Problem) -> dict[str, Any]:
 
 @app.command("validate")
 def validate_command(
-    files: Annotated[list[Path], typer.Argument(help="Workflow files (API or UI format).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Workflow files (API or UI format), or directories of them."),
+    ],
     object_info: ObjectInfoOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON report.")] = False,
     skip_model_files: Annotated[
@@ -122,7 +128,7 @@ def validate_command(
     """
     catalog = _catalog(object_info)
     reports = []
-    for path in files:
+    for path in _expand(files):
         try:
             workflow, kind = read_workflow(path, catalog)
         except (WorkflowFormatError, GraphError) as error:
@@ -150,23 +156,40 @@ def validate_command(
         print(json.dumps({"catalog": catalog.source, "files": reports}, indent=2))
     else:
         _print_reports(reports)
+        invalid = sum(not r["ok"] for r in reports)
+        out.print(f"{len(reports)} file(s): {len(reports) - invalid} valid, {invalid} invalid")
     if not all(r["ok"] for r in reports):
         raise typer.Exit(1)
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """Files as given; a directory stands for the ``*.json`` files directly in it."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("*.json"))
+            if not found:
+                fail(f"{path}: directory holds no .json files")
+            files.extend(found)
+        else:
+            files.append(path)
+    return files
 
 
 def _print_reports(reports: list[dict[str, Any]]) -> None:
     for report in reports:
         if report["error"]:
-            out.print(f"[red]✗[/] {report['path']}: {report['error']}", highlight=False)
+            out.print(f"[red]✗[/] {escape(report['error'])}", highlight=False, soft_wrap=True)
             continue
         problems = report["problems"]
         errors = sum(p["severity"] == "error" for p in problems)
         warnings = len(problems) - errors
         mark = "[green]✓[/]" if report["ok"] else "[red]✗[/]"
         out.print(
-            f"{mark} {report['path']} ({report['format']}): {errors} error(s), "
+            f"{mark} {escape(report['path'])} ({report['format']}): {errors} error(s), "
             f"{warnings} warning(s)",
             highlight=False,
+            soft_wrap=True,
         )
         for p in problems:
             colour = "red" if p["severity"] == "error" else "yellow"
@@ -177,8 +200,10 @@ def _print_reports(reports: list[dict[str, Any]]) -> None:
             if p["expected"] is not None or p["found"] is not None:
                 detail = f" — expected {p['expected']}, found {p['found']}"
             out.print(
-                f"  [{colour}]{p['severity']}[/] {p['kind']}: {where}: {p['message']}{detail}",
+                f"  [{colour}]{p['severity']}[/] {p['kind']}: "
+                + escape(f"{where}: {p['message']}{detail}"),
                 highlight=False,
+                soft_wrap=True,
             )
 
 
@@ -201,9 +226,6 @@ def convert_command(
     to it replaces those per-request values by placeholders; converting from it fills them
     from --prompt/--negative/--seed.
     """
-    from .workflow.textform import Bindings, from_text, to_text
-    from .workflow.ui import to_ui
-
     if to not in ("api", "ui", "text"):
         fail(f"--to must be api, ui or text, not {to!r}")
     catalog = _catalog(object_info)
@@ -216,6 +238,8 @@ def convert_command(
         if to == "api":
             result = json.dumps(to_api(workflow), indent=2, ensure_ascii=False)
         elif to == "ui":
+            if not all(node_id.isdigit() for node_id in workflow.ids()):
+                workflow = canonicalize(workflow)  # the editor needs integer node ids
             result = json.dumps(to_ui(workflow, catalog), indent=2, ensure_ascii=False)
         else:
             result, _ = to_text(workflow, catalog)
@@ -269,8 +293,8 @@ def library_build_command(
     LoRAs, samplers, schedulers, steps, CFG and resolution, and add or drop hires fix,
     upscalers, a refiner, FreeU and negative embeddings. Every output is validated.
     """
-    from .workflow.library import build_library, load_seed_library, load_workflow_dir, save_library
-
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        fail(f"{output} exists and is not an empty directory; choose a new one or remove it")
     catalog = _catalog(object_info)
     with user_errors():
         seed_workflows = load_seed_library() if seeds is None else load_workflow_dir(seeds)

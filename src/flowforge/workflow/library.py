@@ -32,7 +32,7 @@ from .graph import Workflow
 from .schema import Catalog
 from .validate import validate
 
-INDEX_NAME = "index.json"
+INDEX_NAME = "index.jsonl"
 #: Augmentations applied per step of the random walk: between 1 and this many.
 MAX_OPS_PER_STEP = 3
 #: Chance that a step starts from a seed rather than from any workflow of the library.
@@ -69,8 +69,8 @@ def load_seed_library() -> dict[str, Workflow]:
 
 
 def load_workflow_dir(path: Path | str) -> dict[str, Workflow]:
-    """Every API-format ``*.json`` workflow of a directory by file stem (``index.json``, a
-    saved library's index, is skipped). Raises LibraryError for a missing or empty one."""
+    """Every API-format ``*.json`` workflow of a directory by file stem (``index.jsonl``, a
+    saved library's index, is not a workflow). Raises LibraryError for a missing or empty one."""
     folder = Path(path)
     if not folder.is_dir():
         raise LibraryError(f"{folder}: not a directory")
@@ -150,10 +150,11 @@ def build_library(
 
 
 def save_library(entries: Sequence[LibraryEntry], out_dir: Path | str) -> Path:
-    """Write ``HASH.json`` (API format) per workflow and ``index.json``; returns the index.
+    """Write ``HASH.json`` (API format) per workflow and ``index.jsonl``; returns the index.
 
-    The index lists, in library order, each workflow's ``hash``, ``file``, ``origin`` (its
-    seed) and ``ops`` (the augmentations applied to that seed).
+    The index has one JSON line per workflow, in library order: its ``hash``, ``file``,
+    ``origin`` (its seed) and ``ops`` (the augmentations applied to that seed). It is JSON
+    Lines, not ``.json``, so that ``flowforge validate DIR/*.json`` sees only workflows.
     """
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,5 +166,5 @@ def save_library(entries: Sequence[LibraryEntry], out_dir: Path | str) -> Path:
             {"hash": entry.hash, "file": name, "origin": entry.origin, "ops": list(entry.ops)}
         )
     path = folder / INDEX_NAME
-    path.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    path.write_text("".join(json.dumps(row) + "\n" for row in index), encoding="utf-8")
     return path

@@ -2,7 +2,7 @@
 
 Run from anywhere: ``python tests/data/library_sample/make_sample.py [OUT_DIR]``. It builds
 ``build_library(load_seed_library(), default_catalog(), size=1000, seed=0)`` and saves every
-20th workflow (API JSON named by canonical hash, plus ``index.json`` with origin seed and
+20th workflow (API JSON named by canonical hash, plus ``index.jsonl`` with origin seed and
 augmentations) into OUT_DIR (default: this directory, whose old sample files it replaces).
 
 The sample exists for an outside check: queue each file against a real ComfyUI with the

@@ -1,0 +1,141 @@
+"""The command line as a user meets it: exit codes, one-line errors, files written."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowforge.cli import app
+from flowforge.workflow.api import MAX_DEPTH, MAX_FILE_BYTES, load_api, to_api
+from flowforge.workflow.canonical import workflow_hash
+from flowforge.workflow.schema import default_catalog
+from flowforge.workflow.ui import load_ui
+
+runner = CliRunner()
+SEEDS = Path(str(resources.files("flowforge").joinpath("resources", "seeds")))
+SD15_BASE = SEEDS / "sd15_base.json"
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_validate_accepts_a_valid_seed_and_reports_json(tmp_path: Path) -> None:
+    code, output = run("validate", str(SD15_BASE), "--json")
+    assert code == 0
+    report = json.loads(output)
+    assert report["files"][0]["ok"] is True and report["files"][0]["problems"] == []
+
+
+def test_validate_exits_1_and_names_node_and_input(tmp_path: Path) -> None:
+    data = json.loads(SD15_BASE.read_text())
+    sampler = next(k for k, v in data.items() if v["class_type"] == "KSampler")
+    data[sampler]["inputs"]["sampler_name"] = "euler_a"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(data))
+    code, output = run("validate", str(path))
+    assert code == 1
+    assert f"node {sampler} (KSampler) input 'sampler_name'" in output
+    assert 'found "euler_a"' in output and "expected one of [euler," in output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "malformed JSON at line 1"),
+        ('"just a string"', "not a ComfyUI workflow"),
+        ('{"a": 1}', "not a ComfyUI workflow"),
+        ("[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5), "nested deeper than"),
+    ],
+)
+def test_validate_reports_unreadable_files_in_one_line(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "in.json"
+    path.write_text(content)
+    code, output = run("validate", str(path))
+    assert code == 1
+    line = next(line for line in output.splitlines() if "in.json" in line)
+    assert message in line
+    assert "Traceback" not in output
+
+
+def test_huge_file_is_refused_before_reading(tmp_path: Path) -> None:
+    path = tmp_path / "huge.json"
+    with path.open("wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)
+    code, output = run("convert", str(path), "--to", "text")
+    assert code == 2
+    assert "larger than the" in output and "Traceback" not in output
+
+
+def test_ui_file_where_api_is_expected_is_named(tmp_path: Path) -> None:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    code, _ = run("convert", str(SD15_BASE), "--to", "ui", "-o", str(seeds / "ui.json"))
+    assert code == 0
+    code, output = run(
+        "library", "build", "--seeds", str(seeds), "--size", "5", "-o", str(tmp_path / "lib")
+    )
+    assert code == 2
+    assert "UI-format workflow" in output and "Traceback" not in output
+
+
+def test_convert_round_trips_api_ui_text(tmp_path: Path) -> None:
+    ui_path, text_path, api_path = tmp_path / "w_ui.json", tmp_path / "w.txt", tmp_path / "w.json"
+    assert run("convert", str(SD15_BASE), "--to", "ui", "-o", str(ui_path))[0] == 0
+    assert run("convert", str(ui_path), "--to", "text", "-o", str(text_path))[0] == 0
+    seed_workflow = load_api(SD15_BASE)
+    assert workflow_hash(load_ui(ui_path, default_catalog())) == workflow_hash(seed_workflow)
+    text = text_path.read_text()
+    assert "text=$PROMPT" in text and "seed=$SEED" in text
+    code, _ = run(
+        "convert",
+        str(text_path),
+        "--to",
+        "api",
+        "-o",
+        str(api_path),
+        "--prompt",
+        "a red fox",
+        "--seed",
+        "7",
+    )
+    assert code == 0
+    designed = json.loads(api_path.read_text())
+    sampler = next(v for v in designed.values() if v["class_type"] == "KSampler")
+    assert sampler["inputs"]["seed"] == 7
+    texts = [v["inputs"]["text"] for v in designed.values() if v["class_type"] == "CLIPTextEncode"]
+    assert "a red fox" in texts
+    assert to_api(load_api(api_path)) == designed
+
+
+def test_convert_rejects_an_unknown_target_format() -> None:
+    code, output = run("convert", str(SD15_BASE), "--to", "xml")
+    assert code == 2 and "--to must be api, ui or text" in output
+
+
+def test_library_build_writes_distinct_valid_workflows(tmp_path: Path) -> None:
+    out = tmp_path / "lib"
+    code, output = run("library", "build", "--size", "60", "-o", str(out))
+    assert code == 0, output
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 60
+    assert {workflow_hash(load_api(f)) for f in files} == {f.stem for f in files}
+    assert len((out / "index.jsonl").read_text().splitlines()) == 60
+    code, output = run("validate", str(out))
+    assert code == 0 and "60 valid, 0 invalid" in output
+    code, output = run("library", "build", "--size", "5", "-o", str(out))
+    assert code == 2 and "not an empty directory" in output
+
+
+def test_bad_object_info_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "object_info.json"
+    path.write_text(json.dumps({"KSampler": {"no": "input"}}))
+    code, output = run("validate", str(SD15_BASE), "--object-info", str(path))
+    assert code == 2 and "is not a node schema" in output
