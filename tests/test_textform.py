@@ -15,11 +15,15 @@ from strategies import relabel
 from flowforge.workflow.api import from_api, load_api, to_api
 from flowforge.workflow.canonical import canonicalize
 from flowforge.workflow.graph import JsonLiteral, Link, Node, Value, Workflow
+from flowforge.workflow.library import load_seed_library
+from flowforge.workflow.schema import default_catalog
 from flowforge.workflow.textform import (
     Bindings,
     TextFormError,
+    design_hash,
     from_text,
     off_grid,
+    request_mask,
     to_text,
 )
 
@@ -31,7 +35,7 @@ def api_text(workflow: Workflow) -> str:
 def assert_round_trip(workflow: Workflow) -> tuple[str, Bindings]:
     text, bindings = to_text(workflow)
     back = from_text(text, bindings)
-    assert api_text(back) == api_text(canonicalize(workflow))
+    assert api_text(back) == api_text(canonicalize(workflow, request_mask(default_catalog())))
     assert to_text(back) == (text, bindings)
     return text, bindings
 
@@ -121,16 +125,16 @@ def test_sd15_txt2img_text_line_by_line() -> None:
     text, bindings = assert_round_trip(from_api(SD15))
     assert text.split("\n") == [
         "1 CheckpointLoaderSimple ckpt_name=v1-5.safetensors",
-        "2 CLIPTextEncode clip=@1.1 text=$NEGATIVE",
-        "3 CLIPTextEncode clip=@1.1 text=$PROMPT",
+        "2 CLIPTextEncode clip=@1.1 text=$PROMPT",
+        "3 CLIPTextEncode clip=@1.1 text=$NEGATIVE",
         "4 EmptyLatentImage batch_size=1 height=512 width=512",
-        "5 KSampler cfg=8.0 denoise=1 latent_image=@4.0 model=@1.0 negative=@2.0 positive=@3.0"
+        "5 KSampler cfg=8.0 denoise=1 latent_image=@4.0 model=@1.0 negative=@3.0 positive=@2.0"
         " sampler_name=euler scheduler=normal seed=$SEED steps=20",
         "6 VAEDecode samples=@5.0 vae=@1.2",
         '7 SaveImage filename_prefix="Comfy UI" images=@6.0',
     ]
     assert bindings == Bindings(
-        (("$NEGATIVE", "blurry, ugly"), ("$PROMPT", "a cat, 4k"), ("$SEED", 156680208700286))
+        (("$PROMPT", "a cat, 4k"), ("$NEGATIVE", "blurry, ugly"), ("$SEED", 156680208700286))
     )
     assert not text.endswith("\n") and hash(bindings) == hash(Bindings(bindings.pairs))
     assert from_text(text + "\n", bindings) == from_text(text, bindings)
@@ -416,3 +420,29 @@ def test_negative_templates_round_trip_and_fill(negative: str, user: str) -> Non
     else:  # an embeddings run was kept: the user's text comes first, then the run
         tail = negative[len(str(bindings.lookup("$NEGATIVE"))) :]
         assert filled.startswith(user) and filled.endswith(tail.lstrip(" ,\n"))
+
+
+def test_one_design_has_one_text_whatever_prompt_is_written_into_it() -> None:
+    """Two encoders tie on structure; their order must not follow the prompt texts."""
+    seed = load_seed_library()["sd15_base"]
+    encoders = [n for n in seed if n.class_type == "CLIPTextEncode"]
+    texts = set()
+    hashes = set()
+    for positive, negative, value in [("a cat", "blurry", 1), ("zebra", "aaa", 99), ("", "", 0)]:
+        filled = seed
+        for node in encoders:
+            role_negative = any(
+                name == "negative"
+                for consumer in seed
+                for name, link in consumer.links()
+                if link.node == node.id
+            )
+            filled = filled.replace_node(
+                node.with_inputs(text=negative if role_negative else positive)
+            )
+        sampler = next(n for n in filled if n.class_type == "KSampler")
+        filled = filled.replace_node(sampler.with_inputs(seed=value))
+        text, _ = to_text(filled)
+        texts.add(text)
+        hashes.add(design_hash(filled))
+    assert len(texts) == 1 and len(hashes) == 1

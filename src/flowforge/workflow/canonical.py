@@ -22,9 +22,15 @@ import hashlib
 import heapq
 import json
 from collections import defaultdict
+from collections.abc import Callable
 
 from .api import to_api
 from .graph import GraphError, JsonLiteral, Link, Node, Value, Workflow
+
+#: Maps (node, input name, literal) to the value the ordering should see. The text form uses
+#: one to hide per-request values (prompt texts, seeds), so that one design gets one node
+#: order whatever prompt was written into it.
+Mask = Callable[[Node, str, Value], Value]
 
 
 def _digest(text: str) -> str:
@@ -69,7 +75,9 @@ def topological_order(workflow: Workflow) -> list[str]:
     return order
 
 
-def _structural_keys(workflow: Workflow, order: list[str]) -> dict[str, tuple[str, str]]:
+def _structural_keys(
+    workflow: Workflow, order: list[str], mask: Mask | None
+) -> dict[str, tuple[str, str]]:
     """(upstream hash, downstream hash) per node: id-free descriptions of its position."""
     up: dict[str, str] = {}
     for node_id in order:
@@ -79,7 +87,8 @@ def _structural_keys(workflow: Workflow, order: list[str]) -> dict[str, tuple[st
             if isinstance(value, Link):
                 parts.append(f"{name}=@{up[value.node]}.{value.slot}")
             else:
-                parts.append(f"{name}={_literal_text(value)}")
+                seen = value if mask is None else mask(node, name, value)
+                parts.append(f"{name}={_literal_text(seen)}")
         up[node_id] = _digest("\x1f".join(parts))
     feeds: dict[str, list[tuple[str, str, int]]] = defaultdict(list)
     for node in workflow:
@@ -92,10 +101,14 @@ def _structural_keys(workflow: Workflow, order: list[str]) -> dict[str, tuple[st
     return {node_id: (up[node_id], down[node_id]) for node_id in order}
 
 
-def canonical_order(workflow: Workflow) -> list[str]:
-    """Node ids in the canonical topological order (independent of ids and file order)."""
+def canonical_order(workflow: Workflow, mask: Mask | None = None) -> list[str]:
+    """Node ids in the canonical topological order (independent of ids and file order).
+
+    With `mask`, ties are broken on the masked literals, so values the mask hides cannot
+    change the order.
+    """
     order = topological_order(workflow)
-    keys = _structural_keys(workflow, order)
+    keys = _structural_keys(workflow, order, mask)
     indegree = {node.id: sum(1 for _ in node.links()) for node in workflow}
     children: dict[str, list[str]] = defaultdict(list)
     for node in workflow:
@@ -114,9 +127,12 @@ def canonical_order(workflow: Workflow) -> list[str]:
     return result
 
 
-def canonicalize(workflow: Workflow) -> Workflow:
-    """The canonical form: topological order, ids "1".."n", inputs sorted, no ``_meta``."""
-    order = canonical_order(workflow)
+def canonicalize(workflow: Workflow, mask: Mask | None = None) -> Workflow:
+    """The canonical form: topological order, ids "1".."n", inputs sorted, no ``_meta``.
+
+    `mask` only steers the order (see `canonical_order`); values are kept as they are.
+    """
+    order = canonical_order(workflow, mask)
     new_id = {old: str(position + 1) for position, old in enumerate(order)}
     nodes = []
     for old in order:

@@ -2,7 +2,10 @@
 
 A policy designs workflows as text, so a text must say exactly one workflow and a workflow
 on the grids exactly one text (the model learns one spelling): ``to_text`` and ``from_text``
-are inverse, ``to_api(from_text(*to_text(wf)))`` equals ``to_api(canonicalize(wf))`` as JSON.
+are inverse, ``to_api(from_text(*to_text(wf)))`` equals
+``to_api(canonicalize(wf, request_mask(catalog)))`` as JSON (the canonical form, ordered
+without looking at prompt texts and seeds, so that one design has one text whatever prompt
+was written into it; for most workflows this is exactly ``canonicalize(wf)``).
 
 Lines: the workflow is canonicalized (``canonical.canonicalize``: topological order, ids
 "1".."n", inputs sorted by name, no ``_meta``) and node ``k`` is line ``k``,
@@ -62,13 +65,14 @@ extra spaces between tokens are ignored.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 
-from .canonical import canonicalize
+from .canonical import Mask, canonicalize
 from .graph import JsonLiteral, Link, Node, Value, Workflow
 from .schema import Catalog, default_catalog
 
@@ -254,6 +258,35 @@ def _text_value(value: str, negative: bool, allocator: _Allocator) -> str:
     return allocator.name("NEGATIVE" if negative else "PROMPT", value)
 
 
+def request_mask(catalog: Catalog) -> Mask:
+    """The canonical-order mask that hides per-request values (seeds, prompt texts).
+
+    Without it, the node order (and so the text) of one design would depend on the prompt
+    written into it: two encoders are ordered by their texts when nothing else separates
+    them. Negative-embedding tails stay visible: they belong to the design.
+    """
+
+    def mask(node: Node, name: str, value: Value) -> Value:
+        if name in SEED_INPUTS and type(value) is int:
+            return "$SEED"
+        if isinstance(value, str) and _is_text_input(catalog, node.class_type, name):
+            split = _EMB_SPLIT.fullmatch(value)
+            return "$TEXT" + (split["tail"] if split is not None else "")
+        return value
+
+    return mask
+
+
+def design_hash(workflow: Workflow, catalog: Catalog | None = None) -> str:
+    """Identity of a design: the hash of its text form, blind to prompt texts and seeds.
+
+    `canonical.workflow_hash` identifies a workflow file (prompt included); this identifies
+    what the policy designs, so "is this design in the library?" compares these.
+    """
+    text, _ = to_text(workflow, catalog)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def to_text(workflow: Workflow, catalog: Catalog | None = None) -> tuple[str, Bindings]:
     """The text form of the canonical workflow and the bindings of its placeholders.
 
@@ -267,8 +300,8 @@ def to_text(workflow: Workflow, catalog: Catalog | None = None) -> tuple[str, Bi
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise TextFormError(problems[0] + more)
-    canonical = canonicalize(workflow)
     catalog = default_catalog() if catalog is None else catalog
+    canonical = canonicalize(workflow, request_mask(catalog))
     negatives = _negative_texts(canonical)
     allocator = _Allocator()
     lines = []
