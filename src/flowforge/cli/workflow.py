@@ -1,86 +1,37 @@
-"""The ``flowforge`` command line: a thin typer layer over plain Python functions.
-
-Every command turns expected failures (bad files, wrong formats, invalid catalogs) into one
-readable line on stderr and exit code 2; a traceback means a bug in flowforge. Exit code 1
-is reserved for "the input was read fine and is invalid" (``validate``).
-"""
+"""Workflow commands: validate, convert, library build."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
-from .workflow.api import WorkflowFormatError, detect_format, from_api, read_json_file, to_api
-from .workflow.canonical import canonicalize
-from .workflow.graph import GraphError, Workflow
-from .workflow.library import build_library, load_seed_library, load_workflow_dir, save_library
-from .workflow.schema import Catalog, CatalogError, load_catalog
-from .workflow.textform import Bindings, from_text, to_text
-from .workflow.ui import from_ui_strict, to_ui
-from .workflow.validate import Problem, validate
-
-app = typer.Typer(
-    name="flowforge",
-    help="Design ComfyUI text-to-image workflows per prompt (reward ensemble + SFT + GRPO).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from ..workflow.api import WorkflowFormatError, detect_format, from_api, read_json_file, to_api
+from ..workflow.canonical import canonicalize
+from ..workflow.graph import GraphError, Workflow
+from ..workflow.library import build_library, load_seed_library, load_workflow_dir, save_library
+from ..workflow.schema import Catalog
+from ..workflow.textform import Bindings, from_text, to_text
+from ..workflow.ui import from_ui_strict, to_ui
+from ..workflow.validate import Problem, validate
+from .app import (
+    ObjectInfoOption,
+    app,
+    catalog_option,
+    err,
+    fail,
+    out,
+    progress_bar,
+    user_errors,
 )
+
 library_app = typer.Typer(
     help="Build workflow libraries from seed workflows.", no_args_is_help=True
 )
 app.add_typer(library_app, name="library")
-
-out = Console()
-err = Console(stderr=True)
-
-ObjectInfoOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--object-info",
-        help="A ComfyUI /object_info JSON dump (your server's nodes and model files). "
-        "Default: the shipped catalog (ComfyUI early 2024, SD1.5/SDXL models).",
-        dir_okay=False,
-    ),
-]
-
-
-def fail(message: str) -> NoReturn:
-    """Print one readable line and exit 2: the input could not be used at all."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the errors a user's input can cause into `fail` lines instead of tracebacks."""
-    try:
-        yield
-    except (WorkflowFormatError, CatalogError, GraphError, ValueError) as error:
-        fail(str(error))
-
-
-def _catalog(path: Path | None) -> Catalog:
-    with user_errors():
-        return load_catalog(path)
 
 
 def read_workflow(path: Path, catalog: Catalog) -> tuple[Workflow, str]:
@@ -126,7 +77,7 @@ def validate_command(
     Each problem names the node id, class, input, what was expected and what was found.
     Warnings (ignored inputs, nodes that feed no output) do not make a workflow invalid.
     """
-    catalog = _catalog(object_info)
+    catalog = catalog_option(object_info)
     reports = []
     for path in _expand(files):
         try:
@@ -228,7 +179,7 @@ def convert_command(
     """
     if to not in ("api", "ui", "text"):
         fail(f"--to must be api, ui or text, not {to!r}")
-    catalog = _catalog(object_info)
+    catalog = catalog_option(object_info)
     with user_errors():
         if file.suffix == ".txt":
             text = file.read_text(encoding="utf-8")
@@ -248,28 +199,6 @@ def convert_command(
     else:
         output.write_text(result + "\n", encoding="utf-8")
         err.print(f"wrote {output}", highlight=False)
-
-
-class RateColumn(ProgressColumn):
-    """Items per second, as measured by rich over the last seconds."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("  -/s" if speed is None else f"{speed:,.0f}/s", style="cyan")
-
-
-def progress_bar() -> Progress:
-    """The progress bar every long flowforge job shows: count, rate, elapsed, ETA."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err,
-        transient=False,
-    )
 
 
 @library_app.command("build")
@@ -295,7 +224,7 @@ def library_build_command(
     """
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail(f"{output} exists and is not an empty directory; choose a new one or remove it")
-    catalog = _catalog(object_info)
+    catalog = catalog_option(object_info)
     with user_errors():
         seed_workflows = load_seed_library() if seeds is None else load_workflow_dir(seeds)
     with progress_bar() as progress:
@@ -309,7 +238,3 @@ def library_build_command(
     with user_errors():
         save_library(workflows, output)
     out.print(f"wrote {len(workflows)} workflows to {output}", highlight=False)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

@@ -1,0 +1,10 @@
+"""The ``flowforge`` command line: a thin typer layer over plain Python functions.
+
+`app` lives in `app.py`; each module here registers the commands of one area on it. Nothing
+in flowforge imports this package.
+"""
+
+from . import workflow  # noqa: F401  (registers the workflow commands)
+from .app import app
+
+__all__ = ["app"]
