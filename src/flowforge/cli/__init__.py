@@ -4,7 +4,7 @@
 in flowforge imports this package.
 """
 
-from . import workflow  # noqa: F401  (registers the workflow commands)
+from . import data, sim, workflow  # noqa: F401  (register their commands)
 from .app import app
 
 __all__ = ["app"]

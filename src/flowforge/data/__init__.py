@@ -1,0 +1,1 @@
+"""Data: prompt sets, the collection journal (SQLite) and dataset export."""

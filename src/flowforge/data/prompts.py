@@ -1,0 +1,194 @@
+"""The shipped prompt sets, their fixed train / held-out split, and user prompt files.
+
+flowforge is measured on prompts that no training stage has seen (method.md), so the split is
+part of the data, not of a run: it is a pure function of the prompt id, the same on every
+machine and in every stage, and documented in docs/prompts.md.
+
+- PartiPrompts (Apache-2.0): 1,632 prompts in 12 categories, ids ``parti-0000`` ...
+  ``parti-1631`` in file order. A prompt is held out when the first 8 bytes of
+  ``sha256("flowforge-split-v1:" + id)``, read as a fraction of 2**64, are below
+  `HELDOUT_SHARE` (0.2): about 20% of every category, chosen independently of its text.
+- GenEval (MIT): 553 templated prompts (``a photo of two cows``), ids ``geneval-0000`` ...
+  ``geneval-0552``, **all held out**. GenEval is an evaluation benchmark whose prompts come from
+  six templates over 80 object names; any share of it in training would put near-copies of the
+  held-out prompts into SFT, reward and GRPO data, and ComfyGen reports it as an evaluation.
+
+The two files are shipped unchanged under ``resources/prompts/`` with their licences (see
+``ATTRIBUTION.md`` there).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+Split = Literal["train", "heldout", "all"]
+SOURCES = ("parti", "geneval")
+#: The share of PartiPrompts held out (GenEval is held out entirely, see the module docstring).
+HELDOUT_SHARE = 0.2
+_SPLIT_SALT = "flowforge-split-v1:"
+_MAX_PROMPT_CHARS = 2_000
+_MAX_FILE_BYTES = 64 * 1024 * 1024
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be read; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt: a stable id (the key everywhere a prompt is stored), its text and origin."""
+
+    id: str
+    text: str
+    source: str
+    category: str
+
+
+def split_of(prompt: Prompt) -> Literal["train", "heldout"]:
+    """The fixed split of a shipped prompt (see the module docstring)."""
+    if prompt.source == "geneval":
+        return "heldout"
+    digest = hashlib.sha256((_SPLIT_SALT + prompt.id).encode("utf-8")).digest()
+    fraction = int.from_bytes(digest[:8], "big") / 2**64
+    return "heldout" if fraction < HELDOUT_SHARE else "train"
+
+
+def _resource_text(name: str) -> str:
+    return resources.files("flowforge").joinpath("resources", "prompts", name).read_text("utf-8")
+
+
+@cache
+def _parti() -> tuple[Prompt, ...]:
+    rows = csv.DictReader(io.StringIO(_resource_text("PartiPrompts.tsv")), delimiter="\t")
+    return tuple(
+        Prompt(f"parti-{index:04d}", row["Prompt"].strip(), "parti", row["Category"])
+        for index, row in enumerate(rows)
+    )
+
+
+@cache
+def _geneval() -> tuple[Prompt, ...]:
+    lines = _resource_text("geneval_evaluation_metadata.jsonl").splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    return tuple(
+        Prompt(f"geneval-{index:04d}", str(record["prompt"]).strip(), "geneval", record["tag"])
+        for index, record in enumerate(records)
+    )
+
+
+def load_prompts(split: Split = "all", source: str | None = None) -> list[Prompt]:
+    """The shipped prompts of one split ("train", "heldout" or "all"), optionally one source.
+
+    Order is file order, Parti first; the same on every call and machine.
+    """
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"unknown split {split!r}: use 'train', 'heldout' or 'all'")
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"unknown prompt source {source!r}: use one of {', '.join(SOURCES)}")
+    prompts = [
+        prompt
+        for prompt in (*_parti(), *_geneval())
+        if (source is None or prompt.source == source)
+        and (split == "all" or split_of(prompt) == split)
+    ]
+    return prompts
+
+
+def load_paraphrases() -> list[tuple[str, str]]:
+    """The shipped (prompt, paraphrase) pairs: same meaning, different words (for the audit)."""
+    pairs = []
+    for line in _resource_text("paraphrases.jsonl").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            pairs.append((str(record["prompt"]), str(record["paraphrase"])))
+    return pairs
+
+
+def prompt_id_for(text: str) -> str:
+    """A content id for a user's prompt: the same text gets the same id in every file."""
+    return "user-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _checked_text(text: object, where: str) -> str:
+    if not isinstance(text, str):
+        raise PromptFileError(f"{where}: the prompt must be a string, found {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise PromptFileError(f"{where}: the prompt is empty")
+    if len(text) > _MAX_PROMPT_CHARS:
+        raise PromptFileError(f"{where}: the prompt is longer than {_MAX_PROMPT_CHARS} characters")
+    return text
+
+
+def _from_json_line(line: str, where: str, source: str) -> Prompt:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise PromptFileError(f"{where}: not JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise PromptFileError(f"{where}: expected a JSON object with a 'prompt' or 'text' field")
+    fields = [name for name in ("prompt", "text") if name in record]
+    if len(fields) != 1:
+        found = "both" if fields else "neither"
+        raise PromptFileError(
+            f"{where}: expected exactly one of the fields 'prompt' or 'text', found {found}"
+        )
+    text = _checked_text(record[fields[0]], where)
+    given_id = record.get("id")
+    if given_id is not None and (not isinstance(given_id, str) or not given_id.strip()):
+        raise PromptFileError(f"{where}: 'id' must be a non-empty string")
+    category = record.get("category", "")
+    return Prompt(given_id or prompt_id_for(text), text, source, str(category))
+
+
+def load_prompt_file(path: Path | str) -> list[Prompt]:
+    """A user's prompts: ``.txt`` (one prompt per line; blank lines and ``#`` lines skipped) or
+    ``.jsonl`` (one object per line with a ``prompt`` or ``text`` field, optional ``id`` and
+    ``category``).
+
+    Ids are given ids or content ids (`prompt_id_for`), so results stored under a prompt id stay
+    valid when lines are added or reordered. A repeated id or text is an error naming both lines,
+    as is anything else unreadable: nothing is skipped silently.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".txt", ".jsonl"):
+        raise PromptFileError(
+            f"{path}: unknown prompt file type {path.suffix!r}; use .txt (one prompt per line) "
+            "or .jsonl (objects with a 'prompt' or 'text' field)"
+        )
+    try:
+        if path.stat().st_size > _MAX_FILE_BYTES:
+            raise PromptFileError(f"{path}: larger than {_MAX_FILE_BYTES:,} bytes")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise PromptFileError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError:
+        raise PromptFileError(f"{path}: not UTF-8 text") from None
+    prompts: list[Prompt] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or (suffix == ".txt" and line.lstrip().startswith("#")):
+            continue
+        where = f"{path}:{number}"
+        if suffix == ".txt":
+            text = _checked_text(line, where)
+            prompt = Prompt(prompt_id_for(text), text, path.stem, "")
+        else:
+            prompt = _from_json_line(line, where, path.stem)
+        for key in (f"id {prompt.id}", f"text {prompt.text!r}"):
+            if key in seen:
+                raise PromptFileError(f"{where}: repeats the {key.split()[0]} of line {seen[key]}")
+            seen[key] = number
+        prompts.append(prompt)
+    if not prompts:
+        raise PromptFileError(f"{path}: no prompts in the file")
+    return prompts

@@ -1,0 +1,152 @@
+"""Turn a ``--judge`` spec and its ``--judge-opt key=value`` options into a Judge.
+
+Specs (design.md's contract; this is how outside evaluators and render farms plug in):
+
+- ``sim`` / ``sim:SEED``: the embedded simulated world (``sim`` is ``sim:0``). Options:
+  ``seed`` (an int; it may not contradict a seed in the spec) and ``cache_dir`` (where
+  prompt embeddings are kept; it does not change the judge id).
+- ``package.module:factory``: ``factory(**options)`` must return a Judge (an object with
+  ``object_info`` and ``score``). Options are passed as the strings given on the command
+  line: flowforge cannot know an outside factory's types, so the factory converts them.
+- ``comfyui``: a real server pool; not available yet (a later issue), and said so.
+
+The judge id names the judge in the collection journal's keys, so two runs agree on it
+exactly when they would judge identically: ``sim:SEED`` for the simulator, and for a
+factory its spec followed by the sorted options (``pkg.mod:make?url=http://a&k=v``).
+Every failure is a `JudgeLoadError` with one line that names the spec.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import Judge
+
+_SIM = re.compile(r"sim(?::(-?[0-9]+))?")
+_FACTORY = re.compile(r"(?P<module>[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)")
+#: The sim's options and their conversions from strings; only `seed` changes the judge id.
+_SIM_OPTIONS: Mapping[str, Callable[[str], Any]] = {"seed": int, "cache_dir": Path}
+
+
+class JudgeLoadError(ValueError):
+    """A judge spec that cannot be turned into a Judge. One line, names the spec."""
+
+
+@dataclass(frozen=True)
+class LoadedJudge:
+    """A judge and the id that keys its results in the journal (e.g. ``sim:0``)."""
+
+    judge_id: str
+    judge: Judge
+
+
+def load_judge(spec: str, options: Mapping[str, str] | None = None) -> LoadedJudge:
+    """The judge a ``--judge`` spec names, built with the ``--judge-opt`` options."""
+    options = dict(options or {})
+    if spec == "comfyui" or spec.startswith("comfyui:"):
+        raise JudgeLoadError(
+            f"--judge {spec}: the ComfyUI server judge is not available yet; use --judge sim "
+            "or --judge package.module:factory"
+        )
+    if spec == "sim" or spec.startswith("sim:"):
+        sim = _SIM.fullmatch(spec)
+        if sim is None:
+            raise JudgeLoadError(f"--judge {spec}: the sim's seed must be an integer (sim:SEED)")
+        return _load_sim(spec, sim.group(1), options)
+    factory = _FACTORY.fullmatch(spec)
+    if factory is None:
+        raise JudgeLoadError(
+            f"--judge {spec!r}: not a judge spec; use sim, sim:SEED or package.module:factory"
+        )
+    return _load_factory(spec, factory.group("module"), factory.group("attr"), options)
+
+
+def parse_judge_options(pairs: list[str]) -> dict[str, str]:
+    """Repeated ``--judge-opt key=value`` flags as a dict; a key given twice is an error."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise JudgeLoadError(f"--judge-opt {pair!r}: expected key=value")
+        if key in options:
+            raise JudgeLoadError(f"--judge-opt {key} is given twice")
+        options[key] = value
+    return options
+
+
+def _load_sim(spec: str, spec_seed: str | None, options: dict[str, str]) -> LoadedJudge:
+    unknown = sorted(set(options) - set(_SIM_OPTIONS))
+    if unknown:
+        raise JudgeLoadError(
+            f"--judge {spec}: unknown option(s) {', '.join(unknown)}; "
+            f"the sim takes {', '.join(sorted(_SIM_OPTIONS))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        try:
+            kwargs[key] = _SIM_OPTIONS[key](value)
+        except ValueError:
+            raise JudgeLoadError(f"--judge {spec}: option {key}={value!r} is not valid") from None
+    if spec_seed is not None:
+        if "seed" in kwargs and kwargs["seed"] != int(spec_seed):
+            raise JudgeLoadError(
+                f"--judge {spec}: --judge-opt seed={kwargs['seed']} contradicts the spec's seed"
+            )
+        kwargs["seed"] = int(spec_seed)
+    kwargs.setdefault("seed", 0)
+    try:
+        from .sim.judge import SimJudge
+    except ImportError as error:
+        raise JudgeLoadError(f"--judge {spec}: the simulator cannot be imported: {error}") from None
+    try:
+        judge = SimJudge(**kwargs)
+    except Exception as error:
+        raise JudgeLoadError(
+            f"--judge {spec}: {type(error).__name__}: {_one_line(error)}"
+        ) from None
+    return LoadedJudge(judge_id=f"sim:{kwargs['seed']}", judge=_checked(spec, judge))
+
+
+def _load_factory(spec: str, module_name: str, attr: str, options: dict[str, str]) -> LoadedJudge:
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as error:  # an outside module can raise anything while importing
+        raise JudgeLoadError(
+            f"--judge {spec}: cannot import module {module_name!r}: {type(error).__name__}: {error}"
+        ) from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise JudgeLoadError(f"--judge {spec}: {module_name} has no {attr!r}") from None
+    if not callable(target):
+        raise JudgeLoadError(f"--judge {spec}: {module_name}.{attr} is not callable")
+    try:
+        judge = target(**options)
+    except Exception as error:
+        raise JudgeLoadError(
+            f"--judge {spec}: the factory raised {type(error).__name__}: {_one_line(error)}"
+        ) from None
+    suffix = "&".join(f"{key}={options[key]}" for key in sorted(options))
+    judge_id = f"{spec}?{suffix}" if suffix else spec
+    return LoadedJudge(judge_id=judge_id, judge=_checked(spec, judge))
+
+
+def _checked(spec: str, judge: object) -> Judge:
+    """The judge, if it has the contract's two methods; JudgeLoadError naming the spec if not."""
+    if not isinstance(judge, Judge):
+        missing = [name for name in ("object_info", "score") if not hasattr(judge, name)]
+        raise JudgeLoadError(
+            f"--judge {spec}: returned a {type(judge).__name__}, which is not a Judge "
+            f"(missing method(s): {', '.join(missing)})"
+        )
+    return judge
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or "(no message)"
