@@ -82,7 +82,7 @@ def test_bad_sim_specs_are_one_line_errors(
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("comfyui", r"--judge comfyui: the ComfyUI server judge is not available yet"),
+        ("comfyui", r"--judge comfyui: ComfyUIOptionError: give at least one ComfyUI server"),
         ("no_such_module_xyz:make", r"cannot import module 'no_such_module_xyz': ModuleNotF"),
         ("fake_judge:nothing", r"--judge fake_judge:nothing: fake_judge has no 'nothing'"),
         ("fake_judge:PROMPTS", r"fake_judge has no 'PROMPTS'"),

@@ -70,14 +70,32 @@ def collect_command(
             "--retry-transient", help="Judge again items whose recorded error was transient."
         ),
     ] = False,
+    server: Annotated[
+        list[str] | None,
+        typer.Option("--server", help="--judge comfyui: a server URL (repeatable)."),
+    ] = None,
+    servers: Annotated[
+        Path | None,
+        typer.Option("--servers", help="--judge comfyui: a file of server URLs, one per line."),
+    ] = None,
+    executor: Annotated[
+        str,
+        typer.Option("--executor", help="--judge comfyui: local, or ray (one actor per server)."),
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="--executor ray: cluster address (default: local)."),
+    ] = None,
 ) -> None:
     """Judge (prompt, workflow, seed) items into a resumable journal in --out.
 
     The plan is chosen once and stored; kill this at any time (even with SIGKILL) and run
-    the same command to finish it: nothing is lost or judged twice. See docs/collection.md.
+    the same command to finish it: nothing is lost or judged twice. See docs/collection.md;
+    real rendering with --judge comfyui --server URL ...: docs/comfyui.md.
     """
     with user_errors():
         options = parse_judge_options(judge_opt or [])
+        options.update(_comfyui_options(judge, server, servers, executor, ray_address))
         config = CollectConfig(
             out=out_dir,
             judge=judge,
@@ -125,6 +143,33 @@ def collect_command(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _comfyui_options(
+    judge: str,
+    server: list[str] | None,
+    servers: Path | None,
+    executor: str,
+    ray_address: str | None,
+) -> dict[str, str]:
+    """The ComfyUI flags as the judge's options (they do not change the judge id)."""
+    given = bool(server or servers or ray_address or executor != "local")
+    if judge != "comfyui":
+        if given:
+            fail("--server, --servers, --executor and --ray-address need --judge comfyui")
+        return {}
+    if executor not in ("local", "ray"):
+        fail(f"--executor must be local or ray, not {executor!r}")
+    if ray_address and executor != "ray":
+        fail("--ray-address needs --executor ray")
+    options = {"executor": executor}
+    if server:
+        options["servers"] = ",".join(server)
+    if servers:
+        options["servers_file"] = str(servers)
+    if ray_address:
+        options["ray_address"] = ray_address
+    return options
 
 
 @data_app.command("export")

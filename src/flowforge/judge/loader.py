@@ -8,7 +8,9 @@ Specs (design.md's contract; this is how outside evaluators and render farms plu
 - ``package.module:factory``: ``factory(**options)`` must return a Judge (an object with
   ``object_info`` and ``score``). Options are passed as the strings given on the command
   line: flowforge cannot know an outside factory's types, so the factory converts them.
-- ``comfyui``: a real server pool; not available yet (a later issue), and said so.
+- ``comfyui``: real ComfyUI servers rendering, image scorers scoring
+  (`flowforge.judge.comfyui`); options name the servers, scorers, executor (docs/comfyui.md).
+  Its id depends only on the scorers, so a run can resume on other servers or on Ray.
 
 The judge id names the judge in the collection journal's keys, so two runs agree on it
 exactly when they would judge identically: ``sim:SEED`` for the simulator, and for a
@@ -48,11 +50,8 @@ class LoadedJudge:
 def load_judge(spec: str, options: Mapping[str, str] | None = None) -> LoadedJudge:
     """The judge a ``--judge`` spec names, built with the ``--judge-opt`` options."""
     options = dict(options or {})
-    if spec == "comfyui" or spec.startswith("comfyui:"):
-        raise JudgeLoadError(
-            f"--judge {spec}: the ComfyUI server judge is not available yet; use --judge sim "
-            "or --judge package.module:factory"
-        )
+    if spec == "comfyui":
+        return _load_comfyui(spec, options)
     if spec == "sim" or spec.startswith("sim:"):
         sim = _SIM.fullmatch(spec)
         if sim is None:
@@ -135,6 +134,20 @@ def _load_factory(spec: str, module_name: str, attr: str, options: dict[str, str
     suffix = "&".join(f"{key}={options[key]}" for key in sorted(options))
     judge_id = f"{spec}?{suffix}" if suffix else spec
     return LoadedJudge(judge_id=judge_id, judge=_checked(spec, judge))
+
+
+def _load_comfyui(spec: str, options: dict[str, str]) -> LoadedJudge:
+    """The ComfyUI judge; imported here because it pulls in HTTP clients and torch."""
+    from .comfyui.factory import comfyui_judge_id, make_comfyui_judge
+
+    try:
+        judge = make_comfyui_judge(**options)
+        judge_id = comfyui_judge_id(options)
+    except Exception as error:  # options are user input; any failure is one line
+        raise JudgeLoadError(
+            f"--judge {spec}: {type(error).__name__}: {_one_line(error)}"
+        ) from None
+    return LoadedJudge(judge_id, _checked(spec, judge))
 
 
 def _checked(spec: str, judge: object) -> Judge:
