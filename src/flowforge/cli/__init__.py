@@ -4,7 +4,7 @@
 in flowforge imports this package.
 """
 
-from . import comfyui, data, sim, workflow  # noqa: F401  (register their commands)
+from . import comfyui, data, policy, reward, sim, workflow  # noqa: F401  (register their commands)
 from .app import app
 
 __all__ = ["app"]

@@ -1,0 +1,153 @@
+"""Policy commands: SFT (workflow vocabulary), the ComfyGen-FT baseline, design."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..policy.config import ComfyGenFTConfig, SFTRunConfig, TrainSettings
+from ..policy.design import design
+from ..policy.sft import run_comfygen_ft, run_sft
+from ..reward.ensemble import load_ensemble
+from .app import ObjectInfoOption, app, catalog_option, err, fail, out, user_errors
+
+_T = TrainSettings()
+
+
+def _settings(epochs: float, learning_rate: float, batch_size: int, seed: int) -> TrainSettings:
+    return replace(_T, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+
+
+@app.command("sft")
+def sft_command(
+    output: Annotated[Path, typer.Option("--out", help="Policy directory (resumed if it exists).")],
+    pairs: Annotated[
+        int, typer.Option("--pairs", help="(prompt, workflow) pairs.", min=1)
+    ] = 50_000,
+    library_size: Annotated[
+        int, typer.Option("--library-size", help="Augmented library to draw workflows from.")
+    ] = 20_000,
+    library: Annotated[
+        Path | None,
+        typer.Option("--library", help="Use this library directory instead.", file_okay=False),
+    ] = None,
+    epochs: Annotated[float, typer.Option("--epochs")] = _T.epochs,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = _T.learning_rate,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _T.batch_size,
+    seed: Annotated[int, typer.Option("--seed")] = _T.seed,
+    object_info: ObjectInfoOption = None,
+) -> None:
+    """Teach the policy the workflow vocabulary: SFT on (prompt, workflow) pairs.
+
+    Pairs need no rendering: library workflows are paired at random with train prompts
+    (docs/policy.md). Kill it and run it again to resume from the last checkpoint.
+    """
+    with user_errors():
+        catalog_option(object_info)  # a bad --object-info fails here, before training
+        config = SFTRunConfig(
+            out_dir=str(output),
+            pairs=pairs,
+            library_size=library_size,
+            library_dir=str(library) if library else None,
+            object_info=str(object_info) if object_info else None,
+            train=_settings(epochs, learning_rate, batch_size, seed),
+        )
+        result = run_sft(config)
+    out.print(
+        f"{'resumed' if result.resumed else 'trained'} {result.parameters:,}-parameter policy on "
+        f"{result.examples:,} pairs, {result.steps:,} steps, loss {result.train_loss:.3f}, "
+        f"{result.seconds:.0f} s -> {result.policy_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@app.command("comfygen-ft")
+def comfygen_ft_command(
+    triplets: Annotated[Path, typer.Option("--data", help="Run dir, .parquet or HF dataset.")],
+    output: Annotated[Path, typer.Option("--out", help="Policy directory.")],
+    score: Annotated[
+        list[str] | None,
+        typer.Option("--score", help="Scorer averaged into the training score (repeatable)."),
+    ] = None,
+    epochs: Annotated[float, typer.Option("--epochs")] = _T.epochs,
+    learning_rate: Annotated[float, typer.Option("--learning-rate")] = _T.learning_rate,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _T.batch_size,
+    seed: Annotated[int, typer.Option("--seed")] = _T.seed,
+    object_info: ObjectInfoOption = None,
+) -> None:
+    """The ComfyGen-FT baseline: SFT on (prompt, score) -> workflow, queried with a high score."""
+    with user_errors():
+        config = ComfyGenFTConfig(
+            out_dir=str(output),
+            triplets=str(triplets),
+            object_info=str(object_info) if object_info else None,
+            train=_settings(epochs, learning_rate, batch_size, seed),
+            **({"score_names": tuple(score)} if score else {}),
+        )
+        result = run_comfygen_ft(config)
+    out.print(
+        f"trained ComfyGen-FT on {result.examples:,} triplets, loss {result.train_loss:.3f} "
+        f"-> {result.policy_dir}",
+        highlight=False,
+    )
+
+
+@app.command("design")
+def design_command(
+    prompt: Annotated[str, typer.Argument(help="What the image should show.")],
+    policy: Annotated[Path, typer.Option("--policy", help="Policy directory (SFT or GRPO).")],
+    reference: Annotated[
+        Path | None,
+        typer.Option("--reference", help="Reference policy for guidance (usually the SFT one)."),
+    ] = None,
+    guidance: Annotated[
+        float | None,
+        typer.Option("--guidance", help="w in ref + w (policy - ref); 1 is the policy alone."),
+    ] = None,
+    samples: Annotated[int, typer.Option("--samples", help="Candidates to draw.", min=1)] = 1,
+    reward: Annotated[
+        Path | None,
+        typer.Option("--reward", help="Reward ensemble ranking the candidates (no rendering)."),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed, written into the graph.")] = 0,
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write API JSON here (else stdout).")
+    ] = None,
+    ui: Annotated[bool, typer.Option("--ui", help="Also write the editor's UI JSON.")] = False,
+    object_info: ObjectInfoOption = None,
+) -> None:
+    """Design the ComfyUI workflow for PROMPT: API JSON ready for POST /prompt.
+
+    Decoding is constrained by the node schemas, so the workflow always validates. With
+    --reference and --guidance, decoding extrapolates from the reference towards the policy
+    (method.md); with --samples N and --reward, the N candidates are ranked by predicted
+    reward.
+    """
+    if (reference is None) != (guidance is None):
+        fail("--reference and --guidance go together")
+    with user_errors():
+        catalog = catalog_option(object_info)
+        scorer = load_ensemble(reward, catalog=catalog) if reward is not None else None
+        result = design(
+            prompt, policy, samples=samples, seed=seed, catalog=catalog,
+            reference_dir=reference, guidance=guidance, reward=scorer, negative=negative,
+            temperature=temperature, ui=ui,
+        )  # fmt: skip
+    text = json.dumps(result.api, indent=2, ensure_ascii=False)
+    if output is None:
+        print(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        if ui and result.ui is not None:
+            ui_path = output.with_name(output.stem + "_ui.json")
+            ui_path.write_text(json.dumps(result.ui, indent=2, ensure_ascii=False) + "\n")
+            err.print(f"wrote {ui_path}", highlight=False)
+        err.print(f"wrote {output}", highlight=False)
+    err.print(f"designed in {result.seconds:.2f} s", highlight=False)

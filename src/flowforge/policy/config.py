@@ -1,0 +1,138 @@
+"""Settings of policy training runs: frozen, checked, saved as JSON with every run.
+
+`SFTRunConfig` is phase-1 SFT on library pairs, `ComfyGenFTConfig` the score-conditioned
+baseline; both share `TrainSettings`. One name per setting everywhere: the dataclass field is
+the JSON key and (with dashes) the CLI flag.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .model import LoraSettings, PolicyModelConfig
+from .vocab import VocabConfig
+
+
+class SFTError(ValueError):
+    """A run that cannot start or resume as configured."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the policy is trained; shared by vocabulary SFT and ComfyGen-FT."""
+
+    #: Passes over the examples (fractions allowed).
+    epochs: float = 1.0
+    #: Peak AdamW learning rate (a tiny model from scratch takes ~2e-3; LoRA 2e-4).
+    learning_rate: float = 2e-3
+    #: Examples per optimizer step.
+    batch_size: int = 32
+    #: Longest example in tokens; a longer one is an error, never truncated.
+    max_length: int = 384
+    #: Share of the steps with a linear warm-up, then cosine decay.
+    warmup_ratio: float = 0.05
+    #: AdamW weight decay.
+    weight_decay: float = 0.01
+    #: bf16 autocast. Off by default: for a model this small on CPU, fp32 measured as fast or
+    #: faster (the casts cost more than the matmuls save); on a GPU turn it on.
+    bf16: bool = False
+    #: Batch examples of similar length (random megabatches, sorted within): about half the
+    #: padding of random batches, since workflows run from ~60 to ~280 tokens.
+    group_by_length: bool = True
+    #: Seed of the pairing, the initial weights and the data order.
+    seed: int = 0
+    #: Checkpoint every this many steps (resume point after a kill).
+    save_steps: int = 250
+    #: Log loss every this many steps.
+    logging_steps: int = 25
+    #: Shape of the tiny model (ignored with `base_model`).
+    model: PolicyModelConfig = field(default_factory=PolicyModelConfig)
+    #: How the tokenizer is fitted.
+    vocab: VocabConfig = field(default_factory=VocabConfig)
+    #: A local pretrained model directory to train with LoRA instead of the tiny model.
+    base_model: str | None = None
+    #: LoRA settings (only with `base_model`).
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.learning_rate <= 0:
+            raise SFTError("epochs and learning_rate must be > 0")
+        if self.batch_size < 1 or self.save_steps < 1 or self.logging_steps < 1:
+            raise SFTError("batch_size, save_steps and logging_steps must be >= 1")
+        if not 0 <= self.warmup_ratio < 1 or self.weight_decay < 0:
+            raise SFTError("warmup_ratio must be in [0, 1) and weight_decay >= 0")
+        if self.base_model is None and self.max_length > self.model.max_position_embeddings:
+            raise SFTError(
+                f"max_length {self.max_length} exceeds the model's max_position_embeddings "
+                f"{self.model.max_position_embeddings}; raise model.max_position_embeddings"
+            )
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> TrainSettings:
+        return TrainSettings(
+            **{
+                **data,
+                "model": PolicyModelConfig(**data["model"]),
+                "vocab": VocabConfig(**data["vocab"]),
+                "lora": LoraSettings(**data["lora"]),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class SFTRunConfig:
+    """Phase-1 SFT on (prompt, workflow) pairs from an augmented library."""
+
+    #: The run directory; it becomes the policy directory when training ends.
+    out_dir: str
+    #: Training pairs (paper: 500K; default sized for 15 minutes on 2 CPU cores).
+    pairs: int = 50_000
+    #: Workflows in the augmented library built from the seeds (ignored with `library_dir`).
+    library_size: int = 20_000
+    #: Seed of the library's random walk.
+    library_seed: int = 0
+    #: A saved library (directory of API JSON, ``flowforge library build``) to use instead.
+    library_dir: str | None = None
+    #: A ComfyUI /object_info dump; None is the shipped catalog.
+    object_info: str | None = None
+    #: Training settings.
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1 or self.library_size < 1:
+            raise SFTError("pairs and library_size must be >= 1")
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> SFTRunConfig:
+        return SFTRunConfig(**{**data, "train": TrainSettings.from_json(data["train"])})
+
+
+@dataclass(frozen=True)
+class ComfyGenFTConfig:
+    """The ComfyGen-FT baseline: (prompt, score bin) -> workflow on judged triplets."""
+
+    #: The run directory; it becomes the policy directory when training ends.
+    out_dir: str
+    #: Triplets: a collection run directory, a Parquet export or a saved HF dataset.
+    triplets: str
+    #: Scores averaged into the training score; never the judge's held-out scorer.
+    score_names: tuple[str, ...] = ("aesthetic", "alignment", "preference")
+    #: A ComfyUI /object_info dump; None is the shipped catalog.
+    object_info: str | None = None
+    #: Training settings (`vocab.score_bins` sets the number of score bins).
+    train: TrainSettings = field(default_factory=TrainSettings)
+
+    def __post_init__(self) -> None:
+        if not self.score_names:
+            raise SFTError("score_names must name at least one training score")
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ComfyGenFTConfig:
+        return ComfyGenFTConfig(
+            **{
+                **data,
+                "score_names": tuple(data["score_names"]),
+                "train": TrainSettings.from_json(data["train"]),
+            }
+        )

@@ -1,0 +1,145 @@
+"""Training examples for the policy: (prompt segment, workflow) token sequences.
+
+Two sources, one layout (``<bos> [<score_k>] prompt <sep> workflow <eos>``):
+
+- **Vocabulary pairs (phase 1 of the method).** Each pair is a library workflow with a train
+  prompt drawn at random. The pairing is deliberately uninformative: SFT teaches the
+  *language* of workflows (which classes, inputs, values and links make a valid graph), not
+  which workflow suits which prompt; that is GRPO's job against the reward ensemble.
+  Workflows are visited in shuffled rounds (every workflow once per round) so each is seen
+  ``pairs / len(library)`` times give or take one, instead of some never.
+- **Score-conditioned triplets (the ComfyGen-FT baseline).** Each judged triplet becomes
+  ``(prompt, score) -> workflow``, the score written as a bin token ``<score_k>`` after
+  ``<bos>``. The score is the mean of the named training scores (never the held-out one);
+  bins are quantiles of the training scores (`ScoreBins`), so the top bin means "among the
+  best 1/B of what was judged" on any judge's scale. Inference asks for the top bin, like
+  ComfyGen's high target score (0.725 on its scale).
+
+Sequences are tokenized here (not by TRL) so that an example longer than the model's
+``max_length`` is an error instead of a silently truncated workflow.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .tokenizer import PolicyTokenizer
+
+
+class ExampleError(ValueError):
+    """Training data that cannot be built as asked."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training example before tokenization."""
+
+    prompt: str
+    workflow_text: str
+    score_bin: int | None = None
+
+
+def library_pairs(
+    workflow_texts: Sequence[str], prompts: Sequence[str], pairs: int, seed: int
+) -> list[Example]:
+    """`pairs` (prompt, workflow) examples: workflows in shuffled rounds, prompts at random."""
+    if not workflow_texts or not prompts:
+        raise ExampleError("vocabulary pairs need at least one workflow and one prompt")
+    if pairs < 1:
+        raise ExampleError(f"pairs must be >= 1, got {pairs}")
+    rng = random.Random(seed)
+    order: list[int] = []
+    while len(order) < pairs:
+        round_ = list(range(len(workflow_texts)))
+        rng.shuffle(round_)
+        order.extend(round_)
+    return [Example(rng.choice(prompts), workflow_texts[i]) for i in order[:pairs]]
+
+
+@dataclass(frozen=True)
+class ScoreBins:
+    """Quantile bins of training scores: bin k holds scores in [edges[k-1], edges[k])."""
+
+    edges: tuple[float, ...]  # len = bins - 1, increasing
+
+    @staticmethod
+    def fit(scores: Sequence[float], bins: int) -> ScoreBins:
+        if len(scores) < bins:
+            raise ExampleError(f"{len(scores)} scored triplets cannot fill {bins} score bins")
+        quantiles = np.quantile(np.asarray(scores, dtype=np.float64), np.linspace(0, 1, bins + 1))
+        return ScoreBins(tuple(float(q) for q in quantiles[1:-1]))
+
+    @property
+    def bins(self) -> int:
+        return len(self.edges) + 1
+
+    def bin_of(self, score: float) -> int:
+        return int(np.searchsorted(np.asarray(self.edges), score, side="right"))
+
+
+def training_score(scores: dict[str, float], names: Sequence[str]) -> float:
+    """The mean of the named scores; ExampleError naming what is missing."""
+    missing = [name for name in names if name not in scores]
+    if missing:
+        raise ExampleError(
+            f"triplet has no score {missing[0]!r} (it has {', '.join(sorted(scores))}); "
+            "choose --score-names among those"
+        )
+    return float(np.mean([scores[name] for name in names]))
+
+
+def scored_examples(
+    rows: Sequence[tuple[str, str, dict[str, float]]], names: Sequence[str], bins: int
+) -> tuple[list[Example], ScoreBins]:
+    """ComfyGen-FT examples from (prompt, workflow text, scores) rows, and the bins used."""
+    scores = [training_score(row_scores, names) for _, _, row_scores in rows]
+    fitted = ScoreBins.fit(scores, bins)
+    examples = [
+        Example(prompt, text, fitted.bin_of(score))
+        for (prompt, text, _), score in zip(rows, scores, strict=True)
+    ]
+    return examples, fitted
+
+
+@dataclass(frozen=True)
+class TokenizedExamples:
+    """Columns for TRL's SFTTrainer (already tokenized): ids and the completion mask."""
+
+    input_ids: list[list[int]]
+    completion_mask: list[list[int]]
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(ids) for ids in self.input_ids)
+
+    @property
+    def longest(self) -> int:
+        return max(len(ids) for ids in self.input_ids)
+
+
+def tokenize_examples(
+    tokenizer: PolicyTokenizer, examples: Sequence[Example], max_length: int
+) -> TokenizedExamples:
+    """Token ids (prompt segment, workflow, ``<eos>``) with the loss on workflow + eos only."""
+    segments = [tokenizer.prompt_segment(e.prompt, e.score_bin) for e in examples]
+    prompt_ids = tokenizer.hf(segments, add_special_tokens=False)["input_ids"]
+    cache: dict[str, list[int]] = {}
+    input_ids, masks = [], []
+    for example, prompt in zip(examples, prompt_ids, strict=True):
+        completion = cache.get(example.workflow_text)
+        if completion is None:
+            completion = [*tokenizer.encode_workflow(example.workflow_text), tokenizer.eos_id]
+            cache[example.workflow_text] = completion
+        ids = [*prompt, *completion]
+        if len(ids) > max_length:
+            raise ExampleError(
+                f"an example has {len(ids)} tokens, more than max_length {max_length}; "
+                "raise max_length (and the model's max_position_embeddings)"
+            )
+        input_ids.append(ids)
+        masks.append([0] * len(prompt) + [1] * len(completion))
+    return TokenizedExamples(input_ids, masks)

@@ -1,0 +1,316 @@
+"""Supervised fine-tuning of the policy with TRL's SFTTrainer, and the ComfyGen-FT baseline.
+
+Phase 1 of the method (`run_sft`): teach the policy the language of workflows from
+(prompt, workflow) pairs of an augmented library, no rendering needed (``examples.py`` says
+why the pairing is random). The ComfyGen-FT baseline (`run_comfygen_ft`) is the same
+training on a different input: (prompt, score bin) -> workflow from judged triplets.
+
+The story of one run, top to bottom:
+1. the run directory: created with the resolved config, or resumed (same config required);
+2. the data: library (built or read) or triplets -> examples -> token ids;
+3. the tokenizer, fitted on the run's own workflow texts, train prompts and the catalog,
+   saved before training so a resumed run uses the same ids;
+4. the model: a tiny Llama from `PolicyModelConfig`, or a pretrained LLM with LoRA;
+5. TRL's SFTTrainer, loss on the completion (workflow + ``<eos>``) only, checkpoints every
+   ``save_steps`` in ``OUT/checkpoints`` (resumed from the last one after a kill);
+6. the policy directory: ``OUT`` itself gets the model (safetensors), tokenizer and
+   ``flowforge_run.json`` (config, data stats, versions, final loss).
+
+Checkpoints: model weights are safetensors; the Trainer's optimizer, scheduler and RNG states
+(needed to resume exactly) are torch files that it reads back with ``weights_only=True``
+(torch's restricted loader: tensors and plain containers, no code).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import PreTrainedModel
+
+from flowforge.data.prompts import load_prompts
+from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
+from flowforge.workflow.schema import Catalog, load_catalog
+from flowforge.workflow.textform import to_text
+
+from .config import ComfyGenFTConfig, SFTError, SFTRunConfig, TrainSettings
+from .examples import (
+    Example,
+    TokenizedExamples,
+    library_pairs,
+    scored_examples,
+    tokenize_examples,
+)
+from .model import (
+    build_tiny_model,
+    merge_adapters,
+    parameter_count,
+    prepare_pretrained,
+    save_policy,
+)
+from .tokenizer import PolicyTokenizer, load_tokenizer, new_tokenizer
+from .vocab import fit_vocab
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "flowforge_run.json"
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    """What a finished run left in its policy directory."""
+
+    policy_dir: Path
+    examples: int
+    steps: int
+    train_loss: float
+    seconds: float
+    parameters: int
+    resumed: bool
+
+
+# --- 1. the run directory -----------------------------------------------------------------
+def _open_run(out_dir: Path, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """Create the run (writing its config) or check a resumed one; its record if finished."""
+    path = out_dir / RUN_FILE
+    if path.is_file():
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        saved = {k: v for k, v in record.get("config", {}).items() if k != "out_dir"}
+        wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out_dir"}
+        if record.get("kind") != kind or saved != wanted:
+            changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
+            raise SFTError(
+                f"{out_dir} holds a {record.get('kind')} run with other settings "
+                f"({', '.join(changed) or 'kind'}); use a new --out or the same settings"
+            )
+        return record if record.get("finished") else None
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SFTError(f"{out_dir} exists and is not a policy run; choose an empty --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_record(out_dir, {"kind": kind, "config": config, "finished": False})
+    return None
+
+
+def _write_record(out_dir: Path, record: dict[str, Any]) -> None:
+    text = json.dumps(record, indent=2, ensure_ascii=False)
+    (out_dir / (RUN_FILE + ".partial")).write_text(text, encoding="utf-8")
+    (out_dir / (RUN_FILE + ".partial")).replace(out_dir / RUN_FILE)
+
+
+def _versions() -> dict[str, str]:
+    names = ("flowforge", "torch", "transformers", "trl", "tokenizers", "peft")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+# --- 2-4. data, tokenizer, model ----------------------------------------------------------------
+def _library_texts(config: SFTRunConfig, catalog: Catalog) -> list[str]:
+    if config.library_dir is not None:
+        workflows = list(load_workflow_dir(config.library_dir).values())
+    else:
+        entries = build_library(
+            load_seed_library(), catalog, config.library_size, config.library_seed
+        )
+        workflows = [entry.workflow for entry in entries]
+    return list(dict.fromkeys(to_text(workflow, catalog)[0] for workflow in workflows))
+
+
+def _tokenizer_and_model(
+    out_dir: Path, texts: list[str], catalog: Catalog, train: TrainSettings
+) -> tuple[PolicyTokenizer, PreTrainedModel | PeftModel]:
+    """The run's tokenizer (fitted on first start and saved, read back on resume) and model."""
+    saved = (out_dir / "tokenizer.json").is_file()
+    if saved:
+        vocab = load_tokenizer(out_dir).vocab
+    else:
+        prompts = [prompt.text for prompt in load_prompts("train")]
+        vocab = fit_vocab(texts, prompts, catalog, train.vocab)
+    if train.base_model is None:
+        tokenizer = new_tokenizer(vocab)
+        model: PreTrainedModel | PeftModel = build_tiny_model(tokenizer, train.model, train.seed)
+    else:
+        model, tokenizer = prepare_pretrained(Path(train.base_model), vocab, train.lora)
+    if not saved:
+        tokenizer.save(out_dir)
+    return tokenizer, model
+
+
+# --- 5-6. trainer, policy directory ---------------------------------------------------------
+def _train(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PolicyTokenizer,
+    data: TokenizedExamples,
+    train: TrainSettings,
+    out_dir: Path,
+    progress: bool,
+) -> tuple[int, float, bool]:
+    """Train `model` in place with SFTTrainer, resuming from the last checkpoint if any;
+    returns steps, mean training loss and whether it resumed."""
+    from datasets import Dataset  # type: ignore[import-untyped]
+    from datasets.utils import logging as datasets_logging  # type: ignore[import-untyped]
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl.trainer.callbacks import RichProgressCallback
+    from trl.trainer.sft_config import SFTConfig
+    from trl.trainer.sft_trainer import SFTTrainer
+
+    datasets_logging.disable_progress_bar()  # TRL's preparation passes are quick; one bar
+    dataset = Dataset.from_dict(
+        {"input_ids": data.input_ids, "completion_mask": data.completion_mask}
+    )
+    checkpoints = out_dir / CHECKPOINTS
+    args = SFTConfig(
+        output_dir=str(checkpoints),
+        num_train_epochs=train.epochs,
+        per_device_train_batch_size=train.batch_size,
+        learning_rate=train.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=train.warmup_ratio,
+        weight_decay=train.weight_decay,
+        logging_steps=train.logging_steps,
+        save_steps=train.save_steps,
+        save_total_limit=2,
+        seed=train.seed,
+        data_seed=train.seed,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=train.bf16,
+        max_length=train.max_length,
+        completion_only_loss=True,
+        report_to="none",
+        disable_tqdm=progress,  # the Rich bar replaces tqdm
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if train.group_by_length else "random",
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer.hf,
+        callbacks=[RichProgressCallback()] if progress else None,  # type: ignore[no-untyped-call]
+    )
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
+    output = trainer.train(resume_from_checkpoint=last)
+    return output.global_step, float(output.training_loss), last is not None
+
+
+def _finish(
+    model: PreTrainedModel | PeftModel,
+    tokenizer: PolicyTokenizer,
+    out_dir: Path,
+    record: dict[str, Any],
+) -> None:
+    plain = merge_adapters(model)
+    save_policy(plain, tokenizer, out_dir)
+    _write_record(out_dir, {**record, "finished": True})
+
+
+def _run(
+    kind: str,
+    config_json: dict[str, Any],
+    examples_of: Callable[[Catalog], tuple[list[str], list[Example], dict[str, Any]]],
+    out_dir: Path,
+    catalog: Catalog,
+    train: TrainSettings,
+    progress: bool,
+) -> SFTResult:
+    """Steps 1-6 for either kind; `examples_of(catalog)` -> (texts, examples, data stats)."""
+    done = _open_run(out_dir, kind, config_json)
+    if done is not None:
+        return _result(out_dir, done, resumed=True)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    texts, examples, stats = examples_of(catalog)
+    tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train)
+    data = tokenize_examples(tokenizer, examples, train.max_length)
+    steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress)
+    record = {
+        "kind": kind,
+        "config": config_json,
+        "data": {
+            **stats,
+            "examples": len(examples),
+            "tokens": data.tokens,
+            "longest": data.longest,
+            "vocab_size": len(tokenizer),
+        },
+        "result": {
+            "steps": steps,
+            "train_loss": loss,
+            "seconds": time.perf_counter() - start,
+            "cpu_seconds": time.process_time() - cpu_start,
+            "parameters": parameter_count(merge_adapters(model)),
+            "resumed": resumed,
+        },
+        "versions": _versions(),
+    }
+    _finish(model, tokenizer, out_dir, record)
+    return _result(out_dir, record, resumed)
+
+
+def _result(out_dir: Path, record: dict[str, Any], resumed: bool) -> SFTResult:
+    result = record["result"]
+    return SFTResult(
+        out_dir,
+        int(record["data"]["examples"]),
+        int(result["steps"]),
+        float(result["train_loss"]),
+        float(result["seconds"]),
+        int(result["parameters"]),
+        resumed,
+    )
+
+
+def run_sft(config: SFTRunConfig, progress: bool = True) -> SFTResult:
+    """Phase-1 SFT into ``config.out_dir`` (created, resumed, or returned if finished)."""
+    catalog = load_catalog(config.object_info)
+
+    def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
+        texts = _library_texts(config, catalog)
+        prompts = [prompt.text for prompt in load_prompts("train")]
+        examples = library_pairs(texts, prompts, config.pairs, config.train.seed)
+        return texts, examples, {"library_workflows": len(texts), "train_prompts": len(prompts)}
+
+    return _run(
+        "sft", asdict(config), examples_of, Path(config.out_dir), catalog, config.train, progress
+    )
+
+
+def run_comfygen_ft(config: ComfyGenFTConfig, progress: bool = True) -> SFTResult:
+    """The ComfyGen-FT baseline into ``config.out_dir``; bins saved in its run record."""
+    from flowforge.data.export import load_triplets
+
+    catalog = load_catalog(config.object_info)
+
+    def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
+        triplets = load_triplets(Path(config.triplets))
+        rows = [(t.prompt, t.workflow_text, dict(t.scores)) for t in triplets if t.scores]
+        examples, bins = scored_examples(rows, config.score_names, config.train.vocab.score_bins)
+        texts = list(dict.fromkeys(text for _, text, _ in rows))
+        stats = {
+            "triplets": len(triplets),
+            "failed_renders": len(triplets) - len(rows),
+            "score_bin_edges": list(bins.edges),
+            "library_workflows": len(texts),
+        }
+        return texts, examples, stats
+
+    return _run(
+        "comfygen_ft",
+        asdict(config),
+        examples_of,
+        Path(config.out_dir),
+        catalog,
+        config.train,
+        progress,
+    )

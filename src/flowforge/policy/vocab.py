@@ -1,0 +1,303 @@
+"""The policy's token inventory: one atomic token per workflow word, and prompt words.
+
+A schema-constrained decoder (issue 5) decides token by token which continuations keep a
+workflow valid. That is only simple if every word of the text form is exactly one token, so
+the text form is cut into *pieces* by one regular expression (`TOKEN_PATTERN`), used both
+here (Python ``re``) and inside the Hugging Face tokenizer (its pre-tokenizer):
+
+- line id with its trailing space, ``"12 "`` (line ids and int values never share a token);
+- class name, bare or JSON-quoted, ``"KSampler"``;
+- input name with its leading space and ``=``, ``" cfg="``;
+- value, exactly as `to_text` writes it: ``"7.0"``, ``"25"``, ``"@3.1"``, ``"$PROMPT"``,
+  ``"true"``, ``"dpmpp_2m"``, ``'"$NEGATIVE, embedding:EasyNegative"'``;
+- newline ``"\\n"`` between lines (no trailing newline; ``<eos>`` ends the workflow);
+- prompt word with its leading space, ``" cat"`` (a prompt is lower-cased and re-spaced by
+  `format_prompt` first, so every prompt piece starts with a space and none can be mistaken
+  for a workflow piece).
+
+Concatenating pieces gives the text back exactly, so decoding is concatenation.
+
+The vocabulary of values is fitted from a corpus of text forms (an augmented library), plus
+what the catalog says the used classes accept (every enum choice, every input name), plus
+number grids, so that the policy *can* write workflows that are not in its corpus:
+ints -64..256, multiples of 8 up to 4096 and of 64 up to 8192 (sizes); floats k/20 for
+-20..20 (strengths, denoise, cfg) and k/2 up to 100 (cfg's range), written as Python repr
+like the text form; links ``@N.S`` to every earlier line and output slot; placeholders
+``$PROMPT``/``$NEGATIVE``/``$SEED`` with suffixes up to ``_4``; negative templates with one or
+two of the catalog's embeddings. Prompt words are fitted on the *train* prompts only (held-out
+prompts are never read by a training stage); words seen fewer than ``prompt_min_count``
+times become ``<unk>``, so ``<unk>`` is trained and unseen words at test time map to it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowforge.workflow.graph import Node, Value, Workflow
+from flowforge.workflow.schema import Catalog
+from flowforge.workflow.textform import to_text
+
+_QUOTED = r'"(?:[^"\\\n]|\\.)*"'
+_BARE = r"[A-Za-z0-9_][A-Za-z0-9_.\-+/:]*"
+#: The pieces of a text (module docstring). Alternatives are tried in order at each position;
+#: the last one takes any single character so that every text is covered (as ``<unk>``).
+#: In the tokenizer's regex engine (Oniguruma, Ruby syntax) ``^`` always anchors at line
+#: starts; Python needs ``re.MULTILINE``, given by the inline ``(?m)``.
+TOKEN_PATTERN = (
+    rf"(?m)^[1-9][0-9]* | (?:{_BARE}|{_QUOTED})=|json:{_QUOTED}|{_QUOTED}"
+    r'|\n|[^ \n"=]+| [^ \n]+|[^\n]'
+)
+_PIECES = re.compile(TOKEN_PATTERN)
+_LINE_ID = re.compile(r"[1-9][0-9]* ")
+_PROMPT_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
+
+PAD, BOS, EOS, SEP, UNK = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>"
+NEWLINE = "\n"
+PLACEHOLDER_KINDS = ("PROMPT", "NEGATIVE", "SEED")
+MAX_PLACEHOLDER_SUFFIX = 4
+
+
+def score_token(index: int) -> str:
+    """The special token of score bin `index` (ComfyGen-FT conditioning, ``sft.py``)."""
+    return f"<score_{index}>"
+
+
+class VocabError(ValueError):
+    """A vocabulary that cannot be fitted or read, or a text it cannot spell."""
+
+
+@dataclass(frozen=True)
+class VocabConfig:
+    """How the token inventory is fitted (saved with the tokenizer)."""
+
+    #: Longest workflow the policy can write, in lines (nodes); line ids are 1..max_lines.
+    max_lines: int = 64
+    #: Prompt words seen fewer times than this in the train prompts become <unk>.
+    prompt_min_count: int = 2
+    #: Prompts are cut to this many words (PartiPrompts' longest has 62).
+    max_prompt_words: int = 64
+    #: Score bins for ComfyGen-FT conditioning; every tokenizer carries these special tokens.
+    score_bins: int = 10
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_lines <= 999:
+            raise VocabError(f"max_lines must be in 2..999, got {self.max_lines}")
+        if self.prompt_min_count < 1:
+            raise VocabError(f"prompt_min_count must be >= 1, got {self.prompt_min_count}")
+        if self.max_prompt_words < 1:
+            raise VocabError(f"max_prompt_words must be >= 1, got {self.max_prompt_words}")
+        if not 2 <= self.score_bins <= 100:
+            raise VocabError(f"score_bins must be in 2..100, got {self.score_bins}")
+
+
+def split_pieces(text: str) -> list[str]:
+    """The pieces of a text form (or a formatted prompt); ``"".join`` gives `text` back."""
+    return _PIECES.findall(text)
+
+
+def prompt_words(text: str) -> list[str]:
+    """Lower-cased words and single punctuation marks of a prompt, in order."""
+    return _PROMPT_WORD.findall(text.lower())
+
+
+def format_prompt(text: str, max_words: int) -> str:
+    """The prompt as the policy reads it: lower-cased words, each with one leading space.
+
+    Every stage that feeds a prompt to the policy (SFT, GRPO, sampling) must go through this
+    so the tokenizer sees the same pieces it was fitted on.
+    """
+    return "".join(" " + word for word in prompt_words(text)[:max_words])
+
+
+def literal_text(value: Value) -> str:
+    """How `to_text` writes `value` as an input value (asked of `to_text`, never re-derived)."""
+    text, _ = to_text(Workflow((Node("1", "Literal", (("v", value),)),)))
+    return text.removeprefix("1 Literal v=")
+
+
+def class_text(class_type: str) -> str:
+    """How `to_text` writes a class name (bare, or JSON-quoted)."""
+    text, _ = to_text(Workflow((Node("1", class_type),)))
+    return text.removeprefix("1 ")
+
+
+def key_text(input_name: str) -> str:
+    """The input-name piece: leading space, the name as `to_text` writes it, ``=``."""
+    # A string value: an int would come back as $SEED for the seed inputs.
+    text, _ = to_text(Workflow((Node("1", "Literal", ((input_name, "x"),)),)))
+    return text.removeprefix("1 Literal").removesuffix("x")
+
+
+def line_text(line: int) -> str:
+    """The line-id piece of line `line` (1-based): the number and one space."""
+    return f"{line} "
+
+
+def _corpus_roles(texts: Iterable[str]) -> tuple[set[str], set[str], set[str], int]:
+    """Classes, keys and values found in text forms, and their most lines."""
+    classes: set[str] = set()
+    keys: set[str] = set()
+    values: set[str] = set()
+    most = 0
+    for text in texts:
+        for line in text.split("\n"):
+            pieces = split_pieces(line)
+            if len(pieces) < 2 or not _LINE_ID.fullmatch(pieces[0]):
+                raise VocabError(f"not a text-form line: {line!r}")
+            classes.add(pieces[1])
+            for key, value in zip(pieces[2::2], pieces[3::2], strict=True):
+                keys.add(key)
+                values.add(value)
+        most = max(most, text.count("\n") + 1)
+    return classes, keys, values, most
+
+
+def _grid_values() -> list[Value]:
+    ints = set(range(-64, 257)) | set(range(0, 4097, 8)) | set(range(0, 8193, 64))
+    floats = {k / 20 for k in range(-400, 401)} | {k / 2 for k in range(40, 201)}
+    return [*sorted(ints), *sorted(floats)]
+
+
+def _special_values(catalog: Catalog) -> list[str]:
+    placeholders = [
+        f"${kind}" + (f"_{k}" if k > 1 else "")
+        for kind in PLACEHOLDER_KINDS
+        for k in range(1, MAX_PLACEHOLDER_SUFFIX + 1)
+    ]
+    embeddings = catalog.embeddings or ()
+    templates = [
+        json.dumps("$NEGATIVE, " + ", ".join(f"embedding:{name}" for name in chosen))
+        for size in (1, 2)
+        for chosen in itertools.permutations(embeddings, size)
+    ]
+    return [*placeholders, "true", "false", "null", *templates]
+
+
+def _catalog_words(catalog: Catalog, classes: Iterable[str]) -> tuple[set[str], set[str], int]:
+    """Keys and enum values the catalog declares for `classes`, and their most outputs."""
+    keys: set[str] = set()
+    values: set[str] = set()
+    slots = 1
+    for class_type in classes:
+        schema = catalog.get(class_type)
+        if schema is None:
+            continue
+        slots = max(slots, len(schema.outputs))
+        for spec in schema.inputs:
+            keys.add(key_text(spec.name))
+            values.update(literal_text(choice) for choice in spec.choices)
+    return keys, values, slots
+
+
+@dataclass(frozen=True)
+class WorkflowVocab:
+    """The fitted inventory: what each atomic token means. Saved beside the tokenizer.
+
+    Token surfaces are the pieces of `split_pieces`. `values` excludes surfaces that are
+    also classes (one token then plays both roles; the line position tells them apart).
+    """
+
+    config: VocabConfig
+    classes: tuple[str, ...]
+    keys: tuple[str, ...]
+    values: tuple[str, ...]
+    prompt_words: tuple[str, ...]
+    _atoms: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lines = tuple(line_text(k) for k in range(1, self.config.max_lines + 1))
+        atoms = (NEWLINE, *lines, *self.classes, *self.keys, *self.values, *self.prompt_words)
+        if len(set(atoms)) != len(atoms):
+            dupes = [token for token, n in Counter(atoms).items() if n > 1]
+            raise VocabError(f"tokens listed twice in the vocabulary: {dupes[:5]}")
+        object.__setattr__(self, "_atoms", atoms)
+
+    @property
+    def specials(self) -> tuple[str, ...]:
+        """Special tokens, in id order: pad, bos, eos, sep, unk, then the score bins."""
+        scores = tuple(score_token(k) for k in range(self.config.score_bins))
+        return (PAD, BOS, EOS, SEP, UNK, *scores)
+
+    def tokens(self) -> tuple[str, ...]:
+        """Every token surface in id order: specials, newline, line ids, classes, keys,
+        values, prompt words."""
+        return (*self.specials, *self._atoms)
+
+    def workflow_tokens(self) -> tuple[str, ...]:
+        """The pieces a workflow is written in: newline, line ids, classes, keys, values."""
+        return self._atoms[: len(self._atoms) - len(self.prompt_words)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "classes": list(self.classes),
+            "keys": list(self.keys),
+            "values": list(self.values),
+            "prompt_words": list(self.prompt_words),
+        }
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> WorkflowVocab:
+        try:
+            return WorkflowVocab(
+                VocabConfig(**data["config"]),
+                tuple(data["classes"]),
+                tuple(data["keys"]),
+                tuple(data["values"]),
+                tuple(data["prompt_words"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise VocabError(f"not a workflow vocabulary: {err}") from None
+
+
+def fit_vocab(
+    workflow_texts: Iterable[str],
+    prompts: Iterable[str],
+    catalog: Catalog,
+    config: VocabConfig | None = None,
+) -> WorkflowVocab:
+    """Fit the inventory (module docstring) on text forms, train prompts and the catalog.
+
+    Raises VocabError when a corpus text has more lines than ``config.max_lines``.
+    """
+    config = VocabConfig() if config is None else config
+    classes, keys, values, most = _corpus_roles(workflow_texts)
+    if most > config.max_lines:
+        raise VocabError(
+            f"a corpus workflow has {most} lines; raise max_lines ({config.max_lines})"
+        )
+    catalog_keys, catalog_values, slots = _catalog_words(
+        catalog, {json.loads(c) if c.startswith('"') else c for c in classes}
+    )
+    links = [f"@{n}.{s}" for n in range(1, config.max_lines) for s in range(slots)]
+    grid = [literal_text(v) for v in _grid_values()]
+    all_values = values | catalog_values | set(links) | set(grid) | set(_special_values(catalog))
+    counts = Counter(word for text in prompts for word in prompt_words(text))
+    kept = [word for word, n in counts.items() if n >= config.prompt_min_count]
+    words = sorted(kept, key=lambda word: (-counts[word], word))  # frequent words first
+    return WorkflowVocab(
+        config,
+        tuple(sorted(classes)),
+        tuple(sorted(keys | catalog_keys)),
+        tuple(sorted(all_values - classes)),
+        tuple(" " + word for word in words),
+    )
+
+
+def save_vocab(vocab: WorkflowVocab, path: Path) -> None:
+    path.write_text(json.dumps(vocab.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def load_vocab(path: Path) -> WorkflowVocab:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise VocabError(f"{path}: cannot read the workflow vocabulary ({err})") from None
+    return WorkflowVocab.from_json(data)

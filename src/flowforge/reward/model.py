@@ -1,0 +1,90 @@
+"""One ensemble member as a torch module: (prompt, workflow) -> predicted training score.
+
+Two backbones (``RewardConfig.backbone``):
+
+- `MemberNet` (``minilm-frozen``, the CPU default). The prompt arrives as its frozen MiniLM
+  sentence embedding (384-d, cached per text, so unseen prompts are placed by meaning); a
+  learned projection makes it p. The workflow arrives as weighted tokens
+  (`features.workflow_tokens`), summed by an ``EmbeddingBag`` and passed through a layer
+  norm and a small MLP: w. The head, an MLP over ``[p, w, p * w]``, reads the workflow's own
+  quality (w), the prompt's baseline (p) and their interaction (p * w: "this LoRA suits
+  this prompt"). A few hundred thousand parameters; trains in seconds per epoch on a CPU.
+- `HFMemberNet` (``hf:<dir>``, the GPU path). Any Hugging Face encoder reads
+  "prompt [SEP] workflow text" as one sequence; the mean of its last hidden states over the
+  real tokens goes through a linear regression head. The backbone is fine-tuned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class MemberNet(nn.Module):
+    """Frozen-MiniLM prompt embedding + workflow token bag -> score (module docstring)."""
+
+    def __init__(
+        self, vocab_size: int, prompt_dim: int, dim: int, hidden: int, dropout: float
+    ) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(vocab_size, dim, mode="sum", padding_idx=0)
+        nn.init.normal_(self.bag.weight, std=0.02)
+        with torch.no_grad():
+            self.bag.weight[0].zero_()
+        self.workflow = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU())
+        self.prompt = nn.Sequential(nn.Linear(prompt_dim, dim), nn.GELU(), nn.Dropout(dropout))
+        self.head = nn.Sequential(
+            nn.Linear(3 * dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1)
+        )
+
+    def forward(
+        self,
+        prompt: Tensor,
+        rows: Tensor,
+        weights: Tensor,
+        prompt_index: Tensor,
+        design_index: Tensor,
+    ) -> Tensor:
+        """Scores of B pairs of P distinct prompts and D distinct designs -> (B,).
+
+        prompt (P, 384) embeddings; rows, weights (D, L) token rows and weights (row 0 and
+        weight 0 pad); prompt_index, design_index (B,) the pair's prompt and design. Each
+        prompt and design is encoded once however many pairs share it (GRPO groups).
+        """
+        w = self.workflow(self.bag(rows, per_sample_weights=weights))[design_index]  # (B, dim)
+        p = self.prompt(prompt)[prompt_index]  # (B, dim)
+        out: Tensor = self.head(torch.cat([p, w, p * w], dim=-1)).squeeze(-1)
+        return out
+
+
+class HFMemberNet(nn.Module):
+    """A Hugging Face encoder over "prompt [SEP] workflow text" + a linear head -> score."""
+
+    def __init__(self, backbone: nn.Module, hidden_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size, 1)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, **extra: Tensor) -> Tensor:
+        """Token ids and mask (B, T) (plus e.g. token_type_ids) -> (B,)."""
+        outputs: Any = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        hidden = outputs.last_hidden_state  # (B, T, H)
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, H)
+        out: Tensor = self.head(pooled).squeeze(-1)
+        return out
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Run with `threads` intra-op threads, restoring the caller's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,80 @@
+"""`design`: API JSON with prompt and seed filled in, UI JSON, ranking, honest refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from policy_helpers import TINY, ForceText, library_texts, memorize, tiny_tokenizer
+
+from flowforge.policy.design import DesignError, design, load_designer
+from flowforge.policy.model import PolicyLoadError, build_tiny_model, save_policy
+
+TOKENIZER = tiny_tokenizer()
+TEXT = next(t for t in library_texts() if "KSampler " in t and "LoraLoader" in t)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny policy that has memorized one workflow for the prompt "a cat"."""
+    folder = tmp_path_factory.mktemp("policy")
+    save_policy(memorize(TOKENIZER, "a cat", TEXT), TOKENIZER, folder)
+    return folder
+
+
+def test_design_returns_api_json_with_prompt_and_seed_filled_in(policy_dir: Path) -> None:
+    result = design("a cat", policy_dir, seed=1234, temperature=0, negative="blurry")
+    assert result.text == TEXT and result.seed == 1234
+    encoders = [n for n in result.api.values() if n["class_type"] == "CLIPTextEncode"]
+    assert {n["inputs"]["text"] for n in encoders} >= {"a cat"}
+    assert any(n["inputs"]["text"].startswith("blurry") for n in encoders)
+    samplers = [n for n in result.api.values() if n["class_type"] == "KSampler"]
+    assert samplers and all(n["inputs"]["seed"] == 1234 for n in samplers)
+    assert result.ui is None and 0 < result.seconds < 60
+
+
+def test_design_writes_ui_json_when_asked(policy_dir: Path) -> None:
+    result = design("a cat", policy_dir, seed=1, temperature=0, ui=True)
+    assert result.ui is not None
+    assert len(result.ui["nodes"]) == len(result.api) and result.ui["links"]
+
+
+class _PreferLonger:
+    def predict(self, prompts: list[str], workflows: list[str]) -> list[float]:
+        assert prompts == ["a cat"] * len(workflows)
+        return [float(len(w)) for w in workflows]
+
+
+def test_reward_model_ranks_the_candidates(policy_dir: Path) -> None:
+    texts = sorted(library_texts()[:3], key=len)
+    force = ForceText([TOKENIZER.encode_workflow(t) for t in texts], TOKENIZER.eos_id)
+    designer = load_designer(policy_dir, extra_processors=[force])
+    result = designer.design("a cat", samples=3, seed=0, reward=_PreferLonger())
+    assert result.text == texts[-1]
+    assert [c.predicted_reward for c in result.candidates] == [float(len(t)) for t in texts]
+
+
+def test_guidance_from_the_policy_itself_changes_nothing(policy_dir: Path) -> None:
+    guided = design("a cat", policy_dir, reference_dir=policy_dir, guidance=2.5, temperature=0)
+    assert guided.text == TEXT
+    with pytest.raises(DesignError, match="both a reference policy and a guidance weight"):
+        design("a cat", policy_dir, guidance=1.5)
+
+
+def test_an_untrained_policy_designs_valid_workflows_under_the_constraint(
+    tmp_path: Path,
+) -> None:
+    save_policy(build_tiny_model(TOKENIZER, TINY, seed=0), TOKENIZER, tmp_path)
+    result = design("a cat", tmp_path, samples=3, seed=4)
+    assert all(candidate.valid for candidate in result.candidates)
+
+
+def test_no_valid_candidate_is_an_error(tmp_path: Path) -> None:
+    save_policy(build_tiny_model(TOKENIZER, TINY, seed=0), TOKENIZER, tmp_path)
+    with pytest.raises(DesignError, match="none of 2 sampled workflows is valid"):
+        design("a cat", tmp_path, samples=2, constrained=False)
+
+
+def test_malformed_policy_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(PolicyLoadError, match="not a policy directory"):
+        design("a cat", tmp_path)
