@@ -16,6 +16,11 @@ from ..reward.ensemble import load_ensemble
 from .app import ObjectInfoOption, app, catalog_option, err, fail, out, user_errors
 
 _T = TrainSettings()
+# Training options shared by `sft` and `comfygen-ft` (one name everywhere: TrainSettings).
+Epochs = Annotated[float, typer.Option("--epochs", help="Passes over the examples.")]
+LearningRate = Annotated[float, typer.Option("--learning-rate", help="Peak AdamW rate.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per step.", min=1)]
+Seed = Annotated[int, typer.Option("--seed", help="Pairing, initial weights, data order.")]
 
 
 def _settings(epochs: float, learning_rate: float, batch_size: int, seed: int) -> TrainSettings:
@@ -35,10 +40,10 @@ def sft_command(
         Path | None,
         typer.Option("--library", help="Use this library directory instead.", file_okay=False),
     ] = None,
-    epochs: Annotated[float, typer.Option("--epochs")] = _T.epochs,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = _T.learning_rate,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _T.batch_size,
-    seed: Annotated[int, typer.Option("--seed")] = _T.seed,
+    epochs: Epochs = _T.epochs,
+    learning_rate: LearningRate = _T.learning_rate,
+    batch_size: BatchSize = _T.batch_size,
+    seed: Seed = _T.seed,
     object_info: ObjectInfoOption = None,
 ) -> None:
     """Teach the policy the workflow vocabulary: SFT on (prompt, workflow) pairs.
@@ -74,10 +79,10 @@ def comfygen_ft_command(
         list[str] | None,
         typer.Option("--score", help="Scorer averaged into the training score (repeatable)."),
     ] = None,
-    epochs: Annotated[float, typer.Option("--epochs")] = _T.epochs,
-    learning_rate: Annotated[float, typer.Option("--learning-rate")] = _T.learning_rate,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = _T.batch_size,
-    seed: Annotated[int, typer.Option("--seed")] = _T.seed,
+    epochs: Epochs = _T.epochs,
+    learning_rate: LearningRate = _T.learning_rate,
+    batch_size: BatchSize = _T.batch_size,
+    seed: Seed = _T.seed,
     object_info: ObjectInfoOption = None,
 ) -> None:
     """The ComfyGen-FT baseline: SFT on (prompt, score) -> workflow, queried with a high score."""
