@@ -5,26 +5,45 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..policy.config import ComfyGenFTConfig, SFTRunConfig, TrainSettings
-from ..policy.design import design
-from ..policy.sft import run_comfygen_ft, run_sft
-from ..reward.ensemble import load_ensemble
+if TYPE_CHECKING:
+    from ..policy.config import TrainSettings
+
 from .app import ObjectInfoOption, app, catalog_option, err, fail, out, user_errors
 
-_T = TrainSettings()
-# Training options shared by `sft` and `comfygen-ft` (one name everywhere: TrainSettings).
-Epochs = Annotated[float, typer.Option("--epochs", help="Passes over the examples.")]
-LearningRate = Annotated[float, typer.Option("--learning-rate", help="Peak AdamW rate.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Examples per step.", min=1)]
-Seed = Annotated[int, typer.Option("--seed", help="Pairing, initial weights, data order.")]
+# The policy packages import torch and transformers: they are imported inside the commands
+# so that every other command (validate, convert, ...) starts in a fraction of a second.
+# Training options shared by `sft` and `comfygen-ft`; unset means the TrainSettings default.
+Epochs = Annotated[
+    float | None, typer.Option("--epochs", help="Passes over the examples [default: 1.0].")
+]
+LearningRate = Annotated[
+    float | None, typer.Option("--learning-rate", help="Peak AdamW rate [default: 2e-3].")
+]
+BatchSize = Annotated[
+    int | None, typer.Option("--batch-size", help="Examples per step [default: 32].", min=1)
+]
+Seed = Annotated[
+    int | None, typer.Option("--seed", help="Pairing, initial weights, data order [default: 0].")
+]
 
 
-def _settings(epochs: float, learning_rate: float, batch_size: int, seed: int) -> TrainSettings:
-    return replace(_T, epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, seed=seed)
+def _settings(
+    epochs: float | None, learning_rate: float | None, batch_size: int | None, seed: int | None
+) -> TrainSettings:
+    from ..policy.config import TrainSettings
+
+    base = TrainSettings()
+    return replace(
+        base,
+        epochs=base.epochs if epochs is None else epochs,
+        learning_rate=base.learning_rate if learning_rate is None else learning_rate,
+        batch_size=base.batch_size if batch_size is None else batch_size,
+        seed=base.seed if seed is None else seed,
+    )
 
 
 @app.command("sft")
@@ -40,10 +59,10 @@ def sft_command(
         Path | None,
         typer.Option("--library", help="Use this library directory instead.", file_okay=False),
     ] = None,
-    epochs: Epochs = _T.epochs,
-    learning_rate: LearningRate = _T.learning_rate,
-    batch_size: BatchSize = _T.batch_size,
-    seed: Seed = _T.seed,
+    epochs: Epochs = None,
+    learning_rate: LearningRate = None,
+    batch_size: BatchSize = None,
+    seed: Seed = None,
     object_info: ObjectInfoOption = None,
 ) -> None:
     """Teach the policy the workflow vocabulary: SFT on (prompt, workflow) pairs.
@@ -51,6 +70,9 @@ def sft_command(
     Pairs need no rendering: library workflows are paired at random with train prompts
     (docs/policy.md). Kill it and run it again to resume from the last checkpoint.
     """
+    from ..policy.config import SFTRunConfig
+    from ..policy.sft import run_sft
+
     with user_errors():
         catalog_option(object_info)  # a bad --object-info fails here, before training
         config = SFTRunConfig(
@@ -79,13 +101,16 @@ def comfygen_ft_command(
         list[str] | None,
         typer.Option("--score", help="Scorer averaged into the training score (repeatable)."),
     ] = None,
-    epochs: Epochs = _T.epochs,
-    learning_rate: LearningRate = _T.learning_rate,
-    batch_size: BatchSize = _T.batch_size,
-    seed: Seed = _T.seed,
+    epochs: Epochs = None,
+    learning_rate: LearningRate = None,
+    batch_size: BatchSize = None,
+    seed: Seed = None,
     object_info: ObjectInfoOption = None,
 ) -> None:
     """The ComfyGen-FT baseline: SFT on (prompt, score) -> workflow, queried with a high score."""
+    from ..policy.config import ComfyGenFTConfig
+    from ..policy.sft import run_comfygen_ft
+
     with user_errors():
         config = ComfyGenFTConfig(
             out_dir=str(output),
@@ -137,6 +162,9 @@ def design_command(
     """
     if (reference is None) != (guidance is None):
         fail("--reference and --guidance go together")
+    from ..policy.design import design
+    from ..reward.ensemble import load_ensemble
+
     with user_errors():
         catalog = catalog_option(object_info)
         scorer = load_ensemble(reward, catalog=catalog) if reward is not None else None

@@ -8,9 +8,6 @@ from typing import Annotated
 import typer
 
 from ..reward.config import MINILM, RewardConfig, parse_score_weights
-from ..reward.ensemble import load_ensemble
-from ..reward.evaluate import evaluate_ensemble
-from ..reward.train import train_ensemble
 from .app import ObjectInfoOption, app, catalog_option, out, progress_bar, user_errors
 
 reward_app = typer.Typer(help="The reward-model ensemble: train, evaluate.", no_args_is_help=True)
@@ -39,6 +36,8 @@ def reward_train_command(
     object_info: ObjectInfoOption = None,
 ) -> None:
     """Train K reward members on judged triplets (docs/reward.md)."""
+    from ..reward.train import train_ensemble  # torch: imported only when this command runs
+
     with user_errors():
         config = RewardConfig(
             members=members,
@@ -85,6 +84,9 @@ def reward_eval_command(
     object_info: ObjectInfoOption = None,
 ) -> None:
     """Within-prompt Spearman, pairwise accuracy, top-1 regret, error by spread, per split."""
+    from ..reward.ensemble import load_ensemble
+    from ..reward.evaluate import evaluate_ensemble
+
     with user_errors():
         ensemble = load_ensemble(
             model, catalog=catalog_option(object_info), kappa=kappa, floor=floor
