@@ -24,7 +24,7 @@ from .vocab import key_text, literal_text
 _REQUESTS = (Bindings.request("a", "b", 1), Bindings.request("c", "d", 2))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class Slot:
     """One input of a class as the grammar sees it (only inputs the vocabulary can write)."""
 
@@ -36,7 +36,7 @@ class Slot:
     value_set: frozenset[int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class ClassRule:
     """A class the grammar can write: its token, inputs in canonical order, outputs."""
 
