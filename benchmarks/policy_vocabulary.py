@@ -1,13 +1,14 @@
 """Does the SFT policy write valid workflows, and does it use the whole vocabulary?
 
 Usage: ``python benchmarks/policy_vocabulary.py [--policy /tmp/flowforge-bench/sft50k]
-[--prompts 500] [--temperature 1.0] [--seed 0]``. Samples one workflow per held-out prompt
-(unconstrained, plain temperature sampling) and prints: the share that parse and validate
-(target >= 95%), the share that end with <eos>, the most common errors; distinct workflows
-and the share not in the policy's training library; and vocabulary use against the library
-the policy was trained on (rebuilt from its run config): checkpoints, LoRAs, samplers,
-schedulers and structural options (hires fix kind, refiner, final upscaler, model patches,
-CLIP skip, VAE loader, negative embeddings, LoRA count). Then the machine and the command.
+[--prompts 500] [--temperature 0.7] [--seed 0]`` (default: `design`'s temperature).
+Samples one workflow per held-out prompt (unconstrained, plain temperature sampling) and
+prints: the share that parse and validate (target >= 95%), the share that end with <eos>,
+the most common errors; distinct workflows and the share not in the policy's training
+library; and vocabulary use against the library the policy was trained on (rebuilt from its
+run config): checkpoints, LoRAs, samplers, schedulers and structural options (hires fix
+kind, refiner, final upscaler, model patches, CLIP skip, VAE loader, negative embeddings,
+LoRA count). Then the machine and the command.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from machine import command_line, describe_machine
 
 from flowforge.data.prompts import load_prompts
+from flowforge.policy.design import DESIGN_TEMPERATURE
 from flowforge.policy.model import load_policy, read_run_config
 from flowforge.policy.sample import sample_workflows
 from flowforge.workflow.anatomy import AnatomyError, embeddings_in, read_anatomy
@@ -88,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--policy", type=Path, default=Path("/tmp/flowforge-bench/sft50k"))
     parser.add_argument("--prompts", type=int, default=500)
-    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=DESIGN_TEMPERATURE)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     model, tokenizer = load_policy(args.policy)

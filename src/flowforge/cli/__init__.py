@@ -4,7 +4,15 @@
 in flowforge imports this package.
 """
 
-from . import comfyui, data, policy, reward, sim, workflow  # noqa: F401  (register their commands)
+from . import (  # noqa: F401  (register their commands)
+    comfyui,
+    data,
+    pipeline,
+    policy,
+    reward,
+    sim,
+    workflow,
+)
 from .app import app
 
 __all__ = ["app"]

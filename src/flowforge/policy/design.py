@@ -38,6 +38,11 @@ from .model import load_policy, read_run_config
 from .sample import Sample, sample_workflows
 from .tokenizer import PolicyTokenizer
 
+#: Sampling temperature of a design request. Measured on the 50K-pair SFT policy over 500
+#: held-out prompts, unconstrained: 72.8% valid at 1.0, 95.8% at 0.7 (every checkpoint, LoRA
+#: and structural option of the library still used, 460 distinct workflows), 99.2% at 0.5.
+DESIGN_TEMPERATURE = 0.7
+
 
 class DesignError(ValueError):
     """A request that cannot be answered; the message says why and what to change."""
@@ -111,7 +116,7 @@ class Designer:
         samples: int = 1,
         seed: int = 0,
         negative: str = "",
-        temperature: float = 1.0,
+        temperature: float = DESIGN_TEMPERATURE,
         reward: RewardScorer | None = None,
         ui: bool = False,
     ) -> DesignResult:
@@ -200,7 +205,7 @@ def design(
     guidance: float | None = None,
     reward: RewardScorer | None = None,
     negative: str = "",
-    temperature: float = 1.0,
+    temperature: float = DESIGN_TEMPERATURE,
     ui: bool = False,
     constrained: bool = True,
 ) -> DesignResult:

@@ -32,7 +32,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer_callback import PrinterCallback
+from transformers.trainer_utils import get_last_checkpoint
+from trl.trainer.callbacks import RichProgressCallback
+from trl.trainer.sft_config import SFTConfig
+from trl.trainer.sft_trainer import SFTTrainer
 
 from flowforge.data.prompts import load_prompts
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
@@ -149,6 +154,25 @@ def _tokenizer_and_model(
 
 
 # --- 5-6. trainer, policy directory ---------------------------------------------------------
+class PlainLossSFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss is the model's own cross-entropy on TRL's labels.
+
+    TRL scores every position through its chunked "fused LM head" (log-probs plus entropy
+    and top-1 metrics) unless a Triton GPU lets it score only the labelled ones. On CPU with
+    the tiny model that took 35% of the CPU time of a step (1.6 s vs 1.0 s, same loss to the
+    last digit). The loss is the same: summed over completion tokens, divided by their count.
+    """
+
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+
+
 def _train(
     model: PreTrainedModel | PeftModel,
     tokenizer: PolicyTokenizer,
@@ -161,10 +185,6 @@ def _train(
     returns steps, mean training loss and whether it resumed."""
     from datasets import Dataset  # type: ignore[import-untyped]
     from datasets.utils import logging as datasets_logging  # type: ignore[import-untyped]
-    from transformers.trainer_utils import get_last_checkpoint
-    from trl.trainer.callbacks import RichProgressCallback
-    from trl.trainer.sft_config import SFTConfig
-    from trl.trainer.sft_trainer import SFTTrainer
 
     datasets_logging.disable_progress_bar()  # TRL's preparation passes are quick; one bar
     dataset = Dataset.from_dict(
@@ -186,6 +206,7 @@ def _train(
         data_seed=train.seed,
         use_cpu=not torch.cuda.is_available(),
         bf16=train.bf16,
+        activation_checkpointing=train.activation_checkpointing,
         max_length=train.max_length,
         completion_only_loss=True,
         report_to="none",
@@ -193,13 +214,16 @@ def _train(
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
     )
-    trainer = SFTTrainer(
+    trainer_class = SFTTrainer if train.fused_lm_head else PlainLossSFTTrainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer.hf,
         callbacks=[RichProgressCallback()] if progress else None,  # type: ignore[no-untyped-call]
     )
+    if progress:  # the Rich panel shows the logs; the printer would repeat them on stdout
+        trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
     output = trainer.train(resume_from_checkpoint=last)
     return output.global_step, float(output.training_loss), last is not None

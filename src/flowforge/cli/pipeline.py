@@ -1,0 +1,252 @@
+"""Phase 2 and the whole pipeline: ``flowforge grpo``, ``flowforge evaluate``, ``flowforge run``.
+
+The packages behind these commands import torch and transformers, so they are imported
+inside the commands (the CLI itself starts in a fraction of a second).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..judge.loader import parse_judge_options
+from .app import app, err, fail, out, progress_bar, user_errors
+
+JudgeOption = Annotated[
+    str, typer.Option("--judge", help="sim, sim:SEED, comfyui or package.module:factory.")
+]
+JudgeOptOption = Annotated[
+    list[str] | None,
+    typer.Option("--judge-opt", help="KEY=VALUE for the judge (repeatable; strings)."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML or JSON file of settings over the defaults; it names only what it changes "
+        "(docs/evaluation.md lists every setting).",
+        dir_okay=False,
+    ),
+]
+
+
+@contextmanager
+def _resumable(what: Path) -> Iterator[None]:
+    """Ctrl-C prints how to resume instead of a traceback."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        fail(f"interrupted; run the same command to resume {what}")
+
+
+@app.command("grpo")
+def grpo_command(
+    sft: Annotated[Path, typer.Option("--sft", help="SFT policy directory (start, KL anchor).")],
+    reward: Annotated[Path, typer.Option("--reward", help="Reward ensemble directory.")],
+    output: Annotated[
+        Path, typer.Option("--out", help="Run directory; becomes the GRPO policy (resumed).")
+    ],
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps.", min=1)] = None,
+    group_size: Annotated[
+        int | None, typer.Option("--group-size", help="Samples per prompt (G).", min=2)
+    ] = None,
+    prompts_per_step: Annotated[
+        int | None, typer.Option("--prompts-per-step", help="Prompts per step.", min=1)
+    ] = None,
+    beta: Annotated[
+        float | None, typer.Option("--beta", help="KL tether to the SFT model.", min=0)
+    ] = None,
+    kappa: Annotated[
+        float | None, typer.Option("--kappa", help="Reward = mean - kappa * std.", min=0)
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--learning-rate", help="AdamW learning rate.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Prompt order and samples.")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A one-minute preset (tests, a first look).")
+    ] = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Optimise an SFT policy against the frozen reward ensemble (GRPO, docs/grpo.md).
+
+    Kill it and run the same command to resume from the last checkpoint; each step's
+    reward, KL, validity and novelty go to OUT/log.jsonl. Settings: the defaults, then
+    --quick, then --config, then the flags.
+    """
+    from ..pipeline.overrides import apply, read_config_file
+    from ..policy.grpo import QUICK, GRPORunConfig, train_grpo
+
+    flags: dict[str, Any] = {
+        "steps": steps,
+        "group_size": group_size,
+        "prompts_per_step": prompts_per_step,
+        "beta": beta,
+        "kappa": kappa,
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
+    with user_errors():
+        config = GRPORunConfig(sft_dir=str(sft), reward_dir=str(reward), out=str(output))
+        if quick:
+            config = apply(config, QUICK)
+        if config_file is not None:
+            config = apply(config, read_config_file(config_file))
+        config = replace(config, **{k: v for k, v in flags.items() if v is not None})
+    progress = progress_bar()
+    task = progress.add_task("GRPO", total=config.steps)
+
+    def on_log(line: dict[str, float]) -> None:
+        description = (
+            f"GRPO reward {line['reward_mean']:+.3f} kl {line['kl']:.4f} "
+            f"novel {line['novel_share']:.0%}"
+        )
+        progress.update(task, completed=int(line["step"]), description=description)
+
+    with progress, _resumable(output), user_errors():
+        policy = train_grpo(config, on_log=on_log)
+    out.print(f"GRPO policy -> {policy} (log: {policy / 'log.jsonl'})", highlight=False)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    output: Annotated[Path, typer.Option("--out", help="Report directory.")],
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            "--run", help="A `flowforge run` directory: compare what it built.", file_okay=False
+        ),
+    ] = None,
+    library: Annotated[
+        Path | None, typer.Option("--library", help="Library directory (API JSON).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Judged train triplets (run dir or Parquet).")
+    ] = None,
+    reward: Annotated[Path | None, typer.Option("--reward", help="Reward ensemble.")] = None,
+    sft: Annotated[Path | None, typer.Option("--sft", help="SFT policy.")] = None,
+    comfygen_ft: Annotated[
+        Path | None, typer.Option("--comfygen-ft", help="ComfyGen-FT policy.")
+    ] = None,
+    grpo: Annotated[Path | None, typer.Option("--grpo", help="GRPO policy.")] = None,
+    judge: JudgeOption = "sim",
+    judge_opt: JudgeOptOption = None,
+    prompts: Annotated[
+        int | None, typer.Option("--prompts", help="Held-out prompts compared.", min=2)
+    ] = None,
+    config_file: ConfigOption = None,
+) -> None:
+    """Compare every designer on held-out prompts with one judge; write report.md/json + PNGs.
+
+    Inputs come from --run RUN (what `flowforge run` built) or one flag each; a method whose
+    input is missing is reported as not run. Held-out prompts were never seen by any stage.
+    """
+    from ..evaluate.compare import evaluate
+    from ..evaluate.report import results_table
+    from ..judge.loader import load_judge
+    from ..pipeline.config import load_eval_config
+
+    with user_errors():
+        config = load_eval_config(config_file)
+        if prompts is not None:
+            config = replace(config, prompts=prompts)
+        inputs = _eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo)
+        loaded = load_judge(judge, parse_judge_options(judge_opt or []))
+    with _resumable(output), user_errors():
+        report = evaluate(config, inputs, loaded, output, on_progress=lambda m: err.print(m))
+    out.print(results_table(report.data), highlight=False, soft_wrap=True)
+    out.print(f"report -> {output / 'report.md'}", highlight=False)
+
+
+def _eval_inputs(
+    run: Path | None,
+    library: Path | None,
+    data: Path | None,
+    reward: Path | None,
+    sft: Path | None,
+    comfygen_ft: Path | None,
+    grpo: Path | None,
+) -> Any:
+    """`EvalInputs` from a run directory, each flag overriding its part. A path given as a
+    flag must exist; a part of the run that is missing (a stage not run) is left out."""
+    from ..evaluate.config import EvalInputs
+    from ..pipeline.stages import run_inputs
+
+    given = {"--library": library, "--data": data, "--reward": reward, "--sft": sft}
+    given |= {"--comfygen-ft": comfygen_ft, "--grpo": grpo}
+    missing = [f"{flag} {path}" for flag, path in given.items() if path and not path.exists()]
+    if missing:
+        fail(f"not found: {', '.join(missing)}")
+    if run is None:
+        if library is None or data is None:
+            fail("give --run RUN, or at least --library and --data")
+        return EvalInputs(library, data, reward, sft, comfygen_ft, grpo)
+    base = run_inputs(run)
+    if not base.library.is_dir() or not base.triplets.is_dir():
+        fail(f"--run {run}: no library and triplets in it; is it a `flowforge run` directory?")
+
+    def part(flag: Path | None, in_run: Path | None) -> Path | None:
+        return flag or (in_run if in_run is not None and in_run.exists() else None)
+
+    return EvalInputs(
+        library=library or base.library,
+        triplets=data or base.triplets,
+        reward=part(reward, base.reward),
+        sft=part(sft, base.sft),
+        comfygen_ft=part(comfygen_ft, base.comfygen_ft),
+        grpo=part(grpo, base.grpo),
+    )
+
+
+@app.command("run")
+def run_command(
+    output: Annotated[
+        Path, typer.Option("--out", help="Run directory (resumed stage by stage).")
+    ] = Path("runs/main"),
+    config_file: ConfigOption = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny sizes everywhere: a few minutes (tests, CI).")
+    ] = False,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", help="Override the config's judge (sim, sim:SEED, ...)."),
+    ] = None,
+    show_config: Annotated[
+        bool,
+        typer.Option("--show-config", help="Print the resolved config as JSON and exit."),
+    ] = False,
+) -> None:
+    """library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> evaluate, into --out.
+
+    Settings: the embedded defaults (or --quick), then --config FILE, then --judge. Run
+    the same command again after a kill, or after changing a setting: finished stages whose
+    settings and inputs did not change are skipped, a killed stage resumes from its
+    checkpoints, and only what depends on a change is redone. Prints the report's table.
+    """
+    from ..pipeline.config import load_run_config
+    from ..pipeline.runner import RunError, run_pipeline
+
+    with user_errors():
+        config = load_run_config(config_file, quick=quick, judge=judge)
+    if show_config:
+        out.print_json(json.dumps(config.to_json()))
+        return
+    try:
+        with _resumable(output), user_errors():
+            result = run_pipeline(config, output, say=lambda m: err.print(m, highlight=False))
+    except RunError as error:
+        fail(str(error))
+    for stage in result.stages:
+        err.print(f"{stage.name:12s} {stage.status:8s} {stage.seconds:8.1f} s", highlight=False)
+    if result.table is not None:
+        out.print(result.table, highlight=False, soft_wrap=True)
+    out.print(
+        f"run -> {output} in {result.seconds:.0f} s (report: {output / 'evaluate' / 'report.md'})",
+        highlight=False,
+    )

@@ -1,0 +1,208 @@
+"""``flowforge evaluate``: every designer on the same held-out prompts and seeds, one judge.
+
+The story, top to bottom (docs/evaluation.md has the protocol and every definition):
+
+1. **Prompts and seeds.** The first `prompts` held-out prompts in sha256(id) order; none
+   may occur in the triplets (no stage has seen them). Each prompt gets `seeds` render
+   seeds and one design seed, shared by all methods.
+2. **What the methods know.** The library (canonical text forms and design keys), the
+   judged train triplets reduced to training scores (the reward ensemble's definition when
+   one is given, else the same definition fitted on the triplets), the ensemble itself.
+3. **Each method designs** one workflow per prompt; every text is checked (parse,
+   validate against the judge's catalog); valid designs are judged on the render seeds,
+   invalid ones fail with their validation error; the ensemble predicts every valid design.
+4. **The report** (`report.py`): per-method summaries, win rates, the guidance sweep,
+   GRPO curves; ``report.md``, ``report.json``, ``designs.jsonl`` and PNG plots in `out`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..data.collect import judge_catalog
+from ..data.export import load_triplets
+from ..data.prompts import Prompt, load_prompts
+from ..judge.loader import LoadedJudge
+from ..reward.config import RewardConfig
+from ..reward.ensemble import RewardEnsemble, load_ensemble
+from ..reward.model import torch_threads
+from ..reward.target import TrainingScore, fit_training_score
+from ..workflow.library import load_workflow_dir
+from ..workflow.schema import Catalog
+from ..workflow.textform import to_text
+from .baselines import scored_rows
+from .config import EvalConfig, EvalError, EvalInputs
+from .designers import TextEncoder, derive_seed
+from .judging import CheckedDesign, JudgeSession, check_design
+from .methods import Method, MethodSources, build_methods
+from .report import EvalReport, build_report, write_report
+from .summary import LibraryIndex, MethodRun, Outcome
+
+Progress = Callable[[str], None]
+
+
+def heldout_prompts(count: int | None) -> list[Prompt]:
+    """The first `count` held-out prompts in sha256(id) order (all when None)."""
+    prompts = sorted(
+        load_prompts("heldout"), key=lambda p: hashlib.sha256(p.id.encode("utf-8")).digest()
+    )
+    return prompts if count is None else prompts[:count]
+
+
+def default_encoder() -> TextEncoder:
+    """The MiniLM sentence encoder (prompt embeddings cached on disk)."""
+    from ..judge.sim.embed import PromptEncoder
+
+    return PromptEncoder()
+
+
+@dataclass
+class _Context:
+    config: EvalConfig
+    catalog: Catalog
+    prompts: list[Prompt]
+    design_seeds: list[int]
+    render_seeds: list[list[int]]
+    session: JudgeSession
+    ensemble: RewardEnsemble | None
+    checked: dict[str, CheckedDesign]
+
+    def check(self, text: str) -> CheckedDesign:
+        found = self.checked.get(text)
+        if found is None:
+            found = self.checked[text] = check_design(text, self.catalog)
+        return found
+
+
+def evaluate(
+    config: EvalConfig,
+    inputs: EvalInputs,
+    judge: LoadedJudge,
+    out: Path,
+    *,
+    encoder: Callable[[], TextEncoder] = default_encoder,
+    on_progress: Progress | None = None,
+) -> EvalReport:
+    """Compare every method the inputs allow and write the report into `out`.
+
+    `encoder` makes the sentence encoder of retrieval and of the reward ensemble (MiniLM;
+    tests pass a fake)."""
+    say = on_progress or (lambda message: None)
+    catalog = judge_catalog(judge.judge, judge.judge_id)
+    prompts = heldout_prompts(config.prompts)
+    triplets = load_triplets(inputs.triplets)
+    _check_unseen(prompts, {t.prompt for t in triplets})
+    text_encoder = encoder()
+    ensemble = (
+        load_ensemble(inputs.reward, catalog=catalog, encoder=text_encoder)
+        if inputs.reward
+        else None
+    )
+    score = _training_score(ensemble, [t.scores for t in triplets if t.scores], config)
+    library, index = _library(inputs.library, catalog)
+    session = JudgeSession(judge, config.negative, config.judge_batch, config.max_attempts)
+    renders = [[derive_seed(config.seed, "render", p.id, s) for s in range(config.seeds)]
+               for p in prompts]  # fmt: skip
+    designs = [derive_seed(config.seed, "design", p.id) for p in prompts]
+    ctx = _Context(config, catalog, prompts, designs, renders, session, ensemble, {})
+    sources = MethodSources(
+        config, inputs, catalog, scored_rows(triplets, score), len(triplets),
+        library, ensemble, score, session, text_encoder,
+    )  # fmt: skip
+    methods, not_run = build_methods(sources)
+    runs = []
+    with torch_threads(config.threads or torch.get_num_threads()):
+        for method in methods:
+            say(f"designing: {method.label}")
+            runs.append(_run_method(ctx, method))
+    report = build_report(
+        config, inputs, judge, prompts, runs, not_run, index, score, session.calls
+    )
+    return write_report(out, report, runs, inputs.grpo)
+
+
+def _check_unseen(prompts: Sequence[Prompt], seen: set[str]) -> None:
+    leaked = [p.id for p in prompts if p.text in seen]
+    if leaked:
+        raise EvalError(
+            f"{len(leaked)} evaluation prompts occur in the training triplets "
+            f"({', '.join(leaked[:3])}...); evaluate on prompts no stage has seen"
+        )
+
+
+def _training_score(
+    ensemble: RewardEnsemble | None,
+    rows: list[Mapping[str, float]],
+    config: EvalConfig,
+) -> TrainingScore:
+    """The ensemble's training score, or the same definition fitted on the triplets."""
+    if ensemble is not None:
+        return ensemble.training_score
+    return fit_training_score(rows, RewardConfig(heldout_scorer=config.heldout_scorer))
+
+
+def _library(folder: Path, catalog: Catalog) -> tuple[list[str], LibraryIndex]:
+    """Canonical texts of the library's distinct designs, and the novelty index over them."""
+    designs: dict[str, CheckedDesign] = {}
+    for workflow in load_workflow_dir(folder).values():
+        checked = check_design(to_text(workflow, catalog)[0], catalog)
+        if not checked.valid or checked.key is None or checked.canonical is None:
+            raise EvalError(f"{folder}: a library workflow is invalid ({checked.error})")
+        designs.setdefault(checked.key, checked)
+    texts = [d.canonical for d in designs.values() if d.canonical is not None]
+    return texts, LibraryIndex(texts, list(designs))
+
+
+def _run_method(ctx: _Context, method: Method) -> MethodRun:
+    """Design, check, judge and predict one method's workflows on every prompt."""
+    texts_of = [p.text for p in ctx.prompts]
+    start = time.perf_counter()
+    texts = method.designer.design(texts_of, ctx.design_seeds)
+    seconds = time.perf_counter() - start
+    if len(texts) != len(texts_of):
+        raise EvalError(f"{method.name} designed {len(texts)} workflows for {len(texts_of)}")
+    designs = [ctx.check(text) for text in texts]
+    requests = [
+        (d.canonical, prompt, seed)
+        for d, prompt, seeds in zip(designs, texts_of, ctx.render_seeds, strict=True)
+        if d.valid and d.canonical is not None
+        for seed in seeds
+    ]
+    results = iter(ctx.session.judge_designs(requests))
+    qualities = ctx.session.true_quality(requests)
+    quality = iter(qualities) if qualities is not None else None
+    predicted = _predicted(ctx, texts_of, designs)
+    outcomes = []
+    for prompt, design, guess in zip(texts_of, designs, predicted, strict=True):
+        if not design.valid:
+            outcomes.append(Outcome(prompt, design, (), design.error))
+            continue
+        judged = [next(results) for _ in ctx.render_seeds[0]]
+        q = [next(quality) for _ in judged] if quality is not None else [None]
+        error = next((r.error for r in judged if r.error is not None), None)
+        scores = tuple(r.scores for r in judged if r.scores is not None) if error is None else ()
+        outcomes.append(Outcome(prompt, design, scores, error, q[0], guess))
+    calls = len(requests) + method.designer.judge_calls
+    return MethodRun(method.name, method.label, tuple(outcomes), calls, method.data_calls, seconds)
+
+
+def _predicted(
+    ctx: _Context, prompts: Sequence[str], designs: Sequence[CheckedDesign]
+) -> list[float | None]:
+    """The ensemble's mean prediction for each valid design (None: invalid or no ensemble)."""
+    if ctx.ensemble is None:
+        return [None] * len(designs)
+    index = [i for i, d in enumerate(designs) if d.valid and d.canonical is not None]
+    detail = ctx.ensemble.predict_detail(
+        [prompts[i] for i in index], [designs[i].canonical or "" for i in index]
+    )
+    found: list[float | None] = [None] * len(designs)
+    for i, value, error in zip(index, detail.mean.tolist(), detail.errors, strict=True):
+        found[i] = None if error is not None else float(value)
+    return found

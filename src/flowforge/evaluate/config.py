@@ -1,0 +1,127 @@
+"""Settings of an evaluation: what is compared, on which prompts and seeds (docs/evaluation.md).
+
+`EvalConfig` holds every choice that changes the numbers of a report; `EvalInputs` names the
+artefacts being compared (the library, the triplets, the reward ensemble and the policies).
+Both are frozen and saved in ``report.json``, so a report says exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..judge.sim.scorers import HELDOUT_SCORER
+
+BestOfSource = Literal["grpo", "sft"]
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of one comparison of designers on held-out prompts."""
+
+    #: Held-out prompts compared: the first N of the held-out split in sha256(id) order (a
+    #: fixed sample mixing PartiPrompts and GenEval); None: every held-out prompt.
+    prompts: int | None = 300
+    #: Render seeds per prompt, the same for every method; a design's score on a prompt is
+    #: the mean over its seeds (averages out the luck of one render, not a scorer's bias).
+    seeds: int = 2
+    #: Root of every evaluation seed: render seeds, sampling seeds, the oracle's seeds.
+    seed: int = 0
+    #: Written into every design's ``$NEGATIVE`` (use the collection's value).
+    negative: str = ""
+    #: The default single workflow: a shipped seed workflow's name (docs/evaluation.md: why).
+    default_workflow: str = "sdxl_base"
+    #: Best fixed workflow: only workflows judged on at least this many train prompts
+    #: qualify, so one lucky judgement cannot make a workflow "the best".
+    min_prompts: int = 3
+    #: Retrieval (ComfyGen-IC analogue): how many of the most similar train prompts are
+    #: pooled to pick a held-out prompt's workflow.
+    retrieval_k: int = 16
+    #: Guidance weights w swept for GRPO with guidance (w=0 is SFT, w=1 is GRPO).
+    guidance_weights: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
+    #: Best-of-N by predicted reward: candidates sampled per prompt.
+    best_of_n: int = 8
+    #: The policy whose candidates best-of-N ranks.
+    best_of_source: BestOfSource = "grpo"
+    #: Sampling temperature of every policy designer (1: the policy's own distribution).
+    temperature: float = 1.0
+    #: Decode policies through the schema constraint (the product's decoding). Off: what
+    #: the policy writes unaided; invalid designs then show up in `validity`.
+    constrained: bool = True
+    #: Token budget of one designed workflow.
+    max_new_tokens: int = 384
+    #: Prompts per ``generate`` batch.
+    batch_size: int = 64
+    #: Also run the library oracle (best library workflow per prompt by the judge): costs
+    #: prompts x library x `oracle_seeds` judge calls.
+    oracle: bool = True
+    #: Renders per (prompt, library workflow) with which the oracle chooses; its own seeds,
+    #: disjoint from the evaluation seeds, so its choice is not graded on the same luck.
+    oracle_seeds: int = 1
+    #: The scorer never used in training, reported as the main quality number (ComfyGen
+    #: held out HPS v2.0 the same way).
+    heldout_scorer: str = HELDOUT_SCORER
+    #: Items per ``Judge.score`` call.
+    judge_batch: int = 256
+    #: Tries per item for transient judge errors (``transient: ...``); then the error stays.
+    max_attempts: int = 3
+    #: torch intra-op threads while designing (restored afterwards); None keeps torch's.
+    #: Sampling a tiny policy on a shared 2-core machine measured 10x faster with 1 than 2.
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        problems = [message for ok, message in self._checks() if not ok]
+        if problems:
+            raise EvalError("; ".join(problems))
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        weights = self.guidance_weights
+        return [
+            (self.prompts is None or self.prompts >= 2, "prompts must be >= 2 (or None: all)"),
+            (self.seeds >= 1 and self.oracle_seeds >= 1, "seeds and oracle_seeds must be >= 1"),
+            (self.min_prompts >= 1, f"min_prompts must be >= 1, got {self.min_prompts}"),
+            (self.retrieval_k >= 1, f"retrieval_k must be >= 1, got {self.retrieval_k}"),
+            (all(math.isfinite(w) for w in weights), "guidance_weights must be finite"),
+            (len(set(weights)) == len(weights), f"guidance_weights repeat a value: {weights}"),
+            (self.best_of_n >= 2, f"best_of_n must be >= 2 (1: the policy), not {self.best_of_n}"),
+            (self.best_of_source in ("grpo", "sft"), "best_of_source must be 'grpo' or 'sft'"),
+            (self.temperature > 0, f"temperature must be > 0 (sampling), got {self.temperature}"),
+            (self.max_new_tokens >= 2, "max_new_tokens must be >= 2"),
+            (self.batch_size >= 1 and self.judge_batch >= 1, "batch sizes must be >= 1"),
+            (self.max_attempts >= 1, "max_attempts must be >= 1"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1 or None"),
+            (bool(self.default_workflow), "default_workflow must name a shipped seed workflow"),
+            (bool(self.heldout_scorer), "heldout_scorer must name a scorer"),
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["guidance_weights"] = list(self.guidance_weights)
+        return data
+
+
+@dataclass(frozen=True)
+class EvalInputs:
+    """The artefacts compared. A method whose input is missing is reported as not run."""
+
+    #: The workflow library every training stage drew from (directory of API JSON).
+    library: Path
+    #: Judged triplets on train prompts: a collection run, a Parquet export or an HF dataset.
+    triplets: Path
+    #: The reward ensemble (best-of-N, predicted-vs-judged gap, the training score).
+    reward: Path | None = None
+    #: The SFT policy (also the reference of guidance).
+    sft: Path | None = None
+    #: The ComfyGen-FT (score-conditioned SFT) policy.
+    comfygen_ft: Path | None = None
+    #: The GRPO policy directory (with its ``log.jsonl``).
+    grpo: Path | None = None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {k: None if v is None else str(v) for k, v in asdict(self).items()}

@@ -1,0 +1,241 @@
+"""The designers an evaluation compares, each a small class behind one Protocol.
+
+A designer answers ``design(prompts, seeds)`` with one workflow text form per prompt
+(placeholders ``$PROMPT`` / ``$NEGATIVE`` / ``$SEED`` unfilled), whatever it is: a fixed
+workflow, a retrieval over judged train prompts, the judge's own pick from the library, or
+a policy sampled with or without guidance and reranked by the reward ensemble. The
+evaluation checks and judges every text the same way, so a designer cannot mark its own
+homework: it returns text, nothing else. `judge_calls` counts the judgements a designer
+itself consumed while designing (only the oracle consumes any).
+
+`seeds` holds one seed per prompt; a designer that samples derives its sampling seed from
+all of them, so the same prompts and seeds give the same designs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+from transformers import LogitsProcessor, PreTrainedModel
+
+from ..judge.base import JudgeItem, JudgeResult
+from ..policy.constraint import schema_constraint
+from ..policy.design import RewardScorer
+from ..policy.guidance import GuidanceProcessor
+from ..policy.model import load_policy, read_run_config
+from ..policy.sample import Sample, sample_workflows
+from ..policy.tokenizer import PolicyTokenizer
+from ..workflow.schema import Catalog
+from .baselines import RetrievalTable
+
+
+class Designer(Protocol):
+    """Anything that designs one workflow text per prompt (see the module docstring)."""
+
+    judge_calls: int
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        """One text form per prompt, in order."""
+        ...
+
+
+class TextEncoder(Protocol):
+    """Sentence embeddings, unit-normalised (the MiniLM `PromptEncoder` is one)."""
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+def derive_seed(*parts: object) -> int:
+    """A seed in [0, 2**31) from any parts (a hash: independent across parts)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 2**31
+
+
+class FixedDesigner:
+    """The same workflow for every prompt (the default workflow; the best fixed one)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.judge_calls = 0
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        return [self.text for _ in prompts]
+
+
+class RetrievalDesigner:
+    """ComfyGen-IC's spirit without an LLM: for a prompt, pool the triplets of its `k` most
+    similar train prompts (cosine of sentence embeddings) and take the workflow with the best
+    mean training score there."""
+
+    def __init__(self, table: RetrievalTable, encoder: TextEncoder, k: int) -> None:
+        self.table = table
+        self.encoder = encoder
+        self.k = min(k, len(table.prompts))
+        self.judge_calls = 0
+        self._train = encoder.encode(table.prompts)  # (P, D)
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        similarity = self.encoder.encode(list(prompts)) @ self._train.T  # (Q, P)
+        texts = []
+        for row in similarity:
+            nearest = np.argsort(-row, kind="stable")[: self.k]
+            texts.append(self.table.best_over([self.table.prompts[i] for i in nearest]))
+        return texts
+
+
+ScoreItems = Callable[[Sequence[JudgeItem]], list[JudgeResult]]
+FillFn = Callable[[str, str, int], JudgeItem]
+
+
+class OracleDesigner:
+    """The best library workflow per prompt as the judge itself ranks it (a reference, not
+    a method: it renders every library workflow for every prompt). It chooses by the mean
+    training score over `seeds` renders of its own, drawn apart from the evaluation's."""
+
+    def __init__(
+        self,
+        library: Sequence[str],
+        score_items: ScoreItems,
+        fill: FillFn,
+        training_score: Callable[[Mapping[str, float]], float],
+        seeds: int,
+    ) -> None:
+        self.library = list(library)
+        self.score_items = score_items
+        self.fill = fill
+        self.training_score = training_score
+        self.seeds = seeds
+        self.judge_calls = 0
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        return [self._best(prompt, seed) for prompt, seed in zip(prompts, seeds, strict=True)]
+
+    def _best(self, prompt: str, seed: int) -> str:
+        render_seeds = [derive_seed("oracle", seed, s) for s in range(self.seeds)]
+        items = [self.fill(text, prompt, s) for text in self.library for s in render_seeds]
+        results = self.score_items(items)
+        self.judge_calls += len(items)
+        means = []
+        for w in range(len(self.library)):
+            chunk = results[w * self.seeds : (w + 1) * self.seeds]
+            scored = [self.training_score(r.scores) for r in chunk if r.scores is not None]
+            means.append(sum(scored) / len(scored) if len(scored) == self.seeds else -np.inf)
+        return self.library[int(np.argmax(means))]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How policies are sampled in an evaluation (`EvalConfig`'s fields of the same names)."""
+
+    temperature: float
+    constrained: bool
+    max_new_tokens: int
+    batch_size: int
+    negative: str
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A policy directory loaded once, and the score bin it is asked for (ComfyGen-FT: the
+    top bin, like ComfyGen's high target score; other policies: none)."""
+
+    model: PreTrainedModel
+    tokenizer: PolicyTokenizer
+    score_bin: int | None
+    kind: str
+
+
+def load_for_design(directory: Path) -> LoadedPolicy:
+    """Load a policy directory (SFT, ComfyGen-FT or GRPO run)."""
+    model, tokenizer = load_policy(directory)
+    kind = str((read_run_config(directory) or {}).get("kind", "unknown"))
+    top = tokenizer.vocab.config.score_bins - 1 if kind == "comfygen_ft" else None
+    return LoadedPolicy(model, tokenizer, top, kind)
+
+
+class PolicyDesigner:
+    """Samples a policy, optionally guided from a reference model with weight `weight`
+    (``ref + w * (policy - ref)`` on log-probabilities) and through the schema constraint."""
+
+    def __init__(
+        self,
+        policy: LoadedPolicy,
+        catalog: Catalog,
+        settings: SamplingSettings,
+        *,
+        reference: PreTrainedModel | None = None,
+        weight: float | None = None,
+    ) -> None:
+        if (reference is None) != (weight is None):
+            raise ValueError("guidance needs both a reference model and a weight")
+        self.policy = policy
+        self.catalog = catalog
+        self.settings = settings
+        self.reference = reference
+        self.weight = weight
+        self.judge_calls = 0
+        self._processors: list[LogitsProcessor] | None = None
+
+    def processors(self) -> list[LogitsProcessor]:
+        """The decoding processors, guidance first and the constraint last; built once (both
+        recognise a new ``generate`` call and start over, so they are reused)."""
+        if self._processors is None:
+            tokenizer, s = self.policy.tokenizer, self.settings
+            found: list[LogitsProcessor] = []
+            if self.reference is not None and self.weight is not None:
+                found.append(GuidanceProcessor(self.reference, self.weight, tokenizer.pad_id))
+            if s.constrained:
+                found.append(schema_constraint(tokenizer, self.catalog, s.max_new_tokens))
+            self._processors = found
+        return self._processors
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
+        """`n` samples per prompt, prompt-major."""
+        s = self.settings
+        return sample_workflows(
+            self.policy.model,
+            self.policy.tokenizer,
+            list(prompts),
+            n=n,
+            temperature=s.temperature,
+            seed=derive_seed("sample", *seeds),
+            logits_processors=self.processors(),
+            max_new_tokens=s.max_new_tokens,
+            batch_size=s.batch_size,
+            score_bin=self.policy.score_bin,
+            negative=s.negative,
+            catalog=self.catalog,
+        )
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        return [sample.text for sample in self.sample(prompts, seeds, 1)]
+
+
+class BestOfNDesigner:
+    """`n` samples of a policy per prompt, the one with the best predicted reward kept
+    (test-time scaling with no rendering); no valid sample: the first one (it will fail)."""
+
+    def __init__(self, sampler: PolicyDesigner, scorer: RewardScorer, n: int) -> None:
+        self.sampler = sampler
+        self.scorer = scorer
+        self.n = n
+        self.judge_calls = 0
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        samples = self.sampler.sample(prompts, seeds, self.n)
+        texts = []
+        for i, prompt in enumerate(prompts):
+            group = samples[i * self.n : (i + 1) * self.n]
+            valid = [s for s in group if s.valid]
+            if not valid:
+                texts.append(group[0].text)
+                continue
+            rewards = self.scorer.predict([prompt] * len(valid), [s.text for s in valid])
+            texts.append(valid[int(np.argmax(rewards))].text)
+        return texts

@@ -1,0 +1,163 @@
+"""Which designers an evaluation compares, built from its inputs (docs/evaluation.md).
+
+In report order: (1) the default single workflow, (2) the best fixed library workflow,
+(3) retrieval over similar train prompts (ComfyGen-IC analogue), (4) ComfyGen-FT,
+(5) SFT alone, (6) GRPO, (7) GRPO with guidance for each w, (8) best-of-N by predicted
+reward, and the library oracle for reference. A method whose input is missing is listed in
+`not_run` with the reason, never silently left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..reward.ensemble import RewardEnsemble
+from ..workflow.library import load_seed_library
+from ..workflow.schema import Catalog
+from ..workflow.textform import to_text
+from .baselines import RetrievalTable, ScoredRow, best_fixed
+from .config import EvalConfig, EvalError, EvalInputs
+from .designers import (
+    BestOfNDesigner,
+    Designer,
+    FixedDesigner,
+    OracleDesigner,
+    PolicyDesigner,
+    RetrievalDesigner,
+    SamplingSettings,
+    TextEncoder,
+    load_for_design,
+)
+from .judging import JudgeSession
+
+#: The baselines every method's win rate is reported against (issue 6: methods 1-5).
+BASELINES = ("default", "best_fixed", "retrieval", "comfygen_ft", "sft")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A designer with its report name, label and the training judgements behind it."""
+
+    name: str
+    label: str
+    designer: Designer
+    data_calls: int
+
+
+@dataclass(frozen=True)
+class MethodSources:
+    """What the designers are built from (read once by the evaluation)."""
+
+    config: EvalConfig
+    inputs: EvalInputs
+    catalog: Catalog
+    rows: list[ScoredRow]  # scored train triplets with their training scores
+    data_calls: int  # judgements in the triplets (errors included)
+    library: list[str]  # canonical text forms of the library
+    ensemble: RewardEnsemble | None
+    training_score: Callable[[Mapping[str, float]], float]
+    session: JudgeSession
+    encoder: TextEncoder
+
+
+def guidance_name(weight: float) -> str:
+    return f"grpo_w{weight:g}"
+
+
+def default_text(name: str, catalog: Catalog) -> str:
+    """The text form of a shipped seed workflow."""
+    seeds = load_seed_library()
+    if name not in seeds:
+        raise EvalError(f"default_workflow {name!r} is not a shipped seed; one of {sorted(seeds)}")
+    return to_text(seeds[name], catalog)[0]
+
+
+def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
+    """The methods to run, in report order, and the ones not run with the reason."""
+    c, n = src.config, src.data_calls
+    choice = best_fixed(src.rows, c.min_prompts)
+    methods = [
+        Method(
+            "default",
+            f"default ({c.default_workflow})",
+            FixedDesigner(default_text(c.default_workflow, src.catalog)),
+            0,
+        ),
+        Method("best_fixed", "best fixed workflow", FixedDesigner(choice.text), n),
+        Method(
+            "retrieval",
+            f"retrieval (IC-like, k={c.retrieval_k})",
+            RetrievalDesigner(RetrievalTable(src.rows), src.encoder, c.retrieval_k),
+            n,
+        ),
+    ]
+    not_run: dict[str, str] = {}
+    methods += _policy_methods(src, not_run)
+    if c.oracle:
+        oracle = OracleDesigner(
+            src.library, src.session.score, src.session.item, src.training_score, c.oracle_seeds
+        )
+        methods.append(Method("oracle", "library oracle (reference)", oracle, 0))
+    else:
+        not_run["oracle"] = "oracle = false in the evaluation config"
+    return methods, not_run
+
+
+def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]:
+    c, inputs, n = src.config, src.inputs, src.data_calls
+    settings = SamplingSettings(
+        c.temperature, c.constrained, c.max_new_tokens, c.batch_size, c.negative
+    )
+
+    def designer(path: Path) -> PolicyDesigner:
+        return PolicyDesigner(load_for_design(path), src.catalog, settings)
+
+    methods: list[Method] = []
+    policies: dict[str, PolicyDesigner] = {}
+    for name, label, path, calls in (
+        ("comfygen_ft", "ComfyGen-FT (score-conditioned SFT)", inputs.comfygen_ft, n),
+        ("sft", "SFT", inputs.sft, 0),
+        ("grpo", "GRPO", inputs.grpo, n),
+    ):
+        if path is None:
+            not_run[name] = f"no {name} policy given"
+            continue
+        policies[name] = designer(path)
+        methods.append(Method(name, label, policies[name], calls))
+    methods += _guided(src, policies, settings, not_run)
+    source = policies.get(c.best_of_source)
+    best_name = f"best_of_{c.best_of_n}"
+    if source is None or src.ensemble is None:
+        missing = "a reward ensemble" if source is not None else f"a {c.best_of_source} policy"
+        not_run[best_name] = f"needs {missing}"
+    else:
+        label = f"best-of-{c.best_of_n} by predicted reward ({c.best_of_source})"
+        best = BestOfNDesigner(source, src.ensemble, c.best_of_n)
+        methods.append(Method(best_name, label, best, n))  # the ensemble learned from them
+    return methods
+
+
+def _guided(
+    src: MethodSources,
+    policies: dict[str, PolicyDesigner],
+    settings: SamplingSettings,
+    not_run: dict[str, str],
+) -> list[Method]:
+    grpo, sft = policies.get("grpo"), policies.get("sft")
+    if grpo is None or sft is None:
+        for weight in src.config.guidance_weights:
+            not_run[guidance_name(weight)] = "guidance needs both the GRPO and the SFT policy"
+        return []
+    return [
+        Method(
+            guidance_name(weight),
+            f"GRPO + guidance w={weight:g}" + (" (= GRPO)" if weight == 1 else ""),
+            PolicyDesigner(
+                grpo.policy, src.catalog, settings, reference=sft.policy.model, weight=weight
+            ),
+            src.data_calls,
+        )
+        for weight in src.config.guidance_weights
+    ]

@@ -1,0 +1,194 @@
+"""The one config of ``flowforge run``: a frozen dataclass per stage, one `RunConfig` of them.
+
+Sections reuse the stages' own configs where those have no paths (`RewardConfig`,
+`TrainSettings`, `GRPORunConfig`, `EvalConfig`), so a setting has one name everywhere; the
+small `*StageConfig` classes here hold what a stage needs besides its paths. Paths are
+the run's: every stage writes into ``RUN/<stage>`` (the GRPO section's path fields must keep
+their run-relative defaults). `quick_config` is the ``--quick`` preset (tests and CI: a few
+minutes on 2 cores); `RunConfig()` is the default run (targets <= 45 minutes there).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ..evaluate.config import EvalConfig
+from ..policy.config import TrainSettings
+from ..policy.grpo import QUICK as GRPO_QUICK
+from ..policy.grpo import GRPORunConfig
+from ..policy.model import PolicyModelConfig
+from ..reward.config import RewardConfig
+from .overrides import apply, read_config_file, to_json
+
+#: Stage directories inside a run (also the GRPO section's fixed path fields).
+SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
+
+
+class RunConfigError(ValueError):
+    """Settings that cannot make a run together; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class LibraryStageConfig:
+    """The workflow library every later stage draws from (augmented from the seeds)."""
+
+    #: Distinct workflows (collection samples from them, SFT trains on all of them).
+    size: int = 2_000
+    #: Seed of the augmentation walk.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size < 32:
+            raise RunConfigError(f"library.size must be >= 32 (the seeds), got {self.size}")
+
+
+@dataclass(frozen=True)
+class CollectStageConfig:
+    """Judged (prompt, workflow, seed) triplets on train prompts (docs/collection.md)."""
+
+    #: (prompt, workflow) pairs, spread evenly over the prompts.
+    pairs: int = 10_000
+    #: Render seeds per pair.
+    seeds: int = 2
+    #: Train prompts used: the first N in sha256(id) order; None: every train prompt.
+    prompts: int | None = None
+    #: The plan's random seed.
+    seed: int = 0
+    #: Written into every workflow's $NEGATIVE (evaluation must use the same).
+    negative: str = ""
+    #: Items per judge call.
+    batch_size: int = 256
+    #: Tries per item for transient judge errors.
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.pairs < 1 or self.seeds < 1 or (self.prompts is not None and self.prompts < 2):
+            raise RunConfigError("collect: pairs and seeds must be >= 1, prompts >= 2 or unset")
+
+
+def _small_model() -> TrainSettings:
+    """SFT's default: the tiny Llama of docs/policy.md."""
+    return TrainSettings()
+
+
+@dataclass(frozen=True)
+class SFTStageConfig:
+    """Phase-1 SFT on (train prompt, library workflow) pairs of the run's library."""
+
+    #: Training pairs (paper: 500K).
+    pairs: int = 30_000
+    #: How the policy is trained (model shape, vocabulary, optimiser).
+    train: TrainSettings = field(default_factory=_small_model)
+
+
+@dataclass(frozen=True)
+class ComfyGenFTStageConfig:
+    """The ComfyGen-FT baseline: (prompt, score bin) -> workflow on the judged triplets."""
+
+    #: Train it (off: the evaluation reports the baseline as not run).
+    enabled: bool = True
+    #: Scores averaged into its conditioning score; None: the training scorers (every score
+    #: of the triplets except the held-out scorer).
+    score_names: tuple[str, ...] | None = None
+    #: How the policy is trained.
+    train: TrainSettings = field(default_factory=_small_model)
+
+
+def _grpo() -> GRPORunConfig:
+    return GRPORunConfig(sft_dir=SFT_DIR, reward_dir=REWARD_DIR, out=GRPO_DIR)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``flowforge run`` does, stage by stage; saved as ``RUN/config.json``."""
+
+    #: The judge of collection and evaluation: sim, sim:SEED or package.module:factory.
+    judge: str = "sim"
+    #: Options for the judge, as (key, value) strings (``--judge-opt key=value``).
+    judge_opt: tuple[tuple[str, str], ...] = ()
+    #: torch intra-op threads while a stage runs (restored afterwards; a stage's own
+    #: ``threads`` setting wins inside it); None keeps torch's. On a shared 2-core machine
+    #: the tiny models measured up to 10x faster with 1 thread than with 2.
+    threads: int | None = 1
+    library: LibraryStageConfig = field(default_factory=LibraryStageConfig)
+    collect: CollectStageConfig = field(default_factory=CollectStageConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    sft: SFTStageConfig = field(default_factory=SFTStageConfig)
+    comfygen_ft: ComfyGenFTStageConfig = field(default_factory=ComfyGenFTStageConfig)
+    grpo: GRPORunConfig = field(default_factory=_grpo)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        fixed = {"sft_dir": SFT_DIR, "reward_dir": REWARD_DIR, "out": GRPO_DIR}
+        moved = [k for k, v in fixed.items() if getattr(self.grpo, k) != v]
+        problems = (
+            [f"grpo.{', grpo.'.join(moved)}: paths are the run's; remove them"] if moved else []
+        )
+        if self.grpo.library_dir is not None:
+            problems.append("grpo.library_dir: the run's library is used; remove it")
+        if self.collect.negative != self.evaluate.negative:
+            problems.append("collect.negative and evaluate.negative must be equal")
+        if self.reward.heldout_scorer != self.evaluate.heldout_scorer:
+            problems.append("reward.heldout_scorer and evaluate.heldout_scorer must be equal")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1 or unset, got {self.threads}")
+        if problems:
+            raise RunConfigError("; ".join(problems))
+
+    def section(self, name: str) -> Any:
+        """A section (or a dotted setting) as JSON; ``judge`` is the spec and its options."""
+        if name == "judge":
+            return {"judge": self.judge, "judge_opt": to_json(self.judge_opt)}
+        value: Any = self
+        for part in name.split("."):
+            value = getattr(value, part)
+        return to_json(value)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = to_json(self)
+        return data
+
+
+#: The quick model: a step costs milliseconds of compute (most of it the 3.3K-token output
+#: layer); it learns a little of the text form, which is all a pipeline test needs.
+QUICK_MODEL = PolicyModelConfig(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+)
+
+
+def quick_config() -> RunConfig:
+    """The ``--quick`` preset: tiny sizes everywhere, ~30 held-out prompts (tests, CI)."""
+    train = TrainSettings(model=QUICK_MODEL, learning_rate=3e-3, save_steps=50, logging_steps=10)
+    return RunConfig(
+        library=LibraryStageConfig(size=200),
+        collect=CollectStageConfig(pairs=1_500, seeds=2, prompts=300),
+        reward=RewardConfig(members=3, epochs=6),
+        sft=SFTStageConfig(pairs=800, train=train),
+        comfygen_ft=ComfyGenFTStageConfig(train=replace(train, epochs=0.3)),
+        grpo=apply(_grpo(), GRPO_QUICK),
+        evaluate=EvalConfig(
+            prompts=30, seeds=1, best_of_n=4, max_new_tokens=GRPO_QUICK["max_completion_length"]
+        ),
+    )
+
+
+def load_run_config(
+    path: Path | None = None, *, quick: bool = False, judge: str | None = None
+) -> RunConfig:
+    """The defaults (or the quick preset), the file's settings over them, then ``--judge``."""
+    config = quick_config() if quick else RunConfig()
+    if path is not None:
+        config = apply(config, read_config_file(path))
+    if judge is not None:
+        config = dataclasses.replace(config, judge=judge)
+    return config
+
+
+def load_eval_config(path: Path | None = None) -> EvalConfig:
+    """``flowforge evaluate --config FILE``: an `EvalConfig` file (TOML or JSON, the keys of
+    a run config's ``[evaluate]`` table) over the defaults."""
+    config = EvalConfig()
+    return config if path is None else apply(config, read_config_file(path))

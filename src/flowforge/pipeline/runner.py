@@ -1,0 +1,197 @@
+"""``flowforge run``: every stage in order into one run directory, resumable stage by stage.
+
+Each stage has a **key**: the hash of its config sections and of the fingerprints of the
+stages it reads. Its marker ``RUN/stages/<name>.json`` says ``running`` or ``done`` with
+that key. When the run starts again:
+
+- ``done`` with the same key: skipped (its fingerprint feeds the keys after it);
+- ``running`` with the same key (the process was killed): a resumable stage continues from
+  its own checkpoints (collection journal, SFT and GRPO checkpoints), any other is cleared
+  and restarted;
+- anything else (no marker, another key: a setting changed, or an earlier stage was redone):
+  its directory is cleared and the stage runs from nothing.
+
+A stage that finishes gets a new fingerprint, so every stage after it that read its output
+is redone. The resolved config is saved as ``RUN/config.json`` and the stages' times as
+``RUN/run.json``; one ``flowforge run`` at a time holds ``RUN/run.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..evaluate.report import REPORT_JSON, results_table
+from ..reward.model import torch_threads
+from .config import RunConfig
+from .stages import EVALUATE, STAGES, Stage, StageContext
+
+CONFIG_FILE = "config.json"
+RUN_FILE = "run.json"
+LOCK_FILE = "run.lock"
+STAGES_DIR = "stages"
+
+
+class RunError(RuntimeError):
+    """A run that cannot proceed (locked by another process, a stage's output missing)."""
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    """What happened to one stage in this call."""
+
+    name: str
+    status: str  # "skipped", "ran", "resumed"
+    seconds: float  # wall time
+    cpu_seconds: float  # CPU time of this process (what a machine to itself would take)
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The stages of this call and the evaluation's main table (Markdown)."""
+
+    run: Path
+    stages: tuple[StageOutcome, ...]
+    table: str | None
+    seconds: float
+
+
+def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> str:
+    """sha256 of the stage's settings and of the fingerprints of the stages it reads."""
+    payload = {
+        "stage": stage.name,
+        "sections": {name: config.section(name) for name in stage.sections},
+        "inputs": {name: fingerprints[name] for name in stage.inputs},
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def read_marker(run: Path, name: str) -> dict[str, Any] | None:
+    """A stage's marker, None when there is none (or it is unreadable: then it is redone)."""
+    path = run / STAGES_DIR / f"{name}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def clear_stage(run: Path, name: str) -> None:
+    """Remove a stage's directory (and a half-written sibling ``<name>.partial``)."""
+    for path in (run / name, run / f"{name}.partial"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+@contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """Hold ``RUN/run.lock`` (released by the OS even when the process is killed)."""
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / LOCK_FILE, "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunError(f"{run} is being run by another process; wait for it") from None
+        yield
+
+
+def run_pipeline(
+    config: RunConfig,
+    run: Path,
+    *,
+    stages: Sequence[Stage] = STAGES,
+    say: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run (or resume) every stage of `config` in `run`; see the module docstring."""
+    started = time.perf_counter()
+    message = say or (lambda text: None)
+    with run_lock(run):
+        (run / STAGES_DIR).mkdir(exist_ok=True)
+        _write_json(run / CONFIG_FILE, config.to_json())  # a valid --config file itself
+        ctx = StageContext(run, config, message)
+        fingerprints: dict[str, str] = {}
+        outcomes = []
+        for stage in stages:
+            outcome, fingerprints[stage.name] = _run_stage(ctx, stage, fingerprints)
+            outcomes.append(outcome)
+        elapsed = time.perf_counter() - started
+        _write_json(run / RUN_FILE, _summary(outcomes, elapsed))
+    return RunResult(run, tuple(outcomes), report_table(run), elapsed)
+
+
+def _run_stage(
+    ctx: StageContext, stage: Stage, fingerprints: dict[str, str]
+) -> tuple[StageOutcome, str]:
+    key = stage_key(stage, ctx.config, fingerprints)
+    marker = read_marker(ctx.run, stage.name)
+    same = marker is not None and marker.get("key") == key
+    if same and marker is not None and marker.get("status") == "done":
+        ctx.say(f"{stage.name}: done before, skipped")
+        skipped = StageOutcome(stage.name, "skipped", 0.0, 0.0, marker["result"])
+        return skipped, marker["fingerprint"]
+    resume = same and stage.resumable
+    if not resume:
+        clear_stage(ctx.run, stage.name)
+    path = ctx.run / STAGES_DIR / f"{stage.name}.json"
+    record = {"stage": stage.name, "key": key, "status": "running", "started_at": time.time()}
+    record["settings"] = {name: ctx.config.section(name) for name in stage.sections}
+    _write_json(path, record)
+    ctx.say(f"{stage.name}: {'resuming' if resume else 'running'}")
+    start, cpu = time.perf_counter(), time.process_time()
+    with torch_threads(ctx.config.threads or torch.get_num_threads()):
+        result = stage.run(ctx)
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    fingerprint = hashlib.sha256(f"{key}:{uuid.uuid4()}".encode()).hexdigest()
+    record |= {"status": "done", "fingerprint": fingerprint, "result": result}
+    record |= {"seconds": seconds, "cpu_seconds": cpu, "load_average": os.getloadavg()}
+    _write_json(path, record)
+    ctx.say(f"{stage.name}: done in {seconds:.1f} s (cpu {cpu:.1f} s)")
+    outcome = StageOutcome(stage.name, "resumed" if resume else "ran", seconds, cpu, result)
+    return outcome, fingerprint
+
+
+def _summary(outcomes: Sequence[StageOutcome], elapsed: float) -> dict[str, Any]:
+    """``RUN/run.json``: each stage's status and times, the total, the machine's load."""
+    stages = [
+        {"stage": o.name, "status": o.status, "seconds": round(o.seconds, 1)}
+        | {"cpu_seconds": round(o.cpu_seconds, 1)}
+        for o in outcomes
+    ]
+    load = [round(x, 2) for x in os.getloadavg()]
+    return {
+        "flowforge_version": __version__,
+        "stages": stages,
+        "seconds": round(elapsed, 1),
+        "load_average_at_end": load,
+    }
+
+
+def report_table(run: Path) -> str | None:
+    """The main table of the run's evaluation report, None when there is no report."""
+    path = run / EVALUATE / REPORT_JSON
+    if not path.is_file():
+        return None
+    return results_table(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,242 @@
+"""The stages of ``flowforge run``, each a call into the package that owns it.
+
+library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> evaluate. A stage reads its
+section of the `RunConfig` and the outputs of earlier stages (fixed directories of the run)
+and writes only ``RUN/<its name>``; it returns a JSON summary that the runner stores in the
+stage's done marker. `resumable` stages continue a run cut short (the collection journal,
+the SFT and GRPO checkpoints); the others are restarted from nothing by the runner.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ..data.collect import CollectConfig, collect, judge_catalog
+from ..data.export import load_triplets
+from ..data.prompts import load_prompts
+from ..evaluate.compare import evaluate
+from ..evaluate.config import EvalInputs
+from ..judge.loader import LoadedJudge, load_judge
+from ..policy.config import ComfyGenFTConfig, SFTRunConfig
+from ..policy.grpo import train_grpo
+from ..policy.sft import run_comfygen_ft, run_sft
+from ..reward.train import train_ensemble
+from ..workflow.library import build_library, load_seed_library, save_library
+from ..workflow.schema import Catalog
+from .config import GRPO_DIR, REWARD_DIR, SFT_DIR, RunConfig
+
+LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
+WORKFLOWS = "workflows"  # RUN/library/workflows: the library's API JSON files
+OBJECT_INFO = "object_info.json"  # RUN/library/object_info.json: the judge's catalog
+PROMPTS_FILE = "prompts.jsonl"  # RUN/collect/prompts.jsonl: the train prompts collected on
+
+
+@dataclass
+class StageContext:
+    """What a stage is given: the run directory, the config, the judge, a message sink."""
+
+    run: Path
+    config: RunConfig
+    say: Callable[[str], None]
+
+    @cached_property
+    def judge(self) -> LoadedJudge:
+        """The run's judge, loaded once on first use (a real judge may connect)."""
+        return load_judge(self.config.judge, dict(self.config.judge_opt))
+
+    def catalog(self) -> Catalog:
+        return judge_catalog(self.judge.judge, self.judge.judge_id)
+
+    def path(self, *parts: str) -> Path:
+        return self.run.joinpath(*parts)
+
+
+StageFn = Callable[[StageContext], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A step of the run: its name (= its directory), what its key covers, how it runs."""
+
+    name: str
+    sections: tuple[str, ...]  # config sections (or dotted settings) in its key
+    inputs: tuple[str, ...]  # earlier stages whose outputs it reads
+    resumable: bool
+    run: StageFn
+
+
+def library_stage(ctx: StageContext) -> dict[str, Any]:
+    """Augment the shipped seeds into the run's library, for the judge's catalog."""
+    c = ctx.config.library
+    entries = build_library(load_seed_library(), ctx.catalog(), c.size, c.seed)
+    save_library(entries, ctx.path(LIBRARY, WORKFLOWS))
+    info = json.dumps(ctx.judge.judge.object_info(), ensure_ascii=False)
+    ctx.path(LIBRARY, OBJECT_INFO).write_text(info, encoding="utf-8")
+    return {"workflows": len(entries), "judge_id": ctx.judge.judge_id}
+
+
+def collect_stage(ctx: StageContext) -> dict[str, Any]:
+    """Judge the plan of (train prompt, library workflow, seed) items (resumes its journal)."""
+    c = ctx.config.collect
+    out = ctx.path(COLLECT)
+    prompts = "train"
+    if c.prompts is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        prompts = str(_write_prompts(out / PROMPTS_FILE, c.prompts))
+    config = CollectConfig(
+        out=out,
+        judge=ctx.config.judge,
+        judge_opt=ctx.config.judge_opt,
+        prompts=prompts,
+        library=ctx.path(LIBRARY, WORKFLOWS),
+        pairs=c.pairs,
+        seeds=c.seeds,
+        seed=c.seed,
+        negative=c.negative,
+        batch_size=c.batch_size,
+        max_attempts=c.max_attempts,
+    )
+    summary = collect(config, ctx.judge)
+    return {
+        "total": summary.total,
+        "scored_this_call": summary.scored,
+        "errors_by_kind": summary.run_errors_by_kind,
+        "rate": round(summary.rate, 1),
+    }
+
+
+def _write_prompts(path: Path, count: int) -> Path:
+    """The first `count` train prompts in sha256(id) order, as a prompt file (ids kept)."""
+    import hashlib
+
+    train = sorted(load_prompts("train"), key=lambda p: hashlib.sha256(p.id.encode()).digest())
+    lines = [
+        json.dumps({"id": p.id, "prompt": p.text, "category": p.category}) for p in train[:count]
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def reward_stage(ctx: StageContext) -> dict[str, Any]:
+    """Train the reward ensemble on the collected triplets."""
+    result = train_ensemble(
+        ctx.path(COLLECT), ctx.path(REWARD_DIR), ctx.config.reward, catalog=ctx.catalog()
+    )
+    return {
+        "rows": result.rows,
+        "prompts": result.prompts,
+        "designs": result.designs,
+        "heldout_designs": result.heldout_designs,
+        "skipped": result.skipped,
+        "final_losses": [member[-1] for member in result.losses],
+        "seconds": round(result.seconds, 1),
+    }
+
+
+def sft_stage(ctx: StageContext) -> dict[str, Any]:
+    """Phase-1 SFT on the run's library (resumes from its checkpoints)."""
+    c = ctx.config.sft
+    config = SFTRunConfig(
+        out_dir=str(ctx.path(SFT_DIR)),
+        pairs=c.pairs,
+        library_dir=str(ctx.path(LIBRARY, WORKFLOWS)),
+        object_info=str(ctx.path(LIBRARY, OBJECT_INFO)),
+        train=c.train,
+    )
+    return _policy_result(asdict(run_sft(config)))
+
+
+def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
+    """The ComfyGen-FT baseline on the triplets, or nothing when disabled."""
+    c = ctx.config.comfygen_ft
+    if not c.enabled:
+        return {"enabled": False}
+    names = c.score_names or _training_scorers(ctx)
+    config = ComfyGenFTConfig(
+        out_dir=str(ctx.path(COMFYGEN_FT)),
+        triplets=str(ctx.path(COLLECT)),
+        score_names=names,
+        object_info=str(ctx.path(LIBRARY, OBJECT_INFO)),
+        train=c.train,
+    )
+    return _policy_result(asdict(run_comfygen_ft(config)))
+
+
+def _training_scorers(ctx: StageContext) -> tuple[str, ...]:
+    """Every score name of the triplets except the held-out scorer."""
+    names: set[str] = set()
+    for triplet in load_triplets(ctx.path(COLLECT)):
+        names |= set(triplet.scores or {})
+    return tuple(sorted(names - {ctx.config.evaluate.heldout_scorer}))
+
+
+def _policy_result(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in result.items()}
+
+
+def grpo_stage(ctx: StageContext) -> dict[str, Any]:
+    """GRPO from the SFT policy against the ensemble (resumes from its checkpoints)."""
+    config = replace(
+        ctx.config.grpo,
+        sft_dir=str(ctx.path(SFT_DIR)),
+        reward_dir=str(ctx.path(REWARD_DIR)),
+        out=str(ctx.path(GRPO_DIR)),
+    )
+    last: dict[str, float] = {}
+
+    def on_log(line: dict[str, float]) -> None:
+        last.update(line)
+        ctx.say(f"grpo step {int(line['step'])}/{config.steps}: reward {line['reward_mean']:.3f}")
+
+    policy = train_grpo(config, on_log=on_log)
+    return {"policy": str(policy), "last_step": last}
+
+
+def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
+    """What a run's evaluation compares: its library, triplets, ensemble and policies
+    (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings)."""
+    return EvalInputs(
+        library=run / LIBRARY / WORKFLOWS,
+        triplets=run / COLLECT,
+        reward=run / REWARD_DIR,
+        sft=run / SFT_DIR,
+        comfygen_ft=run / COMFYGEN_FT if comfygen_ft else None,
+        grpo=run / GRPO_DIR,
+    )
+
+
+def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
+    """Every method on the held-out prompts; the report in ``RUN/evaluate``."""
+    inputs = run_inputs(ctx.run, ctx.config.comfygen_ft.enabled)
+    report = evaluate(
+        ctx.config.evaluate, inputs, ctx.judge, ctx.path(EVALUATE), on_progress=ctx.say
+    )
+    return {"report": str(report.out), "methods": len(report.summaries)}
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(LIBRARY, ("library", "judge"), (), False, library_stage),
+    Stage(COLLECT, ("collect", "judge"), (LIBRARY,), True, collect_stage),
+    Stage(REWARD_DIR, ("reward",), (COLLECT,), False, reward_stage),
+    Stage(SFT_DIR, ("sft",), (LIBRARY,), True, sft_stage),
+    Stage(
+        COMFYGEN_FT,
+        ("comfygen_ft", "evaluate.heldout_scorer"),
+        (COLLECT,),
+        True,
+        comfygen_ft_stage,
+    ),
+    Stage(GRPO_DIR, ("grpo",), (SFT_DIR, REWARD_DIR), True, grpo_stage),
+    Stage(
+        EVALUATE,
+        ("evaluate", "judge"),
+        (LIBRARY, COLLECT, REWARD_DIR, SFT_DIR, COMFYGEN_FT, GRPO_DIR),
+        False,
+        evaluate_stage,
+    ),
+)

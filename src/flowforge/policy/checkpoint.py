@@ -1,0 +1,137 @@
+"""Run directories that resume exactly after a kill: the run record, checkpoints, the log.
+
+A run directory holds ``flowforge_run.json`` (kind, resolved config, finished or not,
+versions), ``log.jsonl`` (one JSON line per step) and ``checkpoints/step-NNNNNN/``: a policy
+directory (``model.py``: safetensors weights, tokenizer, the run record with its step) plus
+``optimizer.pt`` and ``trainer_state.json`` (step, wall seconds so far).
+
+- A checkpoint is written as ``step-N.partial`` and renamed when complete, so a kill while
+  writing leaves the previous checkpoint as the newest complete one; the older ones beyond
+  `KEEP` are deleted afterwards.
+- Resuming restores the model from the newest checkpoint (`latest_checkpoint`, loaded by
+  the caller with ``load_policy``), the optimizer state, and cuts the log back to the
+  checkpoint's step: the steps after it are run again, identically.
+- ``optimizer.pt`` is a torch file read back with ``weights_only=True`` (tensors and plain
+  containers only, no code), the weights are safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from .model import RUN_FILE, save_policy
+from .tokenizer import PolicyTokenizer
+
+LOG_FILE = "log.jsonl"
+CHECKPOINTS = "checkpoints"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "trainer_state.json"
+#: Checkpoints kept (the newest ones).
+KEEP = 2
+
+
+class RunDirError(ValueError):
+    """A directory that holds another run, or something that is not a run."""
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a kill leaves the old file or the new one, never half)."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+    partial.replace(path)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a run depends on (recorded with every run and checkpoint)."""
+    found = {}
+    for name in ("flowforge", "torch", "transformers", "numpy"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def run_record(kind: str, config: dict[str, Any], finished: bool, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "config": config, "finished": finished, **extra, "versions": versions()}
+
+
+def open_run(out: Path, kind: str, config: dict[str, Any]) -> bool:
+    """Create the run (writing its record) or check a resumed one: the same kind and config
+    (``out`` aside, so a run can be moved). Returns whether it has finished."""
+    path = out / RUN_FILE
+    wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out"}
+    if path.is_file():
+        record = json.loads(path.read_text(encoding="utf-8"))
+        saved = {k: v for k, v in record.get("config", {}).items() if k != "out"}
+        if record.get("kind") != kind or saved != wanted:
+            changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
+            raise RunDirError(
+                f"{out} holds a {record.get('kind')} run with other settings "
+                f"({', '.join(changed) or 'kind'}); use a new out or the same settings"
+            )
+        return bool(record.get("finished"))
+    if out.exists() and any(out.iterdir()):
+        raise RunDirError(f"{out} exists and is not a {kind} run; choose an empty out")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, run_record(kind, config, finished=False))
+    return False
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    found = _checkpoints(out)
+    return found[-1] if found else None
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    folder = out / CHECKPOINTS
+    found = folder.glob("step-*") if folder.is_dir() else []
+    return sorted(p for p in found if p.is_dir() and not p.name.endswith(".partial"))
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    model: PreTrainedModel,
+    tokenizer: PolicyTokenizer,
+    optimizer: torch.optim.Optimizer,
+    record: dict[str, Any],
+    wall_seconds: float,
+) -> Path:
+    """Write ``checkpoints/step-N`` (module docstring) and drop the older ones."""
+    final = out / CHECKPOINTS / f"step-{step:06d}"
+    partial = final.with_name(final.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    save_policy(model, tokenizer, partial, run_config={**record, "checkpoint_step": step})
+    torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
+    write_json(partial / STATE_FILE, {"step": step, "wall_seconds": wall_seconds})
+    partial.replace(final)
+    for old in _checkpoints(out)[:-KEEP]:
+        shutil.rmtree(old)
+    return final
+
+
+def restore(
+    out: Path, optimizer: torch.optim.Optimizer, checkpoint: Path | None
+) -> tuple[int, float]:
+    """Load the optimizer state of `checkpoint` and cut the log back to its step (an empty
+    log without one); returns (step, wall seconds so far)."""
+    log = out / LOG_FILE
+    if checkpoint is None:
+        log.write_text("", encoding="utf-8")
+        return 0, 0.0
+    state = json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
+    optimizer.load_state_dict(torch.load(checkpoint / OPTIMIZER_FILE, weights_only=True))
+    step = int(state["step"])
+    lines = log.read_text(encoding="utf-8").splitlines() if log.is_file() else []
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    log.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return step, float(state["wall_seconds"])

@@ -1,0 +1,103 @@
+"""``flowforge run``, ``evaluate`` and ``grpo`` as a user runs them: the ``--quick`` run end
+to end on the sim world (about a minute), then the commands on what it built, then the
+one-line errors of bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flowforge.cli import app
+from flowforge.pipeline.config import load_run_config, quick_config
+
+runner = CliRunner()
+LABELS = ("default (sdxl_base)", "best fixed", "retrieval", "ComfyGen-FT", "SFT", "GRPO")
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A finished ``flowforge run --quick`` and what it printed."""
+    run = tmp_path_factory.mktemp("quick") / "run"
+    result = runner.invoke(app, ["run", "--quick", "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    return run, result.stdout
+
+
+def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
+    quick_run: tuple[Path, str],
+) -> None:
+    run, printed = quick_run
+    for label in LABELS:
+        assert label in printed
+    assert "GRPO + guidance w=3" in printed and "best-of-4" in printed
+    report = json.loads((run / "evaluate" / "report.json").read_text())
+    assert all(m["valid"] == 1.0 for m in report["methods"])  # the constraint holds
+    for name in ("report.md", "report.json", "designs.jsonl"):
+        assert (run / "evaluate" / name).is_file()
+    assert list((run / "evaluate").glob("*.png"))
+    assert load_run_config(run / "config.json") == quick_config()
+    again = runner.invoke(app, ["run", "--quick", "--out", str(run)])
+    assert again.exit_code == 0, again.output
+    assert again.stderr.count("done before, skipped") == 7
+    table = printed[printed.index("| method") : printed.index("run ->")]
+    assert table in again.stdout  # the same report, not a new one
+
+
+def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_path: Path) -> None:
+    run, _ = quick_run
+    out = tmp_path / "eval"
+    args = ["evaluate", "--run", str(run), "--prompts", "4", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["prompts"] == 4
+    assert {m["name"] for m in report["methods"]} >= {"default", "best_fixed", "sft", "grpo"}
+
+
+def test_grpo_trains_from_a_runs_policy_and_returns_a_finished_run(
+    quick_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    run, _ = quick_run
+    out = tmp_path / "grpo"
+    args = ["grpo", "--sft", str(run / "sft"), "--reward", str(run / "reward"), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--quick", "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    lines = (out / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    assert (out / "model.safetensors").is_file()
+    other = runner.invoke(app, [*args, "--quick", "--steps", "3"])
+    assert other.exit_code == 2 and "steps" in other.output  # another run's settings
+
+
+def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('judge = "sim:1"\n[grpo]\nsteps = 3\n')
+    result = runner.invoke(app, ["run", "--quick", "--config", str(config), "--show-config"])
+    assert result.exit_code == 0, result.output
+    shown = json.loads(result.stdout)
+    assert shown["judge"] == "sim:1" and shown["grpo"]["steps"] == 3
+    assert shown["sft"] == quick_config().to_json()["sft"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--config", "{cfg}"], "unknown setting 'grpo.stepz'"),
+        (["evaluate", "--out", "{tmp}/e"], "give --run RUN, or at least --library and --data"),
+        (["evaluate", "--run", "{tmp}", "--out", "{tmp}/e"], "is it a `flowforge run` directory"),
+        (["evaluate", "--library", "{tmp}", "--data", "{tmp}/nope", "--out", "{tmp}/e"],
+         "not found: --data"),
+        (["grpo", "--sft", "{tmp}/nope", "--reward", "{tmp}/r", "--out", "{tmp}/g"], "nope"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[grpo]\nstepz = 3\n")
+    filled = [a.replace("{cfg}", str(cfg)).replace("{tmp}", str(tmp_path)) for a in args]
+    result = runner.invoke(app, filled)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output

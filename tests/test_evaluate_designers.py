@@ -1,0 +1,178 @@
+"""The evaluation's designers and baselines on tiny, hand-made inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from flowforge.evaluate.baselines import RetrievalTable, ScoredRow, best_fixed, scored_rows
+from flowforge.evaluate.config import EvalConfig, EvalError
+from flowforge.evaluate.designers import (
+    BestOfNDesigner,
+    FixedDesigner,
+    OracleDesigner,
+    RetrievalDesigner,
+    derive_seed,
+)
+from flowforge.evaluate.judging import check_design
+from flowforge.evaluate.methods import default_text
+from flowforge.judge.base import JudgeItem, JudgeResult
+from flowforge.policy.sample import Sample
+from flowforge.workflow.library import load_seed_library
+from flowforge.workflow.schema import default_catalog
+from flowforge.workflow.textform import to_text
+
+CATALOG = default_catalog()
+
+
+def rows(*entries: tuple[str, str, float]) -> list[ScoredRow]:
+    return [ScoredRow(prompt, text, score) for prompt, text, score in entries]
+
+
+def test_fixed_designer_gives_every_prompt_the_same_text() -> None:
+    designer = FixedDesigner("W")
+    assert designer.design(["a", "b", "c"], [1, 2, 3]) == ["W", "W", "W"]
+    assert designer.judge_calls == 0
+
+
+def test_best_fixed_takes_the_best_mean_among_workflows_seen_on_enough_prompts() -> None:
+    data = rows(
+        ("p1", "lucky", 9.0),  # one prompt only: does not qualify with min_prompts=2
+        ("p1", "good", 2.0),
+        ("p2", "good", 1.0),
+        ("p1", "fair", 1.0),
+        ("p2", "fair", 1.0),
+        ("p3", "fair", 1.0),
+    )
+    choice = best_fixed(data, min_prompts=2)
+    assert (choice.text, choice.mean_score, choice.prompts, choice.candidates) == (
+        "good",
+        1.5,
+        2,
+        2,
+    )
+    assert best_fixed(data, min_prompts=1).text == "lucky"
+
+
+def test_best_fixed_breaks_ties_by_text_and_names_the_problem_when_none_qualifies() -> None:
+    assert best_fixed(rows(("p", "b", 1.0), ("p", "a", 1.0)), 1).text == "a"
+    with pytest.raises(EvalError, match="min_prompts"):
+        best_fixed(rows(("p", "a", 1.0)), min_prompts=2)
+
+
+class AxisEncoder:
+    """Texts -> unit vectors along a named axis: prompts about cats / dogs / cars."""
+
+    AXES = ("cat", "dog", "car")
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        out = np.zeros((len(texts), 3), np.float32)
+        for i, text in enumerate(texts):
+            out[i, [axis in text for axis in self.AXES].index(True)] = 1.0
+        return out
+
+
+def test_retrieval_pools_the_k_most_similar_train_prompts() -> None:
+    table = RetrievalTable(
+        rows(
+            ("a cat", "A", 1.0),
+            ("a cat", "B", 0.0),
+            ("two cats", "B", 3.0),  # pooled over both cat prompts: B = 1.5 > A = 1.0
+            ("a dog", "C", 5.0),
+            ("a car", "D", 9.0),
+        )
+    )
+    one = RetrievalDesigner(table, AxisEncoder(), k=1)
+    two = RetrievalDesigner(table, AxisEncoder(), k=2)
+    assert two.design(["cat on a mat"], [0]) == ["B"]
+    assert one.design(["cat on a mat", "dog in snow", "a car at night"], [0, 1, 2]) == [
+        "A",
+        "C",
+        "D",
+    ]
+
+
+def test_oracle_picks_the_best_library_workflow_by_the_judge_and_counts_its_calls() -> None:
+    seen: list[JudgeItem] = []
+
+    def score_items(items: Sequence[JudgeItem]) -> list[JudgeResult]:
+        seen.extend(items)
+        return [JudgeResult({"q": float(item.workflow["w"])}) for item in items]
+
+    def fill(text: str, prompt: str, seed: int) -> JudgeItem:
+        return JudgeItem(prompt, {"w": len(text)}, seed)
+
+    oracle = OracleDesigner(["x", "xxx", "xx"], score_items, fill, lambda s: s["q"], seeds=2)
+    assert oracle.design(["p1", "p2"], [5, 6]) == ["xxx", "xxx"]
+    assert oracle.judge_calls == len(seen) == 2 * 3 * 2
+    assert {item.seed for item in seen}.isdisjoint({5, 6})  # its own seeds
+
+
+class FakeSampler:
+    """Stands in for a PolicyDesigner: fixed samples per prompt."""
+
+    def __init__(self, groups: list[list[tuple[str, bool]]]) -> None:
+        self.groups = groups
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
+        return [
+            Sample(prompt, text, None, None if ok else "bad", ok, True, ())
+            for prompt, group in zip(prompts, self.groups, strict=True)
+            for text, ok in group[:n]
+        ]
+
+
+class LengthReward:
+    def predict(self, prompts: list[str], workflows: list[str]) -> list[float]:
+        return [float(len(w)) for w in workflows]
+
+
+def test_best_of_n_keeps_the_valid_sample_with_the_best_predicted_reward() -> None:
+    sampler = FakeSampler(
+        [[("aa", True), ("aaaaaa", False), ("aaaa", True)], [("z", False), ("zz", False)]]
+    )
+    designer = BestOfNDesigner(sampler, LengthReward(), n=3)  # type: ignore[arg-type]
+    assert designer.design(["p", "q"], [0, 1]) == ["aaaa", "z"]
+
+
+def test_derived_seeds_are_stable_distinct_and_in_range() -> None:
+    seeds = {derive_seed(0, "render", f"p{i}", 0) for i in range(200)}
+    assert len(seeds) == 200 and all(0 <= s < 2**31 for s in seeds)
+    assert derive_seed(1, "x") == derive_seed(1, "x") != derive_seed(2, "x")
+
+
+def test_check_design_reports_an_unparsable_and_an_invalid_text_without_repairing() -> None:
+    good = to_text(load_seed_library()["sdxl_base"], CATALOG)[0]
+    checked = check_design(good, CATALOG)
+    assert checked.valid and checked.canonical == good and checked.key is not None
+    garbage = check_design("1 NoSuchNode x=1", CATALOG)
+    assert not garbage.valid and garbage.error is not None
+    assert garbage.error.startswith("invalid:")
+    broken = check_design(good.replace("steps=30", "steps=0"), CATALOG)
+    assert broken.key is not None and broken.error is not None
+    assert "steps" in broken.error
+
+
+def test_default_workflow_is_a_shipped_seed_and_an_unknown_one_is_named() -> None:
+    assert "sd_xl_base_1.0" in default_text("sdxl_base", CATALOG)
+    with pytest.raises(EvalError, match="not a shipped seed"):
+        default_text("no_such_seed", CATALOG)
+
+
+def test_eval_config_checks_its_settings() -> None:
+    with pytest.raises(EvalError, match="best_of_n"):
+        EvalConfig(best_of_n=1)
+    with pytest.raises(EvalError, match="repeat"):
+        EvalConfig(guidance_weights=(1.0, 1.0))
+
+
+def test_scored_rows_skip_failed_judgements() -> None:
+    from reward_helpers import triplets
+
+    data = triplets(prompts=2, per_prompt=3)
+    failed = [data[0].__class__(**{**data[0].__dict__, "scores": None, "error": "render: x"})]
+    out = scored_rows([*failed, *data], lambda s: s["aesthetic"])
+    assert len(out) == len(data)

@@ -1,0 +1,215 @@
+"""The evaluation's numbers on hand-made outcomes, and a whole evaluation on tiny inputs:
+a fake judge, a 40-workflow library, untrained tiny policies, a two-member ensemble."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from collect_inputs import FAKE
+from policy_helpers import TINY, tiny_tokenizer
+from reward_helpers import FakeEncoder
+
+from flowforge.data.collect import CollectConfig, collect
+from flowforge.data.prompts import load_prompts
+from flowforge.evaluate.compare import evaluate, heldout_prompts
+from flowforge.evaluate.config import EvalConfig, EvalError, EvalInputs
+from flowforge.evaluate.judging import CheckedDesign, check_design
+from flowforge.evaluate.report import DESIGNS, REPORT_JSON, REPORT_MD
+from flowforge.evaluate.summary import (
+    LibraryIndex,
+    MethodRun,
+    Outcome,
+    per_prompt,
+    summarize,
+    win_rates,
+)
+from flowforge.judge.loader import load_judge
+from flowforge.policy.model import build_tiny_model, save_policy
+from flowforge.reward.config import RewardConfig
+from flowforge.reward.train import train_ensemble
+from flowforge.workflow.library import build_library, load_seed_library, save_library
+from flowforge.workflow.schema import default_catalog
+from flowforge.workflow.textform import to_text
+
+CATALOG = default_catalog()
+SEEDS = load_seed_library()
+
+
+def design(name: str) -> CheckedDesign:
+    return check_design(to_text(SEEDS[name], CATALOG)[0], CATALOG)
+
+
+def outcome(
+    name: str, held: float | None, train: float = 0.0, pred: float | None = None
+) -> Outcome:
+    d = design(name)
+    if held is None:
+        bad = CheckedDesign("garbage", None, None, "invalid: line 1: nonsense")
+        return Outcome("p", bad, (), bad.error)
+    return Outcome("p", d, ({"h": held, "t": train},), None, None, pred)
+
+
+def run(name: str, outcomes: list[Outcome]) -> MethodRun:
+    return MethodRun(name, name, tuple(outcomes), len(outcomes), 0, 0.0)
+
+
+def test_failures_take_the_worst_score_seen_and_lose_every_comparison() -> None:
+    a = run("a", [outcome("sdxl_base", 0.5), outcome("sdxl_base", None)])
+    b = run("b", [outcome("sdxl_base", 0.2), outcome("sdxl_base", 0.1)])
+    c = run("c", [outcome("sdxl_base", None), outcome("sdxl_base", None)])
+    held = per_prompt([a, b, c], lambda s: s["h"])
+    assert held.floor() == 0.1
+    assert held.filled("a") == [0.5, 0.1]
+    rates = win_rates(held, ["a", "b", "c"], ["b", "c"])
+    # a wins prompt 1 against both; on prompt 2 its failure loses to b and ties with c
+    assert rates["a"] == {"b": 0.5, "c": 0.75}
+    assert rates["c"]["c"] == 0.5  # a failure ties with a failure
+
+
+def test_summary_counts_validity_novelty_gap_and_errors() -> None:
+    texts = [to_text(SEEDS[n], CATALOG)[0] for n in ("sdxl_base", "sd15_base")]
+    index = LibraryIndex(texts, [check_design(t, CATALOG).key or "" for t in texts])
+    outcomes = [
+        outcome("sdxl_base", 0.4, train=1.0, pred=1.5),
+        outcome("sdxl_turbo", 0.6, train=2.0, pred=1.0),  # not in the library
+        outcome("sdxl_turbo", None),
+    ]
+    method = run("m", outcomes)
+    held = per_prompt([method], lambda s: s["h"])
+    train = per_prompt([method], lambda s: s["t"])
+    s = summarize(method, held, train, None, index, lambda s: s["t"])
+    assert s.heldout == pytest.approx((0.4 + 0.6 + 0.4) / 3)
+    assert s.valid == pytest.approx(2 / 3) and s.failed == 1
+    assert s.errors == {"invalid": 1}
+    assert s.distinct == 2 and s.not_in_library == 0.5
+    assert s.gap == pytest.approx(((1.5 - 1.0) + (1.0 - 2.0)) / 2)
+    assert s.nn_similarity is not None and 0.5 < s.nn_similarity < 1.0
+    assert index.similarity(design("sdxl_base")) == 1.0
+    assert s.quality is None
+
+
+def test_library_index_agrees_with_the_plain_nearest_similarity() -> None:
+    from flowforge.evaluate.metrics import nearest_similarity
+
+    library = [to_text(SEEDS[n], CATALOG)[0] for n in ("sdxl_base", "sd15_base", "sd15_freeu")]
+    index = LibraryIndex(library, [check_design(t, CATALOG).key or "" for t in library])
+    for name in ("sdxl_turbo", "sdxl_lora_stack", "sd15_hires_latent"):
+        d = design(name)
+        assert d.canonical is not None
+        assert index.similarity(d) == pytest.approx(nearest_similarity([d.canonical], library))
+
+
+def test_heldout_prompts_are_a_fixed_sample_of_the_heldout_split() -> None:
+    first = heldout_prompts(10)
+    assert [p.id for p in first] == [p.id for p in heldout_prompts(10)]
+    train = {p.id for p in load_prompts("train")}
+    assert not train & {p.id for p in heldout_prompts(None)}
+    assert {p.source for p in heldout_prompts(40)} == {"parti", "geneval"}
+
+
+# --- a whole evaluation on tiny inputs --------------------------------------------------------
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> EvalInputs:
+    root = tmp_path_factory.mktemp("eval")
+    save_library(build_library(SEEDS, CATALOG, 40, 0), root / "library")
+    prompts = root / "prompts.jsonl"
+    lines = [json.dumps({"id": p.id, "prompt": p.text}) for p in load_prompts("train")[:12]]
+    prompts.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = CollectConfig(
+        out=root / "collect",
+        judge=FAKE,
+        prompts=str(prompts),
+        library=root / "library",
+        pairs=120,
+        seeds=1,
+        backoff_seconds=0.0,
+    )
+    collect(config, load_judge(FAKE))
+    reward = RewardConfig(members=2, epochs=1, heldout_scorer="alignment")
+    train_ensemble(root / "collect", root / "reward", reward, encoder=FakeEncoder())
+    tokenizer = tiny_tokenizer()
+    for kind, seed in (("sft", 0), ("comfygen_ft", 1), ("grpo", 2)):
+        model = build_tiny_model(tokenizer, TINY, seed=seed)
+        save_policy(model, tokenizer, root / kind, run_config={"kind": kind})
+    log = [{"step": s, "reward_mean": 0.1 * s, "kl": 0.01 * s} for s in range(1, 4)]
+    (root / "grpo" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return EvalInputs(
+        library=root / "library",
+        triplets=root / "collect",
+        reward=root / "reward",
+        sft=root / "sft",
+        comfygen_ft=root / "comfygen_ft",
+        grpo=root / "grpo",
+    )
+
+
+CONFIG = EvalConfig(
+    prompts=3,
+    seeds=2,
+    min_prompts=1,
+    retrieval_k=3,
+    guidance_weights=(0.5, 1.0),
+    best_of_n=2,
+    max_new_tokens=96,
+    heldout_scorer="alignment",
+)
+
+
+def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
+    inputs: EvalInputs, tmp_path: Path
+) -> None:
+    report = evaluate(CONFIG, inputs, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
+    names = [m["name"] for m in report.data["methods"]]
+    assert names == [
+        "default", "best_fixed", "retrieval", "comfygen_ft", "sft", "grpo",
+        "grpo_w0.5", "grpo_w1", "best_of_2", "oracle",
+    ]  # fmt: skip
+    markdown = (tmp_path / REPORT_MD).read_text(encoding="utf-8")
+    for section in ("## Results", "## Win rate", "## Guidance sweep", "## Failures", "## Plots"):
+        assert section in markdown
+    for plot in ("scores.png", "guidance.png", "grpo.png"):
+        assert (tmp_path / plot).stat().st_size > 1000
+        assert plot in markdown
+    data = json.loads((tmp_path / REPORT_JSON).read_text(encoding="utf-8"))
+    assert data["not_run"] == {}
+    rows = (tmp_path / DESIGNS).read_text(encoding="utf-8").splitlines()
+    assert len(rows) == len(names) * 3
+    by_name = {m["name"]: m for m in data["methods"]}
+    for m in data["methods"]:
+        assert m["valid"] == 1.0  # constrained decoding: every design validates
+        assert m["judge_calls"] >= 3 * 2
+        assert 0.0 <= m["heldout"] <= 1.0
+    assert by_name["oracle"]["judge_calls"] == 3 * 2 + 3 * 40  # evaluation + its own choice
+    assert by_name["default"]["not_in_library"] == 0.0
+    assert by_name["grpo"]["not_in_library"] == 1.0  # an untrained model writes new things
+    assert by_name["sft"]["data_calls"] == 0 and by_name["grpo"]["data_calls"] == 120
+    assert by_name["grpo_w1"]["heldout"] == by_name["grpo"]["heldout"]  # w=1 is the policy
+    rates = data["win_rates"]["heldout"]
+    assert all(math.isclose(rates[n][n], 0.5) for n in names)
+    assert [p["w"] for p in data["guidance_sweep"]] == [0.0, 0.5, 1.0, 1.0]
+    assert report.table().count("\n") == len(names) + 2 and "| failed |" in report.table()
+
+
+def test_missing_policies_are_reported_as_not_run(inputs: EvalInputs, tmp_path: Path) -> None:
+    bare = EvalInputs(library=inputs.library, triplets=inputs.triplets)
+    config = EvalConfig(prompts=2, seeds=1, min_prompts=1, oracle=False, heldout_scorer="alignment")
+    report = evaluate(config, bare, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
+    assert [m["name"] for m in report.data["methods"]] == ["default", "best_fixed", "retrieval"]
+    not_run = report.data["not_run"]
+    assert set(not_run) >= {"sft", "grpo", "comfygen_ft", "grpo_w1", "best_of_8", "oracle"}
+    assert "## Not run" in (tmp_path / REPORT_MD).read_text(encoding="utf-8")
+
+
+def test_prompts_seen_in_training_are_refused(inputs: EvalInputs, tmp_path: Path) -> None:
+    from flowforge.evaluate import compare
+
+    original = compare.heldout_prompts
+    try:
+        compare.heldout_prompts = lambda count: load_prompts("train")[:2]  # type: ignore[assignment]
+        with pytest.raises(EvalError, match="occur in the training triplets"):
+            evaluate(CONFIG, inputs, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
+    finally:
+        compare.heldout_prompts = original

@@ -1,0 +1,88 @@
+"""``flowforge run``'s config: defaults, the quick preset, files over them, errors by name."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from flowforge.pipeline.config import (
+    RunConfig,
+    RunConfigError,
+    load_run_config,
+    quick_config,
+)
+from flowforge.pipeline.overrides import ConfigFileError, apply
+
+
+def test_the_saved_config_read_back_over_the_defaults_is_the_same_config() -> None:
+    for config in (RunConfig(), quick_config()):
+        assert apply(RunConfig(), json.loads(json.dumps(config.to_json()))) == config
+
+
+def test_the_quick_preset_is_tiny_everywhere() -> None:
+    quick = quick_config()
+    assert quick.library.size <= 300 and quick.evaluate.prompts == 30
+    assert quick.collect.pairs * quick.collect.seeds <= 5_000
+    assert quick.grpo.steps <= 10 and quick.sft.pairs <= 1_000
+    assert quick.sft.train.model.hidden_size < RunConfig().sft.train.model.hidden_size
+
+
+def test_a_toml_file_changes_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'judge = "sim:3"\n'
+        'judge_opt = [["cache_dir", "/tmp/x"]]\n'
+        "[collect]\npairs = 500\n"
+        "[reward]\nkappa = 0\nscore_weights = [['aesthetic', 2], ['alignment', 1]]\n"
+        "[sft.train.model]\nhidden_size = 64\n"
+        "[evaluate]\nguidance_weights = [0.5, 2]\nprompts = 40\n",
+        encoding="utf-8",
+    )
+    config = load_run_config(path, quick=True)
+    quick = quick_config()
+    assert config.judge == "sim:3" and config.judge_opt == (("cache_dir", "/tmp/x"),)
+    assert config.collect.pairs == 500 and config.collect.seeds == quick.collect.seeds
+    assert config.reward.kappa == 0.0 and isinstance(config.reward.kappa, float)
+    assert config.reward.score_weights == (("aesthetic", 2.0), ("alignment", 1.0))
+    assert config.sft.train.model.hidden_size == 64
+    assert config.sft.train.model.num_hidden_layers == quick.sft.train.model.num_hidden_layers
+    assert config.evaluate.guidance_weights == (0.5, 2.0) and config.evaluate.prompts == 40
+    assert load_run_config(path, judge="sim:9").judge == "sim:9"
+
+
+def test_a_json_file_works_the_same(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"grpo": {"steps": 3, "beta": 0.1}}), encoding="utf-8")
+    config = load_run_config(path)
+    assert (config.grpo.steps, config.grpo.beta) == (3, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[colect]\npairs = 1\n", "unknown setting 'colect'"),
+        ("[sft.train]\nbatch_sise = 4\n", "unknown setting 'sft.train.batch_sise'"),
+        ('[collect]\npairs = "many"\n', "collect.pairs must be int"),
+        ("[evaluate]\nconstrained = 1\n", "evaluate.constrained must be bool"),
+        ("[evaluate]\nbest_of_source = 'ft'\n", "must be one of"),
+        ("[collect]\npairs = 0\n", "settings of collect"),
+        ("[grpo]\nsft_dir = '/elsewhere'\n", "grpo.sft_dir: paths are the run's"),
+        ("[collect]\nnegative = 'ugly'\n", "negative must be equal"),
+        ("collect = 3\n", "collect is a table"),
+        ("[sft\n", "not valid TOML"),
+    ],
+)
+def test_a_wrong_setting_is_one_error_naming_it(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises((ConfigFileError, RunConfigError), match=message):
+        load_run_config(path)
+
+
+def test_unknown_file_types_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("a: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigFileError, match=r"\.toml or \.json"):
+        load_run_config(path)

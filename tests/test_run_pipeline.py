@@ -1,0 +1,158 @@
+"""``flowforge run``'s orchestration: skipping, redoing and resuming stages (tiny fake
+stages; the real ``--quick`` run end to end is in test_cli_pipeline.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowforge.pipeline.config import (
+    CollectStageConfig,
+    LibraryStageConfig,
+    RunConfig,
+    load_run_config,
+    quick_config,
+)
+from flowforge.pipeline.runner import (
+    RUN_FILE,
+    RunError,
+    read_marker,
+    run_lock,
+    run_pipeline,
+    stage_key,
+)
+from flowforge.pipeline.stages import STAGES, Stage, StageContext
+
+
+class Killed(RuntimeError):
+    """Stands in for a process killed in the middle of a stage."""
+
+
+class FakeStages:
+    """Three stages: a (library), b (collect, resumable, reads a), c (reward, reads b).
+    Each appends to RUN/<name>/log.txt; `kill` makes one stop half-way."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.kill: str | None = None
+
+    def stage(self, name: str, section: str, inputs: tuple[str, ...], resumable: bool) -> Stage:
+        def run(ctx: StageContext) -> dict[str, Any]:
+            self.calls.append(name)
+            folder = ctx.path(name)
+            folder.mkdir(parents=True, exist_ok=True)
+            log = folder / "log.txt"
+            before = log.read_text() if log.is_file() else ""
+            log.write_text(before + "started\n")
+            if self.kill == name:
+                raise Killed(name)
+            log.write_text(log.read_text() + "finished\n")
+            return {"lines": log.read_text().count("\n")}
+
+        return Stage(name, (section,), inputs, resumable, run)
+
+    def all(self) -> list[Stage]:
+        return [
+            self.stage("a", "library", (), False),
+            self.stage("b", "collect", ("a",), True),
+            self.stage("c", "reward", ("b",), False),
+        ]
+
+
+def statuses(result: Any) -> list[str]:
+    return [outcome.status for outcome in result.stages]
+
+
+def test_a_finished_run_is_skipped_stage_by_stage(tmp_path: Path) -> None:
+    fake = FakeStages()
+    config = quick_config()
+    first = run_pipeline(config, tmp_path, stages=fake.all())
+    assert statuses(first) == ["ran", "ran", "ran"] and fake.calls == ["a", "b", "c"]
+    second = run_pipeline(config, tmp_path, stages=fake.all())
+    assert statuses(second) == ["skipped"] * 3 and fake.calls == ["a", "b", "c"]
+    assert [o.result for o in second.stages] == [o.result for o in first.stages]
+    assert load_run_config(tmp_path / "config.json") == config  # the saved config reloads
+    summary = json.loads((tmp_path / RUN_FILE).read_text())
+    assert [s["stage"] for s in summary["stages"]] == ["a", "b", "c"]
+    assert first.table is None  # no evaluation stage in this run
+
+
+def test_a_changed_section_redoes_its_stage_and_every_stage_after_it(tmp_path: Path) -> None:
+    fake = FakeStages()
+    config = quick_config()
+    run_pipeline(config, tmp_path, stages=fake.all())
+    changed = dataclasses.replace(config, collect=CollectStageConfig(pairs=99, prompts=10))
+    result = run_pipeline(changed, tmp_path, stages=fake.all())
+    assert statuses(result) == ["skipped", "ran", "ran"]
+    assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"  # cleared first
+    again = dataclasses.replace(changed, library=LibraryStageConfig(size=64))
+    assert statuses(run_pipeline(again, tmp_path, stages=fake.all())) == ["ran"] * 3
+    unrelated = dataclasses.replace(again, judge_opt=(("x", "1"),))  # no fake stage reads it
+    assert statuses(run_pipeline(unrelated, tmp_path, stages=fake.all())) == ["skipped"] * 3
+
+
+def test_a_killed_resumable_stage_resumes_and_a_killed_other_stage_restarts(
+    tmp_path: Path,
+) -> None:
+    fake = FakeStages()
+    config = quick_config()
+    fake.kill = "b"
+    with pytest.raises(Killed):
+        run_pipeline(config, tmp_path, stages=fake.all())
+    marker = read_marker(tmp_path, "b")
+    assert marker is not None and marker["status"] == "running"
+    fake.kill = "c"
+    with pytest.raises(Killed):
+        run_pipeline(config, tmp_path, stages=fake.all())
+    # b continued in its own directory (a collection journal would resume from it)
+    assert (tmp_path / "b" / "log.txt").read_text() == "started\nstarted\nfinished\n"
+    fake.kill = None
+    result = run_pipeline(config, tmp_path, stages=fake.all())
+    assert statuses(result) == ["skipped", "skipped", "ran"]
+    # c is not resumable: its half-done output was cleared before it ran again
+    assert (tmp_path / "c" / "log.txt").read_text() == "started\nfinished\n"
+
+
+def test_a_changed_setting_restarts_a_killed_resumable_stage_from_nothing(
+    tmp_path: Path,
+) -> None:
+    fake = FakeStages()
+    fake.kill = "b"
+    with pytest.raises(Killed):
+        run_pipeline(quick_config(), tmp_path, stages=fake.all())
+    fake.kill = None
+    changed = dataclasses.replace(quick_config(), collect=CollectStageConfig(pairs=7))
+    assert statuses(run_pipeline(changed, tmp_path, stages=fake.all())) == ["skipped", "ran", "ran"]
+    assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"
+
+
+def changed_keys(before: RunConfig, after: RunConfig) -> set[str]:
+    """The real stages whose own key differs (inputs' fingerprints held equal)."""
+    fingerprints = {stage.name: "f" for stage in STAGES}
+    return {
+        stage.name
+        for stage in STAGES
+        if stage_key(stage, before, fingerprints) != stage_key(stage, after, fingerprints)
+    }
+
+
+def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
+    base = quick_config()
+    evaluate = dataclasses.replace(base.evaluate, prompts=12)
+    assert changed_keys(base, dataclasses.replace(base, evaluate=evaluate)) == {"evaluate"}
+    ft = dataclasses.replace(base.comfygen_ft, enabled=False)
+    assert changed_keys(base, dataclasses.replace(base, comfygen_ft=ft)) == {"comfygen_ft"}
+    grpo = dataclasses.replace(base.grpo, steps=3)
+    assert changed_keys(base, dataclasses.replace(base, grpo=grpo)) == {"grpo"}
+    judged = {"library", "collect", "evaluate"}
+    assert changed_keys(base, dataclasses.replace(base, judge="sim:1")) == judged
+    assert changed_keys(base, dataclasses.replace(base, threads=2)) == set()
+
+
+def test_a_second_run_of_the_same_directory_is_refused_while_one_runs(tmp_path: Path) -> None:
+    with run_lock(tmp_path), pytest.raises(RunError, match="another process"):
+        run_pipeline(quick_config(), tmp_path, stages=FakeStages().all())
