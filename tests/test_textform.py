@@ -446,3 +446,36 @@ def test_one_design_has_one_text_whatever_prompt_is_written_into_it() -> None:
         texts.add(text)
         hashes.add(design_hash(filled))
     assert len(texts) == 1 and len(hashes) == 1
+
+
+_NAMES = ["x", "steps", "cfg", "", "1a", "true", "a.b", "json:x", "-", "x=y"]
+_VALUES = ["1", "20", "-3", "7.5", "7.55", "1e5", "1.", "0.05", "@1.0", "@2.1", "@0.1", "@1",
+           "$PROMPT", "$SEED", "$X", "$NEGATIVE_2", "true", "null", "json:", "json:{}", "",
+           "euler", "a=b", "+", "@", ".", "x/y:z", '"q"', '"a b"', '"$PROMPT, $X"']  # fmt: skip
+_pairs = st.tuples(
+    st.sampled_from(_NAMES), st.sampled_from(["=", "=", ""]), st.sampled_from(_VALUES)
+)
+_plain_lines = st.tuples(
+    st.sampled_from(["1", "2", "KSampler", "1 KSampler", "1 null", "1 json:x", "1 \tA"]),
+    st.lists(st.tuples(st.sampled_from([" ", "\t", "  "]), _pairs), max_size=6),
+).map(lambda t: t[0] + "".join(sep + "".join(pair) for sep, pair in t[1]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_plain_lines)
+def test_the_fast_line_path_reads_a_line_exactly_as_the_cursor_parser(line: str) -> None:
+    """`_parse_plain_line` (the quote-free fast path) returns the cursor parser's node, or
+    raises its error, or declines (None) and leaves the line to it."""
+    from flowforge.workflow.textform import _Line, _parse_line, _parse_plain_line
+
+    bindings = Bindings.request("a cat", "", 7)
+    stripped = line.strip(" \t\r")
+    try:
+        expected: Node | str = _parse_line(_Line(stripped, 1, bindings), 1)
+    except TextFormError as error:
+        expected = str(error)
+    try:
+        fast: Node | str | None = _parse_plain_line(_Line(stripped, 1, bindings), 1)
+    except TextFormError as error:
+        fast = str(error)
+    assert fast is None or fast == expected

@@ -91,6 +91,10 @@ _PLACEHOLDER = re.compile(r"\$(PROMPT|NEGATIVE|SEED)(?:_([2-9]|[1-9][0-9]+))?")
 _NAME_CHARS = re.compile(r"[A-Za-z0-9_]+")
 _QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _LEADING_SEPARATORS = re.compile(r"^[\s,]+")
+_SPACES = re.compile(r"[ \t]*")
+_SEPARATORS = re.compile(r"[ \t]+")
+#: `_Line.until`'s scanners, one per set of stop characters the parser uses.
+_UNTIL = {stops: re.compile(f"[^{stops}]*") for stops in (" \t", " \t=")}
 _EMB = r"embedding:[A-Za-z0-9_.\-]+"
 _EMB_SPLIT = re.compile(
     rf"(?:(?P<head>.*?[^\s,])(?P<sep>[\s,]+))??(?P<tail>{_EMB}(?:[\s,]+{_EMB})*[\s,]*)", re.DOTALL
@@ -334,8 +338,7 @@ class _Line:
     def spaces(self, what: str) -> None:
         """Skip the spaces after a token; at least one is needed unless the line ends."""
         start = self.pos
-        while self.text.startswith((" ", "\t"), self.pos):
-            self.pos += 1
+        self.pos = _SPACES.match(self.text, start).end()  # type: ignore[union-attr]
         if self.pos == start and not self.at_end():
             raise self.error(f"expected a space after {what}, found {self.text[self.pos :]!r}")
 
@@ -351,9 +354,12 @@ class _Line:
         return decoded
 
     def until(self, stops: str) -> str:
+        """The text up to (not including) the next character of `stops`, or the line's end.
+
+        A regex scan (`_UNTIL`): the character loop it replaced was a fifth of the reward
+        ensemble's time on never-seen designs."""
         start = self.pos
-        while not self.at_end() and self.text[self.pos] not in stops:
-            self.pos += 1
+        self.pos = _UNTIL[stops].match(self.text, start).end()  # type: ignore[union-attr]
         return self.text[start : self.pos]
 
     def word(self, what: str, stops: str = " \t") -> str:
@@ -413,7 +419,10 @@ class _Line:
             except (json.JSONDecodeError, RecursionError):
                 raise self.error(f"input {name!r}: json: text is not valid JSON") from None
             return JsonLiteral(text)
-        token = self.until(" \t")
+        return self.token_value(self.until(" \t"), name, node_number)
+
+    def token_value(self, token: str, name: str, node_number: int) -> Value:
+        """The value an unquoted token says (a link, placeholder, keyword, number, word)."""
         if not token:
             raise self.error(f"input {name!r} has no value")
         if token.startswith("@"):
@@ -440,6 +449,25 @@ class _Line:
         if not _BARE.fullmatch(token):
             raise self.error(f"malformed value {token!r} (quote strings with such characters)")
         return token
+
+
+def _parse_plain_line(line: _Line, expected_id: int) -> Node | None:
+    """The fast path of `_parse_line` for a line without quotes whose tokens are all
+    ``name=value`` pairs of distinct bare names; None for anything else, which the cursor
+    parser then reads (and reports, with its exact message). Most lines of a workflow
+    qualify; the reward ensemble parses every never-seen design, so this is its hot path."""
+    if '"' in line.text:
+        return None
+    tokens = _SEPARATORS.split(line.text)
+    if len(tokens) < 2 or tokens[0] != str(expected_id) or not _is_bare(tokens[1]):
+        return None
+    inputs: dict[str, Value] = {}
+    for token in tokens[2:]:
+        name, equals, value = token.partition("=")
+        if not equals or name in inputs or not _is_bare(name):
+            return None
+        inputs[name] = line.token_value(value, name, expected_id)
+    return Node(id=str(expected_id), class_type=tokens[1], inputs=tuple(inputs.items()))
 
 
 def _parse_line(line: _Line, expected_id: int) -> Node:
@@ -478,7 +506,9 @@ def from_text(text: str, bindings: Bindings, catalog: Catalog | None = None) -> 
     for number, raw in enumerate(text.split("\n"), start=1):
         stripped = raw.strip(" \t\r")
         if stripped:
-            nodes.append(_parse_line(_Line(stripped, number, bindings), len(nodes) + 1))
+            line = _Line(stripped, number, bindings)
+            node = _parse_plain_line(line, len(nodes) + 1)
+            nodes.append(node if node is not None else _parse_line(line, len(nodes) + 1))
     if not nodes:
         raise TextFormError("empty text: no node lines", 1)
     return Workflow(tuple(nodes))
