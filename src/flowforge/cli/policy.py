@@ -146,7 +146,10 @@ def design_command(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed, written into the graph.")] = 0,
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
-    temperature: Annotated[float, typer.Option("--temperature")] = 1.0,
+    temperature: Annotated[
+        float | None,
+        typer.Option("--temperature", help="Sampling temperature [default: 0.7, see docs]."),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write API JSON here (else stdout).")
     ] = None,
@@ -162,7 +165,7 @@ def design_command(
     """
     if (reference is None) != (guidance is None):
         fail("--reference and --guidance go together")
-    from ..policy.design import design
+    from ..policy.design import DESIGN_TEMPERATURE, design
     from ..reward.ensemble import load_ensemble
 
     with user_errors():
@@ -171,7 +174,7 @@ def design_command(
         result = design(
             prompt, policy, samples=samples, seed=seed, catalog=catalog,
             reference_dir=reference, guidance=guidance, reward=scorer, negative=negative,
-            temperature=temperature, ui=ui,
+            temperature=DESIGN_TEMPERATURE if temperature is None else temperature, ui=ui,
         )  # fmt: skip
     text = json.dumps(result.api, indent=2, ensure_ascii=False)
     if output is None:
