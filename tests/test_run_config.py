@@ -86,3 +86,10 @@ def test_unknown_file_types_are_refused(tmp_path: Path) -> None:
     path.write_text("a: 1\n", encoding="utf-8")
     with pytest.raises(ConfigFileError, match=r"\.toml or \.json"):
         load_run_config(path)
+
+
+def test_the_evaluation_samples_policies_as_flowforge_design_does() -> None:
+    from flowforge.evaluate.config import EvalConfig
+    from flowforge.policy.design import DESIGN_TEMPERATURE
+
+    assert EvalConfig().temperature == DESIGN_TEMPERATURE

@@ -49,8 +49,11 @@ class EvalConfig:
     best_of_n: int = 8
     #: The policy whose candidates best-of-N ranks.
     best_of_source: BestOfSource = "grpo"
-    #: Sampling temperature of every policy designer (1: the policy's own distribution).
-    temperature: float = 1.0
+    #: Sampling temperature of every policy designer: `flowforge design`'s default
+    #: (``policy.design.DESIGN_TEMPERATURE``), so the report measures what a user gets. At 1.0
+    #: (the policies' own distributions) every policy scored lower on both sim worlds
+    #: measured (docs/evaluation.md).
+    temperature: float = 0.7
     #: Decode policies through the schema constraint (the product's decoding). Off: what
     #: the policy writes unaided; invalid designs then show up in `validity`.
     constrained: bool = True
