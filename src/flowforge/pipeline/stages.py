@@ -188,10 +188,16 @@ def grpo_stage(ctx: StageContext) -> dict[str, Any]:
         out=str(ctx.path(GRPO_DIR)),
     )
     last: dict[str, float] = {}
+    every = max(1, config.steps // 20)  # about 20 lines per run; log.jsonl has every step
 
     def on_log(line: dict[str, float]) -> None:
         last.update(line)
-        ctx.say(f"grpo step {int(line['step'])}/{config.steps}: reward {line['reward_mean']:.3f}")
+        step = int(line["step"])
+        if step % every == 0 or step == config.steps:
+            ctx.say(
+                f"grpo step {step}/{config.steps}: reward {line['reward_mean']:+.3f}, "
+                f"kl {line['kl']:.3f}, novel {line['novel_share']:.0%}"
+            )
 
     policy = train_grpo(config, on_log=on_log)
     return {"policy": str(policy), "last_step": last}
