@@ -127,15 +127,7 @@ def reward_stage(ctx: StageContext) -> dict[str, Any]:
     result = train_ensemble(
         ctx.path(COLLECT), ctx.path(REWARD_DIR), ctx.config.reward, catalog=ctx.catalog()
     )
-    return {
-        "rows": result.rows,
-        "prompts": result.prompts,
-        "designs": result.designs,
-        "heldout_designs": result.heldout_designs,
-        "skipped": result.skipped,
-        "final_losses": [member[-1] for member in result.losses],
-        "seconds": round(result.seconds, 1),
-    }
+    return result.summary()
 
 
 def sft_stage(ctx: StageContext) -> dict[str, Any]:

@@ -80,6 +80,18 @@ class TrainResult:
     seconds: float
     ensemble: RewardEnsemble  # the trained members, ready to score (as loaded from model_dir)
 
+    def summary(self) -> dict[str, Any]:
+        """The run's numbers as JSON: what ``config.json`` and a pipeline stage record."""
+        return {
+            "rows": self.rows,
+            "prompts": self.prompts,
+            "designs": self.designs,
+            "heldout_designs": self.heldout_designs,
+            "skipped": self.skipped,
+            "final_losses": [member[-1] for member in self.losses],
+            "seconds": round(self.seconds, 1),
+        }
+
 
 # --- 1-2. data and held-out designs -------------------------------------------------------
 def is_heldout_design(text: str, share: float) -> bool:
@@ -354,13 +366,7 @@ def _header(
         "summary": {
             "data": str(data) if isinstance(data, Path) else f"{len(triplets)} triplets in memory",
             "judge_ids": sorted({t.judge_id for t in triplets}),
-            "rows": result.rows,
-            "prompts": result.prompts,
-            "designs": result.designs,
-            "heldout_designs": result.heldout_designs,
-            "skipped": result.skipped,
-            "final_losses": [member[-1] for member in result.losses],
-            "seconds": round(result.seconds, 1),
+            **result.summary(),
         },
         "versions": versions,
     }
