@@ -15,20 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..plotting import pyplot, save
+
+_DPI = 110
 SCORES = "scores.png"
 GUIDANCE = "guidance.png"
 GRPO = "grpo.png"
 GRPO_LOG = "log.jsonl"
 GRPO_KEYS = ("reward_mean", "kl", "valid_share", "distinct", "novel_share")
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_all(out: Path, data: dict[str, Any], grpo_dir: Path | None) -> list[Path]:
@@ -46,7 +40,7 @@ def plot_all(out: Path, data: dict[str, Any], grpo_dir: Path | None) -> list[Pat
 
 def plot_scores(path: Path, data: dict[str, Any]) -> Path:
     """Box plots of the per-prompt held-out score of each method."""
-    plt = _pyplot()
+    plt = pyplot()
     labels = [m["label"] for m in data["methods"]]
     values = [data["per_prompt"]["heldout"][m["name"]] for m in data["methods"]]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(labels) + 2), 4.5))
@@ -55,15 +49,12 @@ def plot_scores(path: Path, data: dict[str, Any]) -> Path:
     ax.set_ylabel(f"held-out score ({data['config']['heldout_scorer']})")
     ax.set_title(f"{len(data['prompts'])} held-out prompts, judge {data['judge']['id']}")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, _DPI)
 
 
 def plot_guidance(path: Path, sweep: list[dict[str, Any]]) -> Path:
     """Judged scores and the ensemble's prediction against w."""
-    plt = _pyplot()
+    plt = pyplot()
     w = [p["w"] for p in sweep]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(w, [p["heldout"] for p in sweep], "o-", label="held-out score")
@@ -78,15 +69,12 @@ def plot_guidance(path: Path, sweep: list[dict[str, Any]]) -> Path:
     for ax in (left, right):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, _DPI)
 
 
 def plot_grpo(path: Path, rows: list[dict[str, Any]]) -> Path:
     """One small panel per logged GRPO metric against the step."""
-    plt = _pyplot()
+    plt = pyplot()
     keys = [k for k in GRPO_KEYS if all(k in row for row in rows)]
     fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(3.2 * max(len(keys), 1), 3))
     axes = axes if len(keys) > 1 else [axes]
@@ -96,7 +84,4 @@ def plot_grpo(path: Path, rows: list[dict[str, Any]]) -> Path:
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save(fig, path, _DPI)

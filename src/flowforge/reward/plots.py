@@ -16,21 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..plotting import pyplot, save
+
 if TYPE_CHECKING:
     from .evaluate import Units
 
 PRED_VS_ACTUAL = "pred_vs_actual.png"
 ERROR_VS_SPREAD = "error_vs_spread.png"
 _MAX_POINTS = 4000
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+_DPI = 100
 
 
 def plot_predicted_vs_actual(
@@ -40,7 +34,7 @@ def plot_predicted_vs_actual(
     split_index: dict[str, NDArray[np.int64]],
 ) -> Path:
     """Scatter of predicted mean vs reference per split (at most 4,000 points each)."""
-    plt = _pyplot()
+    plt = pyplot()
     splits = list(split_index)
     fig, axes = plt.subplots(1, max(len(splits), 1), figsize=(4 * max(len(splits), 1), 4))
     axes = np.atleast_1d(axes)
@@ -53,16 +47,12 @@ def plot_predicted_vs_actual(
         ax.set_title(f"{split} ({len(split_index[split]):,} units)")
         ax.set_xlabel(f"actual ({units.reference})")
         ax.set_ylabel("predicted (ensemble mean, training-score units)")
-    fig.tight_layout()
-    path = out / PRED_VS_ACTUAL
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, out / PRED_VS_ACTUAL, _DPI)
 
 
 def plot_error_vs_spread(out: Path, splits: dict[str, Any]) -> Path:
     """Mean |error| against mean std per spread-quantile bin, one line per split."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     for split, metrics in splits.items():
         bins = metrics["error_by_spread"]
@@ -77,8 +67,4 @@ def plot_error_vs_spread(out: Path, splits: dict[str, Any]) -> Path:
     ax.set_ylabel("|ensemble mean - observed training score| (bin mean)")
     ax.set_title("Does the spread predict the error?")
     ax.legend()
-    fig.tight_layout()
-    path = out / ERROR_VS_SPREAD
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, out / ERROR_VS_SPREAD, _DPI)
