@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from transformers import PreTrainedModel
-from transformers.utils import logging as hf_logging
 
 from flowforge.data.prompts import load_prompts
 from flowforge.reward.ensemble import RewardPrediction, load_ensemble
+from flowforge.reward.model import torch_threads
 from flowforge.workflow.anatomy import AnatomyError, read_anatomy
 from flowforge.workflow.graph import GraphError, Workflow
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
@@ -74,7 +74,14 @@ from .checkpoint import (
 )
 from .constraint import Grammar
 from .grammar import TextFormGrammar
-from .model import RUN_FILE, PolicyLoadError, load_policy, read_run_config, save_policy
+from .model import (
+    RUN_FILE,
+    PolicyLoadError,
+    load_policy,
+    no_progress_bars,
+    read_run_config,
+    save_policy,
+)
 from .rollout import Rollout, sample_groups
 from .tokenizer import PolicyTokenizer
 
@@ -494,16 +501,8 @@ def _update(
 def _settings(threads: int | None) -> Iterator[None]:
     """torch's thread count for the run and no progress bars from saving checkpoints,
     restoring the caller's settings afterwards."""
-    before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
+    with torch_threads(threads or torch.get_num_threads()), no_progress_bars():
         yield
-    finally:
-        torch.set_num_threads(before)
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def train_grpo(

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,6 +159,19 @@ def _require_policy_files(directory: Path) -> None:
         )
 
 
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Silence transformers' own progress bars (loading and writing model shards, on every
+    load and checkpoint) inside the block, restoring the caller's setting afterwards."""
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 def load_policy(directory: Path | str) -> tuple[PreTrainedModel, PolicyTokenizer]:
     """The model (eval mode, CPU unless moved) and tokenizer of a policy directory."""
     folder = Path(directory)
@@ -165,15 +180,11 @@ def load_policy(directory: Path | str) -> tuple[PreTrainedModel, PolicyTokenizer
         tokenizer = load_tokenizer(folder)
     except VocabError as err:
         raise PolicyLoadError(str(err)) from None
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # noise on every request
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
+        with no_progress_bars():  # noise on every request
+            model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
     except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise PolicyLoadError(f"{folder}: cannot load the model ({err})") from None
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
     if embedding_rows(model) < len(tokenizer):
         raise PolicyLoadError(
             f"{folder}: the model has {embedding_rows(model)} token "

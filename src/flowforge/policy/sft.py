@@ -35,7 +35,6 @@ import torch
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
-from transformers.utils import logging as hf_logging
 from trl.trainer.callbacks import RichProgressCallback
 from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
@@ -56,6 +55,7 @@ from .examples import (
 from .model import (
     build_tiny_model,
     merge_adapters,
+    no_progress_bars,
     parameter_count,
     prepare_pretrained,
     save_policy,
@@ -226,13 +226,8 @@ def _train(
     if progress:  # the Rich panel shows the logs; the printer would repeat them on stdout
         trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # "Writing model shards"
-    try:
+    with no_progress_bars():  # "Writing model shards" at every checkpoint
         output = trainer.train(resume_from_checkpoint=last)
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
     return output.global_step, float(output.training_loss), last is not None
 
 
