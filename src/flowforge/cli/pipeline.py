@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ..evaluate.config import EvalInputs
 
 from ..judge.loader import parse_judge_options
 from .app import app, err, fail, out, progress_bar, user_errors
@@ -37,12 +40,12 @@ ConfigOption = Annotated[
 
 
 @contextmanager
-def _resumable(what: Path) -> Iterator[None]:
-    """Ctrl-C prints how to resume instead of a traceback."""
+def _interruptible(hint: str) -> Iterator[None]:
+    """Ctrl-C prints `hint` (how to go on) instead of a traceback."""
     try:
         yield
     except KeyboardInterrupt:
-        fail(f"interrupted; run the same command to resume {what}")
+        fail(f"interrupted; {hint}")
 
 
 @app.command("grpo")
@@ -109,7 +112,7 @@ def grpo_command(
         )
         progress.update(task, completed=int(line["step"]), description=description)
 
-    with progress, _resumable(output), user_errors():
+    with progress, _interruptible(f"run the same command to resume {output}"), user_errors():
         policy = train_grpo(config, on_log=on_log)
     out.print(f"GRPO policy -> {policy} (log: {policy / 'log.jsonl'})", highlight=False)
 
@@ -158,7 +161,7 @@ def evaluate_command(
             config = replace(config, prompts=prompts)
         inputs = _eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo)
         loaded = load_judge(judge, parse_judge_options(judge_opt or []))
-    with _resumable(output), user_errors():
+    with _interruptible("an evaluation starts over: run the same command again"), user_errors():
         report = evaluate(config, inputs, loaded, output, on_progress=lambda m: err.print(m))
     out.print(results_table(report.data), highlight=False, soft_wrap=True)
     out.print(f"report -> {output / 'report.md'}", highlight=False)
@@ -172,7 +175,7 @@ def _eval_inputs(
     sft: Path | None,
     comfygen_ft: Path | None,
     grpo: Path | None,
-) -> Any:
+) -> EvalInputs:
     """`EvalInputs` from a run directory, each flag overriding its part. A path given as a
     flag must exist; a part of the run that is missing (a stage not run) is left out."""
     from ..evaluate.config import EvalInputs
@@ -238,7 +241,7 @@ def run_command(
         out.print_json(json.dumps(config.to_json()))
         return
     try:
-        with _resumable(output), user_errors():
+        with _interruptible(f"run the same command to resume {output}"), user_errors():
             result = run_pipeline(config, output, say=lambda m: err.print(m, highlight=False))
     except RunError as error:
         fail(str(error))
