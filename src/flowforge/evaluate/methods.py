@@ -155,7 +155,12 @@ def _guided(
             guidance_name(weight),
             f"GRPO + guidance w={weight:g}" + (" (= GRPO)" if weight == 1 else ""),
             PolicyDesigner(
-                grpo.policy, src.catalog, settings, reference=sft.policy.model, weight=weight
+                grpo.policy,
+                src.catalog,
+                settings,
+                reference=sft.policy.model,
+                weight=weight,
+                grammar=grpo.grammar if settings.constrained else None,
             ),
             src.data_calls,
         )
