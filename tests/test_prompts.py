@@ -129,3 +129,17 @@ def test_bad_prompt_files_are_named_errors(
 def test_missing_prompt_file_is_a_named_error(tmp_path: Path) -> None:
     with pytest.raises(PromptFileError, match="cannot read"):
         load_prompt_file(tmp_path / "absent.txt")
+
+
+def test_a_fixed_sample_is_sha256_ordered_and_grows_by_adding() -> None:
+    import hashlib
+
+    from flowforge.data.prompts import fixed_sample
+
+    held = load_prompts("heldout")
+    sample = fixed_sample(held, 40)
+    digests = [hashlib.sha256(p.id.encode("utf-8")).digest() for p in sample]
+    assert digests == sorted(digests) and len(sample) == 40
+    assert fixed_sample(held, 60)[:40] == sample
+    assert fixed_sample(list(reversed(held)), 40) == sample  # input order does not matter
+    assert len(fixed_sample(held)) == len(held)

@@ -23,6 +23,7 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -100,6 +101,15 @@ def load_prompts(split: Split = "all", source: str | None = None) -> list[Prompt
         and (split == "all" or split_of(prompt) == split)
     ]
     return prompts
+
+
+def fixed_sample(prompts: Sequence[Prompt], count: int | None = None) -> list[Prompt]:
+    """The first `count` of `prompts` in sha256(id) order (all when None): a sample that is
+    the same on every machine and for every seed, and grows by adding, never reshuffling.
+    The evaluation, the sim's audit and reference texts and ``flowforge run``'s collection
+    prompts all draw their samples this way."""
+    ranked = sorted(prompts, key=lambda p: hashlib.sha256(p.id.encode("utf-8")).digest())
+    return ranked if count is None else ranked[:count]
 
 
 def load_paraphrases() -> list[tuple[str, str]]:

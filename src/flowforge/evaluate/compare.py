@@ -17,7 +17,6 @@ The story, top to bottom (docs/evaluation.md has the protocol and every definiti
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import torch
 
 from ..data.collect import judge_catalog
 from ..data.export import load_triplets
-from ..data.prompts import Prompt, load_prompts
+from ..data.prompts import Prompt, fixed_sample, load_prompts
 from ..judge.loader import LoadedJudge
 from ..reward.config import RewardConfig
 from ..reward.ensemble import RewardEnsemble, load_ensemble
@@ -49,10 +48,7 @@ Progress = Callable[[str], None]
 
 def heldout_prompts(count: int | None) -> list[Prompt]:
     """The first `count` held-out prompts in sha256(id) order (all when None)."""
-    prompts = sorted(
-        load_prompts("heldout"), key=lambda p: hashlib.sha256(p.id.encode("utf-8")).digest()
-    )
-    return prompts if count is None else prompts[:count]
+    return fixed_sample(load_prompts("heldout"), count)
 
 
 def default_encoder() -> TextEncoder:

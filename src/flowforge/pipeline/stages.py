@@ -18,7 +18,7 @@ from typing import Any
 
 from ..data.collect import CollectConfig, collect, judge_catalog
 from ..data.export import load_triplets
-from ..data.prompts import load_prompts
+from ..data.prompts import fixed_sample, load_prompts
 from ..evaluate.compare import evaluate
 from ..evaluate.config import EvalInputs
 from ..judge.loader import LoadedJudge, load_judge
@@ -112,11 +112,9 @@ def collect_stage(ctx: StageContext) -> dict[str, Any]:
 
 def _write_prompts(path: Path, count: int) -> Path:
     """The first `count` train prompts in sha256(id) order, as a prompt file (ids kept)."""
-    import hashlib
-
-    train = sorted(load_prompts("train"), key=lambda p: hashlib.sha256(p.id.encode()).digest())
     lines = [
-        json.dumps({"id": p.id, "prompt": p.text, "category": p.category}) for p in train[:count]
+        json.dumps({"id": p.id, "prompt": p.text, "category": p.category})
+        for p in fixed_sample(load_prompts("train"), count)
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -26,7 +26,6 @@ order of sha256(prompt id): a fixed, seed-independent sample.
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from rich.table import Table
 
-from ...data.prompts import load_paraphrases, load_prompts
+from ...data.prompts import fixed_sample, load_paraphrases, load_prompts
 from ...workflow.anatomy import AnatomyError, NotApplicableError, prompt_inputs
 from ...workflow.api import to_api
 from ...workflow.augment import augment
@@ -132,9 +131,7 @@ class AuditResult:
 
 def audit_prompts(n: int) -> list[str]:
     """The first `n` held-out prompts in sha256(id) order (fixed, seed-independent)."""
-    held = load_prompts("heldout")
-    ranked = sorted(held, key=lambda p: hashlib.sha256(p.id.encode("utf-8")).digest())
-    return [prompt.text for prompt in ranked[:n]]
+    return [prompt.text for prompt in fixed_sample(load_prompts("heldout"), n)]
 
 
 def default_library(size: int = 300, seed: int = 0) -> list[Workflow]:

@@ -14,14 +14,13 @@ likes each trait is drawn per seed (`world.py`).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ...data.prompts import load_prompts
+from ...data.prompts import fixed_sample, load_prompts
 from .embed import PromptEncoder
 
 #: Trait name -> anchor texts. Order is the trait axis of every (..., K) array in the world.
@@ -60,8 +59,7 @@ def trait_index(name: str) -> int:
 def reference_texts() -> tuple[str, ...]:
     """A fixed sample of training prompts (the same on every machine) to standardise against."""
     train = load_prompts("train", source="parti")
-    ranked = sorted(train, key=lambda p: hashlib.sha256(p.id.encode("utf-8")).digest())
-    return tuple(prompt.text for prompt in ranked[:REFERENCE_SIZE])
+    return tuple(prompt.text for prompt in fixed_sample(train, REFERENCE_SIZE))
 
 
 @dataclass(frozen=True)
