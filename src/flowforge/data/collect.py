@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..files import write_text_atomic
 from ..judge.base import Judge, JudgeItem, JudgeResult
 from ..judge.loader import LoadedJudge
 from ..workflow.graph import Workflow
@@ -363,7 +363,7 @@ def _open_run(config: CollectConfig, judge: LoadedJudge) -> Iterator[tuple[Journ
             _check_resume(journal.meta(), config, judge.judge_id)
         config_file = config.out / CONFIG_FILE
         if not config_file.is_file():
-            _write_atomic(config_file, journal.meta()["config"] + "\n")
+            write_text_atomic(config_file, journal.meta()["config"] + "\n")
         yield journal, created
     finally:
         journal.close()
@@ -395,9 +395,3 @@ def _check_resume(meta: Mapping[str, str], config: CollectConfig, judge_id: str)
             f"{config.out} was started with other settings: {'; '.join(differences)}. "
             "Resume it with the same settings, or collect into a new --out"
         )
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)

@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..data.prompts import Prompt
+from ..files import write_text_atomic
 from ..judge.loader import LoadedJudge
 from ..judge.sim.judge import SimJudge
 from ..reward.target import TrainingScore
@@ -149,16 +150,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     plots = plot_all(out, report.data, grpo_dir)
     data = {**report.data, "plots": [p.name for p in plots]}
-    _write(out / DESIGNS, "".join(json.dumps(row) + "\n" for row in design_rows(runs)))
-    _write(out / REPORT_JSON, json.dumps(data, indent=1) + "\n")
-    _write(out / REPORT_MD, render_markdown(data))
+    write_text_atomic(out / DESIGNS, "".join(json.dumps(row) + "\n" for row in design_rows(runs)))
+    write_text_atomic(out / REPORT_JSON, json.dumps(data, indent=1) + "\n")
+    write_text_atomic(out / REPORT_MD, render_markdown(data))
     return EvalReport(report.summaries, data, out)
-
-
-def _write(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 def design_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:

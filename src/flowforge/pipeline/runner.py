@@ -35,6 +35,7 @@ import torch
 
 from .. import __version__
 from ..evaluate.report import REPORT_JSON, results_table
+from ..files import write_text_atomic
 from ..reward.model import torch_threads
 from .config import RunConfig
 from .stages import EVALUATE, STAGES, Stage, StageContext
@@ -82,9 +83,7 @@ def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
 def read_marker(run: Path, name: str) -> dict[str, Any] | None:

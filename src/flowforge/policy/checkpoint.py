@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from ..files import write_text_atomic
 from .model import RUN_FILE, save_policy
 from .tokenizer import PolicyTokenizer
 
@@ -43,9 +44,7 @@ class RunDirError(ValueError):
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a kill leaves the old file or the new one, never half)."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    partial.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
 def versions() -> dict[str, str]:

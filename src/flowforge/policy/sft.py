@@ -40,6 +40,7 @@ from trl.trainer.sft_config import SFTConfig
 from trl.trainer.sft_trainer import SFTTrainer
 
 from flowforge.data.prompts import load_prompts
+from flowforge.files import write_text_atomic
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -106,9 +107,7 @@ def _open_run(out_dir: Path, kind: str, config: dict[str, Any]) -> dict[str, Any
 
 
 def _write_record(out_dir: Path, record: dict[str, Any]) -> None:
-    text = json.dumps(record, indent=2, ensure_ascii=False)
-    (out_dir / (RUN_FILE + ".partial")).write_text(text, encoding="utf-8")
-    (out_dir / (RUN_FILE + ".partial")).replace(out_dir / RUN_FILE)
+    write_text_atomic(out_dir / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False))
 
 
 def _versions() -> dict[str, str]:
