@@ -54,19 +54,55 @@ def test_reward_model_ranks_the_candidates(policy_dir: Path) -> None:
     assert [c.predicted_reward for c in result.candidates] == [float(len(t)) for t in texts]
 
 
-def test_guidance_from_the_policy_itself_changes_nothing(policy_dir: Path) -> None:
-    guided = design("a cat", policy_dir, reference_dir=policy_dir, guidance=2.5, temperature=0)
+@pytest.mark.parametrize("runtime", ["numpy", "transformers"])
+def test_guidance_from_the_policy_itself_changes_nothing(policy_dir: Path, runtime: str) -> None:
+    guided = design(
+        "a cat", policy_dir, reference_dir=policy_dir, guidance=2.5, temperature=0,
+        runtime=runtime,  # type: ignore[arg-type]
+    )  # fmt: skip
     assert guided.text == TEXT
     with pytest.raises(DesignError, match="both a reference policy and a guidance weight"):
         design("a cat", policy_dir, guidance=1.5)
 
 
+@pytest.mark.parametrize("runtime", ["numpy", "transformers"])
 def test_an_untrained_policy_designs_valid_workflows_under_the_constraint(
-    tmp_path: Path,
+    tmp_path: Path, runtime: str
 ) -> None:
     save_policy(build_tiny_model(TOKENIZER, TINY, seed=0), TOKENIZER, tmp_path)
-    result = design("a cat", tmp_path, samples=3, seed=4)
+    designer = load_designer(tmp_path, runtime=runtime)  # type: ignore[arg-type]
+    assert designer.runtime == runtime
+    result = designer.design("a cat", samples=3, seed=4)
+    assert len(result.candidates) == 3
     assert all(candidate.valid for candidate in result.candidates)
+
+
+def test_both_runtimes_decode_the_same_greedy_workflows(policy_dir: Path) -> None:
+    """Same model, same constraint: the numpy and transformers runtimes agree token for
+    token at temperature 0, on prompts the policy did not memorize."""
+    fast = load_designer(policy_dir, runtime="numpy")
+    slow = load_designer(policy_dir, runtime="transformers")
+    for prompt in ("a dog on a beach", "portrait of an old sailor, oil painting", "a cat"):
+        assert fast.design(prompt, temperature=0).text == slow.design(prompt, temperature=0).text
+
+
+def test_the_default_runtime_is_numpy_and_extra_processors_need_transformers(
+    policy_dir: Path,
+) -> None:
+    assert load_designer(policy_dir).runtime == "numpy"
+    force = ForceText([TOKENIZER.encode_workflow(TEXT)], TOKENIZER.eos_id)
+    assert load_designer(policy_dir, extra_processors=[force]).runtime == "transformers"
+    with pytest.raises(DesignError, match="need the transformers runtime"):
+        load_designer(policy_dir, extra_processors=[force], runtime="numpy")
+
+
+def test_the_numpy_runtime_draws_reproducibly_per_seed(tmp_path: Path) -> None:
+    save_policy(build_tiny_model(TOKENIZER, TINY, seed=0), TOKENIZER, tmp_path)
+    designer = load_designer(tmp_path)
+    first = [c.text for c in designer.design("a cat", samples=4, seed=7).candidates]
+    again = [c.text for c in designer.design("a cat", samples=4, seed=7).candidates]
+    other = [c.text for c in designer.design("a cat", samples=4, seed=8).candidates]
+    assert first == again and first != other and len(set(first)) > 1
 
 
 def test_no_valid_candidate_is_an_error(tmp_path: Path) -> None:

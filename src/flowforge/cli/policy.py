@@ -166,11 +166,14 @@ def design_command(
     if (reference is None) != (guidance is None):
         fail("--reference and --guidance go together")
     from ..policy.design import DESIGN_TEMPERATURE, design
-    from ..reward.ensemble import load_ensemble
 
     with user_errors():
         catalog = catalog_option(object_info)
-        scorer = load_ensemble(reward, catalog=catalog) if reward is not None else None
+        scorer = None
+        if reward is not None:  # imports torch: only when asked (docs/benchmarks.md)
+            from ..reward.ensemble import load_ensemble
+
+            scorer = load_ensemble(reward, catalog=catalog)
         result = design(
             prompt, policy, samples=samples, seed=seed, catalog=catalog,
             reference_dir=reference, guidance=guidance, reward=scorer, negative=negative,

@@ -19,37 +19,18 @@ plus one column; the processor can be reused across calls and batches. Compose i
 
 from __future__ import annotations
 
-from typing import Generic, Protocol, TypeVar
+from typing import Generic
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
 from flowforge.workflow.schema import Catalog
 
-from .grammar import GrammarState, TextFormGrammar
+from .grammar import Grammar, GrammarState, StateT, TextFormGrammar
 from .tokenizer import PolicyTokenizer
 
-StateT = TypeVar("StateT")
-
-
-class Grammar(Protocol[StateT]):
-    """A token grammar: the contract `GrammarConstraint` (and GRPO) rely on.
-
-    `allowed` must never be empty for a state reached from `initial_state` through allowed
-    tokens, and must hold only ``<eos>`` once the text is finished.
-    """
-
-    def initial_state(self, budget: int | None = None) -> StateT:
-        """The state before the first token; `budget` caps the tokens, <eos> included."""
-        ...
-
-    def allowed(self, state: StateT) -> torch.Tensor:
-        """Allowed next token ids (1-D long tensor)."""
-        ...
-
-    def advance(self, state: StateT, token: int) -> StateT:
-        """The state after `token` (an error for a token `allowed` does not hold)."""
-        ...
+__all__ = ["Grammar", "GrammarConstraint", "schema_constraint"]
 
 
 class GrammarConstraint(LogitsProcessor, Generic[StateT]):
@@ -76,7 +57,7 @@ class GrammarConstraint(LogitsProcessor, Generic[StateT]):
         allowed = [self.grammar.allowed(state) for state in self._states]
         counts = torch.tensor([len(ids) for ids in allowed])
         rows = torch.repeat_interleave(torch.arange(len(allowed)), counts).to(scores.device)
-        cols = torch.cat(allowed).to(scores.device)
+        cols = torch.from_numpy(np.concatenate(allowed)).to(scores.device)
         masked = torch.full_like(scores, float("-inf"))
         masked[rows, cols] = scores[rows, cols]
         return masked  # type: ignore[return-value]

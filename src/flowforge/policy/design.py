@@ -15,28 +15,45 @@ Decoding (docs/policy.md, "Decoding"): candidates are sampled through the schema
 decoding is guided between the reference (SFT) policy and this one,
 ``logits_ref + w * (logits_policy - logits_ref)`` (`processors_for`); the constraint runs
 after guidance and after any ``extra_processors``.
+
+Runtimes (`load_designer`'s ``runtime``): a Llama policy (the embedded default, and the
+pretrained SmolLM2 path) is run by ``numpy_llama`` with ``numpy_sampler``, so a design
+request imports neither torch nor transformers (~4.7 s of a cold command otherwise,
+docs/benchmarks.md "design latency"); any other model, or extra logits processors, runs on
+transformers (``sample.py``). Both decode the same distribution (the numpy forward pass is
+held to transformers' logits by a test), with different random draws for the same seed.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
-
-from transformers import LogitsProcessor, PreTrainedModel
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flowforge.workflow.api import to_api
 from flowforge.workflow.graph import Workflow
 from flowforge.workflow.schema import Catalog, default_catalog
 from flowforge.workflow.ui import to_ui
 
+from .directory import PolicyLoadError, read_run_config, require_policy_files
 from .grammar import TextFormGrammar
-from .guidance import GuidanceError, load_guidance
-from .model import load_policy, read_run_config
-from .sample import Sample, sample_workflows
-from .tokenizer import PolicyTokenizer
+from .numpy_llama import NumpyLlama, UnsupportedModel
+from .numpy_sampler import sample_candidates
+from .sampled import Sample
+from .tokenizer import PolicyTokenizer, load_tokenizer
+from .vocab import VocabError
+
+if TYPE_CHECKING:  # torch and transformers load only for the transformers runtime
+    from transformers import LogitsProcessor, PreTrainedModel
+
+#: ``auto``: numpy when the model is a Llama it supports and no extra processors are given.
+Runtime = Literal["auto", "numpy", "transformers"]
+
+#: Room for the longest library workflow (~280 tokens) and then some (``sample.py``'s too).
+MAX_NEW_TOKENS = 384
 
 #: Sampling temperature of a design request. Measured on the 50K-pair SFT policy over 500
 #: held-out prompts, unconstrained: 72.8% valid at 1.0, 95.8% at 0.7 (every checkpoint, LoRA
@@ -84,30 +101,111 @@ class DesignResult:
 def processors_for(
     tokenizer: PolicyTokenizer, reference_dir: Path | None, guidance: float | None
 ) -> list[LogitsProcessor]:
-    """The decoding processors of a request: guidance towards this policy from the reference
-    policy in `reference_dir` with weight `guidance`, or none. (The schema constraint comes
-    from the `Designer`'s grammar and always runs last.)"""
-    if reference_dir is None and guidance is None:
-        return []
+    """The transformers decoding processors of a request: guidance towards this policy from
+    the reference policy in `reference_dir` with weight `guidance`, or none. (The schema
+    constraint comes from the `Designer`'s grammar and always runs last.)"""
+    from .guidance import GuidanceError, load_guidance
+
+    _check_guidance(reference_dir, guidance)
     if reference_dir is None or guidance is None:
-        raise DesignError("guided decoding needs both a reference policy and a guidance weight")
+        return []
     try:
         return [load_guidance(reference_dir, guidance, tokenizer)]
     except GuidanceError as err:
         raise DesignError(str(err)) from None
 
 
+def _check_guidance(reference_dir: Path | None, guidance: float | None) -> None:
+    if (reference_dir is None) != (guidance is None):
+        raise DesignError("guided decoding needs both a reference policy and a guidance weight")
+    if guidance is not None and not math.isfinite(guidance):
+        raise DesignError(f"guidance weight must be finite, got {guidance}")
+
+
+class CandidateSampler(Protocol):
+    """Draws `n` candidate workflows for one prompt (one per runtime, module docstring)."""
+
+    def __call__(
+        self, prompt: str, *, n: int, temperature: float, seed: int, negative: str
+    ) -> list[Sample]: ...
+
+
 @dataclass(frozen=True)
-class Designer:
-    """A loaded policy that answers design requests (load once, design many)."""
+class TransformersSampler:
+    """Candidates from a transformers model through ``generate`` and logits processors."""
 
     model: PreTrainedModel
     tokenizer: PolicyTokenizer
     catalog: Catalog
+    score_bin: int | None
+    processors: tuple[LogitsProcessor, ...]
+    grammar: TextFormGrammar | None
+
+    def __call__(
+        self, prompt: str, *, n: int, temperature: float, seed: int, negative: str
+    ) -> list[Sample]:
+        from .sample import sample_workflows
+
+        return sample_workflows(
+            self.model,
+            self.tokenizer,
+            [prompt],
+            n=n,
+            temperature=temperature,
+            seed=seed,
+            logits_processors=list(self.processors),
+            max_new_tokens=MAX_NEW_TOKENS,
+            score_bin=self.score_bin,
+            negative=negative,
+            catalog=self.catalog,
+            grammar=self.grammar,
+        )
+
+
+@dataclass(frozen=True)
+class NumpySampler:
+    """Candidates from the numpy Llama (``numpy_sampler``), guided by `reference` if set."""
+
+    model: NumpyLlama
+    tokenizer: PolicyTokenizer
+    catalog: Catalog
+    score_bin: int | None
+    grammar: TextFormGrammar | None
+    reference: NumpyLlama | None = None
+    guidance: float = 1.0
+
+    def __call__(
+        self, prompt: str, *, n: int, temperature: float, seed: int, negative: str
+    ) -> list[Sample]:
+        return sample_candidates(
+            self.model,
+            self.tokenizer,
+            prompt,
+            n,
+            temperature=temperature,
+            seed=seed,
+            max_new_tokens=MAX_NEW_TOKENS,
+            catalog=self.catalog,
+            grammar=self.grammar,
+            reference=self.reference,
+            guidance=self.guidance,
+            score_bin=self.score_bin,
+            negative=negative,
+        )
+
+
+@dataclass(frozen=True)
+class Designer:
+    """A loaded policy that answers design requests (load once, design many)."""
+
+    sampler: CandidateSampler
+    tokenizer: PolicyTokenizer
+    catalog: Catalog
     score_bin: int | None = None
-    processors: tuple[LogitsProcessor, ...] = field(default=())
     #: The schema constraint's grammar (None: unconstrained sampling).
     grammar: TextFormGrammar | None = None
+    #: Which runtime samples: "numpy" or "transformers".
+    runtime: str = "transformers"
 
     def design(
         self,
@@ -121,18 +219,8 @@ class Designer:
         ui: bool = False,
     ) -> DesignResult:
         start = time.perf_counter()
-        drawn = sample_workflows(
-            self.model,
-            self.tokenizer,
-            [prompt],
-            n=samples,
-            temperature=temperature,
-            seed=seed,
-            logits_processors=list(self.processors),
-            score_bin=self.score_bin,
-            negative=negative,
-            catalog=self.catalog,
-            grammar=self.grammar,
+        drawn = self.sampler(
+            prompt, n=samples, temperature=temperature, seed=seed, negative=negative
         )
         candidates, best = _rank(prompt, drawn, reward)
         if best is None or best.workflow is None:
@@ -179,19 +267,102 @@ def load_designer(
     guidance: float | None = None,
     extra_processors: Sequence[LogitsProcessor] = (),
     constrained: bool = True,
+    runtime: Runtime = "auto",
 ) -> Designer:
     """Load a policy directory for designing (PolicyLoadError names what is missing).
 
-    `extra_processors` run after guidance and before the schema constraint.
+    `extra_processors` (transformers logits processors) run after guidance and before the
+    schema constraint; they need the transformers runtime. `runtime` picks the model
+    runtime (module docstring); ``numpy`` fails with the reason when it cannot run a model.
     """
-    model, tokenizer = load_policy(policy_dir)
-    catalog = default_catalog() if catalog is None else catalog
-    run = read_run_config(policy_dir) or {}
-    top_bin = tokenizer.vocab.config.score_bins - 1 if run.get("kind") == "comfygen_ft" else None
+    folder = Path(policy_dir)
     reference = Path(reference_dir) if reference_dir is not None else None
-    processors = processors_for(tokenizer, reference, guidance)
+    _check_guidance(reference, guidance)
+    catalog = default_catalog() if catalog is None else catalog
+    if runtime not in ("auto", "numpy", "transformers"):
+        raise DesignError(f"runtime must be auto, numpy or transformers, not {runtime!r}")
+    if extra_processors and runtime == "numpy":
+        raise DesignError("extra logits processors need the transformers runtime")
+    if runtime != "transformers" and not extra_processors:
+        try:
+            return _numpy_designer(folder, catalog, reference, guidance, constrained)
+        except UnsupportedModel as err:
+            if runtime == "numpy":
+                raise DesignError(f"{folder}: the numpy runtime cannot run it ({err})") from None
+    return _transformers_designer(
+        folder, catalog, reference, guidance, extra_processors, constrained
+    )
+
+
+def _score_bin(folder: Path, tokenizer: PolicyTokenizer) -> int | None:
+    """The top score bin for a ComfyGen-FT policy (its high target score), else None."""
+    run = read_run_config(folder) or {}
+    return tokenizer.vocab.config.score_bins - 1 if run.get("kind") == "comfygen_ft" else None
+
+
+def _load_numpy(folder: Path) -> tuple[NumpyLlama, PolicyTokenizer]:
+    require_policy_files(folder)
+    try:
+        tokenizer = load_tokenizer(folder)
+    except VocabError as err:
+        raise PolicyLoadError(str(err)) from None
+    model = NumpyLlama.load(folder)
+    if model.vocab_size < len(tokenizer):
+        raise PolicyLoadError(
+            f"{folder}: the model has {model.vocab_size} token embeddings but the "
+            f"tokenizer {len(tokenizer)}; they were not saved together"
+        )
+    return model, tokenizer
+
+
+def _numpy_designer(
+    folder: Path,
+    catalog: Catalog,
+    reference_dir: Path | None,
+    guidance: float | None,
+    constrained: bool,
+) -> Designer:
+    model, tokenizer = _load_numpy(folder)
+    reference = None
+    if reference_dir is not None:
+        reference, reference_tokenizer = _load_numpy(reference_dir)
+        if (
+            reference_tokenizer.vocab != tokenizer.vocab
+            or reference_tokenizer.encoding != tokenizer.encoding
+            or len(reference_tokenizer) != len(tokenizer)
+        ):
+            raise DesignError(
+                f"{reference_dir}: its tokenizer differs from the policy's; guidance mixes "
+                "two models of one tokenizer (the SFT policy and a GRPO policy trained from it)"
+            )
+        if reference.vocab_size != model.vocab_size:
+            raise DesignError(
+                f"the reference has {reference.vocab_size} tokens and the policy "
+                f"{model.vocab_size}; guidance needs two models of one tokenizer"
+            )
+    score_bin = _score_bin(folder, tokenizer)
     grammar = TextFormGrammar(tokenizer, catalog) if constrained else None
-    return Designer(model, tokenizer, catalog, top_bin, (*processors, *extra_processors), grammar)
+    weight = 1.0 if guidance is None else float(guidance)
+    sampler = NumpySampler(model, tokenizer, catalog, score_bin, grammar, reference, weight)
+    return Designer(sampler, tokenizer, catalog, score_bin, grammar, "numpy")
+
+
+def _transformers_designer(
+    folder: Path,
+    catalog: Catalog,
+    reference_dir: Path | None,
+    guidance: float | None,
+    extra_processors: Sequence[LogitsProcessor],
+    constrained: bool,
+) -> Designer:
+    from .model import load_policy
+
+    model, tokenizer = load_policy(folder)
+    score_bin = _score_bin(folder, tokenizer)
+    processors = (*processors_for(tokenizer, reference_dir, guidance), *extra_processors)
+    grammar = TextFormGrammar(tokenizer, catalog) if constrained else None
+    sampler = TransformersSampler(model, tokenizer, catalog, score_bin, processors, grammar)
+    return Designer(sampler, tokenizer, catalog, score_bin, grammar, "transformers")
 
 
 def design(
@@ -208,6 +379,7 @@ def design(
     temperature: float = DESIGN_TEMPERATURE,
     ui: bool = False,
     constrained: bool = True,
+    runtime: Runtime = "auto",
 ) -> DesignResult:
     """Load the policy and design one workflow (see the module docstring); `seconds`
     includes loading the policy."""
@@ -218,6 +390,7 @@ def design(
         reference_dir=reference_dir,
         guidance=guidance,
         constrained=constrained,
+        runtime=runtime,
     )
     result = designer.design(
         prompt,

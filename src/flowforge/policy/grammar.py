@@ -37,8 +37,10 @@ import heapq
 import math
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Protocol, TypeVar
 
-import torch
+import numpy as np
+from numpy.typing import NDArray
 
 from flowforge.workflow.schema import Catalog
 from flowforge.workflow.validate import types_match
@@ -47,7 +49,34 @@ from .rules import ClassRule, ValueTokens, class_rules
 from .tokenizer import PolicyTokenizer
 from .vocab import line_text
 
+#: Token ids, as the grammar hands them out (1-D int64; `torch.from_numpy` shares them).
+TokenIds = NDArray[np.int64]
+
 INF = math.inf
+
+
+StateT = TypeVar("StateT")
+
+
+class Grammar(Protocol[StateT]):
+    """A token grammar: the contract the decoders rely on (``constraint.GrammarConstraint``, GRPO's
+    rollout, ``numpy_sampler``).
+
+    `allowed` must never be empty for a state reached from `initial_state` through allowed
+    tokens, and must hold only ``<eos>`` once the text is finished.
+    """
+
+    def initial_state(self, budget: int | None = None) -> StateT:
+        """The state before the first token; `budget` caps the tokens, <eos> included."""
+        ...
+
+    def allowed(self, state: StateT) -> NDArray[np.int64]:
+        """Allowed next token ids (1-D int64 array)."""
+        ...
+
+    def advance(self, state: StateT, token: int) -> StateT:
+        """The state after `token` (an error for a token `allowed` does not hold)."""
+        ...
 
 
 class GrammarError(ValueError):
@@ -75,16 +104,14 @@ class Context:
     types: frozenset[str]
     has_output: bool
     links: tuple[tuple[str, int], ...]  # (output type, link token id) of earlier lines
-    _link_ids: dict[str, tuple[torch.Tensor, frozenset[int]]] = field(
-        default_factory=dict, repr=False
-    )
+    _link_ids: dict[str, tuple[TokenIds, frozenset[int]]] = field(default_factory=dict, repr=False)
 
-    def link_ids(self, input_type: str) -> tuple[torch.Tensor, frozenset[int]]:
-        """Link tokens to earlier outputs that can feed `input_type`, as tensor and set."""
+    def link_ids(self, input_type: str) -> tuple[TokenIds, frozenset[int]]:
+        """Link tokens to earlier outputs that can feed `input_type`, as array and set."""
         found = self._link_ids.get(input_type)
         if found is None:
             ids = [token for out, token in self.links if types_match(out, input_type)]
-            found = (torch.tensor(ids, dtype=torch.long), frozenset(ids))
+            found = (np.asarray(ids, dtype=np.int64), frozenset(ids))
             self._link_ids[input_type] = found
         return found
 
@@ -110,17 +137,17 @@ class _ClassTable:
     """Per (types, has_output): each class's cost once written (inf if not writable)."""
 
     def __init__(self, ids: list[int], after: list[float], later: list[float]) -> None:
-        self.ids = torch.tensor(ids, dtype=torch.long)  # class token ids
+        self.ids: TokenIds = np.asarray(ids, dtype=np.int64)  # class token ids
         self.after_list = after  # tokens needed after the class token, <eos> included
         self.later_list = later  # tokens of the lines still needed after this one
-        self._after = torch.tensor(after, dtype=torch.float64)
-        self._later = torch.tensor(later, dtype=torch.float64)
+        self._after = np.asarray(after, dtype=np.float64)
+        self._later = np.asarray(later, dtype=np.float64)
         # Past these, a larger line room or budget changes nothing: the memo keys are clamped.
         self._room_cap = max((v for v in later if v < INF), default=0.0)
         self._budget_cap = max((v for v in after if v < INF), default=0.0) + 1
-        self._memo: dict[tuple[float, float], torch.Tensor] = {}
+        self._memo: dict[tuple[float, float], TokenIds] = {}
 
-    def ids_within(self, line_room: float, budget: float) -> torch.Tensor:
+    def ids_within(self, line_room: float, budget: float) -> TokenIds:
         """Ids of classes whose later lines fit `line_room` and whose tokens fit `budget`."""
         key = (min(line_room, self._room_cap), min(budget, self._budget_cap))
         found = self._memo.get(key)
@@ -147,13 +174,13 @@ class TextFormGrammar:
         self._by_token = {rule.token: index for index, rule in enumerate(self.rules)}
         self.max_lines = self._line_limit()
         self._line_ids = [tokenizer.line_id(k) for k in range(1, self.max_lines + 1)]
-        self._line_tensors = [torch.tensor([i]) for i in self._line_ids]
-        self._eos_tensor = torch.tensor([self.eos])
+        self._line_arrays = [np.asarray([i], dtype=np.int64) for i in self._line_ids]
+        self._eos_array = np.asarray([self.eos], dtype=np.int64)
         self._finish_memo: dict[frozenset[str], float] = {}
         self._table_memo: dict[tuple[frozenset[str], bool], _ClassTable] = {}
         self._union_memo: dict[tuple[frozenset[str], int], frozenset[str]] = {}
         self._satisfied_memo: dict[frozenset[str], frozenset[str]] = {}
-        self._tensors: dict[tuple[int, ...], torch.Tensor] = {}
+        self._arrays: dict[tuple[int, ...], TokenIds] = {}
         self._cheapest_memo: dict[tuple[frozenset[str], bool, int], float] = {}
         self._link_types = frozenset(
             slot.link_type for rule in self.rules for slot in rule.slots if slot.link_type
@@ -196,12 +223,12 @@ class TextFormGrammar:
         after = rule.required_after[state.pos + 1] * 2 + (state.phase == Phase.VALUE)
         return after + self._finish_after(state.context, state.rule)
 
-    def allowed(self, state: GrammarState) -> torch.Tensor:
-        """Token ids allowed next (1-D long tensor, never empty for a reachable state)."""
+    def allowed(self, state: GrammarState) -> TokenIds:
+        """Token ids allowed next (1-D int64 array, never empty for a reachable state)."""
         if state.phase == Phase.DONE:
-            return self._eos_tensor
+            return self._eos_array
         if state.phase == Phase.LINE_ID:
-            return self._line_tensors[state.line]
+            return self._line_arrays[state.line]
         if state.phase == Phase.CLASS:
             table = self._table(state.context.types, state.context.has_output)
             budget = INF if state.remaining is None else state.remaining
@@ -210,9 +237,9 @@ class TextFormGrammar:
             slot = self.rules[state.rule].slots[state.pos]
             return state.context.link_ids(slot.link_type)[0] if slot.link_type else slot.values
         options = self._key_options(state)
-        found = self._tensors.get(options)
+        found = self._arrays.get(options)
         if found is None:
-            found = self._tensors[options] = torch.tensor(options, dtype=torch.long)
+            found = self._arrays[options] = np.asarray(options, dtype=np.int64)
         return found
 
     def advance(self, state: GrammarState, token: int) -> GrammarState:
@@ -265,7 +292,7 @@ class TextFormGrammar:
 
     # --- keys, classes and their costs -------------------------------------------------------
     def _refused(self, state: GrammarState, token: int) -> GrammarError:
-        surface = self.tokenizer.hf.convert_ids_to_tokens(token)
+        surface = self.tokenizer.token_text(token)
         return GrammarError(
             f"token {token} ({surface!r}) is not allowed at line {state.line} "
             f"({state.phase.name}); was a processor applied after the constraint?"

@@ -1,10 +1,8 @@
 """The policy model: a tiny Llama built from a config, or a pretrained LLM with LoRA.
 
-Any Hugging Face causal LM can be the policy; a *policy directory* holds one:
-``config.json`` + ``model.safetensors`` (+ ``generation_config.json``), the tokenizer
-(``tokenizer.py``: ``tokenizer.json``, ``flowforge_tokenizer.json``) and, after training,
-``flowforge_run.json`` (the resolved run config). `load_policy` reads any such directory;
-weights are read from safetensors only (never unpickled).
+Any Hugging Face causal LM can be the policy; a *policy directory* holds one (its files:
+``directory.py``). `load_policy` reads any such directory; weights are read from
+safetensors only (never unpickled).
 
 - **Tiny (the embedded default).** `build_tiny_model`: a Llama of a few million parameters
   from `PolicyModelConfig`, vocabulary = the fitted tokenizer. Trains on 2 CPU cores in
@@ -39,18 +37,25 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from .tokenizer import META_FILE, PolicyTokenizer, extend_tokenizer, load_tokenizer
+from .directory import (
+    RUN_FILE,
+    WEIGHTS_FILE,
+    PolicyLoadError,
+    read_run_config,
+    require_policy_files,
+)
+from .tokenizer import PolicyTokenizer, extend_tokenizer, load_tokenizer
 from .vocab import VocabError, WorkflowVocab
+
+__all__ = [
+    "RUN_FILE",
+    "WEIGHTS_FILE",
+    "PolicyLoadError",
+    "read_run_config",
+]
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: it adds ~0.3 s to every start
     from peft import PeftModel
-
-RUN_FILE = "flowforge_run.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-class PolicyLoadError(ValueError):
-    """A policy directory that cannot be loaded; the message says what is missing."""
 
 
 @dataclass(frozen=True)
@@ -146,19 +151,6 @@ def save_policy(
         (directory / RUN_FILE).write_text(text, encoding="utf-8")
 
 
-def _require_policy_files(directory: Path) -> None:
-    if not directory.is_dir():
-        raise PolicyLoadError(f"{directory}: no such policy directory")
-    missing = [name for name in ("config.json", META_FILE) if not (directory / name).is_file()]
-    if not any(directory.glob("*.safetensors")):
-        missing.append("*.safetensors weights")
-    if missing:
-        raise PolicyLoadError(
-            f"{directory}: not a policy directory (missing {', '.join(missing)}); "
-            "train one with `flowforge sft` or pass the directory it wrote"
-        )
-
-
 @contextmanager
 def no_progress_bars() -> Iterator[None]:
     """Silence transformers' own progress bars (loading and writing model shards, on every
@@ -175,7 +167,7 @@ def no_progress_bars() -> Iterator[None]:
 def load_policy(directory: Path | str) -> tuple[PreTrainedModel, PolicyTokenizer]:
     """The model (eval mode, CPU unless moved) and tokenizer of a policy directory."""
     folder = Path(directory)
-    _require_policy_files(folder)
+    require_policy_files(folder)
     try:
         tokenizer = load_tokenizer(folder)
     except VocabError as err:
@@ -192,15 +184,6 @@ def load_policy(directory: Path | str) -> tuple[PreTrainedModel, PolicyTokenizer
         )
     model.eval()  # type: ignore[no-untyped-call]
     return model, tokenizer
-
-
-def read_run_config(directory: Path | str) -> dict[str, Any] | None:
-    """The run config saved with a policy, or None for a policy saved without one."""
-    path = Path(directory) / RUN_FILE
-    if not path.is_file():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
 
 
 # --- pretrained path ----------------------------------------------------------------------

@@ -46,7 +46,7 @@ class Rollout:
 def _allowed(grammar: Grammar[Any], states: Sequence[Any], vocab: int) -> torch.Tensor:
     mask = torch.zeros((len(states), vocab), dtype=torch.bool)  # (b, V)
     for row, state in enumerate(states):
-        mask[row, grammar.allowed(state)] = True
+        mask[row, torch.from_numpy(grammar.allowed(state))] = True
     return mask
 
 

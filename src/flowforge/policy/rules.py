@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
+from numpy.typing import NDArray
 
 from flowforge.workflow.graph import Value
 from flowforge.workflow.schema import Catalog, InputSpec, NodeSchema
@@ -24,7 +25,7 @@ from .vocab import key_text, literal_text
 _REQUESTS = (Bindings.request("a", "b", 1), Bindings.request("c", "d", 2))
 
 
-@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class Slot:
     """One input of a class as the grammar sees it (only inputs the vocabulary can write)."""
 
@@ -32,11 +33,11 @@ class Slot:
     key: int  # token id of `` name=``
     required: bool
     link_type: str | None  # input type of a link input; None for widgets
-    values: torch.Tensor  # value token ids of a widget input (empty for links)
+    values: NDArray[np.int64]  # value token ids of a widget input (empty for links)
     value_set: frozenset[int]
 
 
-@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
 class ClassRule:
     """A class the grammar can write: its token, inputs in canonical order, outputs."""
 
@@ -147,7 +148,7 @@ def _slots(schema: NodeSchema, tokenizer: PolicyTokenizer, values: ValueTokens) 
                 key,
                 spec.required,
                 spec.type if spec.kind == "link" else None,
-                torch.tensor(ids, dtype=torch.long),
+                np.asarray(ids, dtype=np.int64),
                 frozenset(ids),
             )
         )

@@ -19,13 +19,13 @@ row of a batch (the width of ``input_ids`` at a processor's first call of a ``ge
 Finished rows are continued with ``<pad>``.
 
 Every sample is parsed with ``from_text`` (placeholders filled from
-``Bindings.request(prompt, negative, seed)``) and validated against the catalog.
+``Bindings.request(prompt, negative, seed)``) and validated against the catalog
+(``sampled.py``, shared with the numpy sampler).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -37,40 +37,16 @@ from transformers import (
     PreTrainedModel,
 )
 
-from flowforge.workflow.graph import GraphError, Workflow
 from flowforge.workflow.schema import Catalog, default_catalog
-from flowforge.workflow.textform import Bindings, TextFormError, from_text
-from flowforge.workflow.validate import validate
 
 from .constraint import Grammar, GrammarConstraint
+from .sampled import Sample, to_sample
 from .tokenizer import PolicyTokenizer
+
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Sample", "sample_workflows"]
 
 #: Room for the longest library workflow (~280 tokens) and then some.
 DEFAULT_MAX_NEW_TOKENS = 384
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One generated workflow: its text, and the parsed workflow or why there is none."""
-
-    prompt: str
-    text: str  # the text form as generated (placeholders), up to <eos>
-    workflow: Workflow | None  # parsed with the request's prompt, negative and seed
-    error: str | None  # parse error, or the first validation error
-    valid: bool  # parsed and validates against the catalog
-    finished: bool  # the policy wrote <eos> within max_new_tokens
-    token_ids: tuple[int, ...]  # generated ids, <eos> and padding excluded
-
-
-def _parse(
-    text: str, prompt: str, negative: str, seed: int, catalog: Catalog
-) -> tuple[Workflow | None, str | None, bool]:
-    try:
-        workflow = from_text(text, Bindings.request(prompt, negative, seed))
-    except (TextFormError, GraphError) as err:
-        return None, str(err), False
-    report = validate(workflow, catalog)
-    return workflow, None if report.ok else str(report.errors[0]), report.ok
 
 
 def _generate(
@@ -143,23 +119,5 @@ def sample_workflows(
             for prompt, ids in zip(
                 chunk, _generate(model, tokenizer, segments, config, processors), strict=True
             ):
-                samples.append(_sample(tokenizer, prompt, ids, negative, seed, catalog))
+                samples.append(to_sample(tokenizer, prompt, ids, negative, seed, catalog))
     return samples
-
-
-def _sample(
-    tokenizer: PolicyTokenizer,
-    prompt: str,
-    ids: list[int],
-    negative: str,
-    seed: int,
-    catalog: Catalog,
-) -> Sample:
-    finished = tokenizer.eos_id in ids
-    kept = ids[: ids.index(tokenizer.eos_id)] if finished else ids
-    kept = [i for i in kept if i != tokenizer.pad_id]
-    text = tokenizer.decode_workflow(kept)
-    workflow, error, valid = _parse(text, prompt, negative, seed, catalog)
-    if not finished and error is None:
-        error = "no <eos> within max_new_tokens"
-    return Sample(prompt, text, workflow, error, valid and finished, finished, tuple(kept))

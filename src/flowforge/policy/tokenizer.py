@@ -21,17 +21,25 @@ Layout of one example (``prompt_segment`` + completion)::
     <bos> [<score_k>] prompt pieces <sep> workflow pieces <eos>
 
 Padding is on the left, for generation.
+
+`PolicyTokenizer` holds the `tokenizers` backend and wraps it in a transformers
+``PreTrainedTokenizerFast`` (`PolicyTokenizer.hf`) only when asked: training and
+``generate`` need the wrapper, a design request does not, and importing transformers costs a
+design command ~2.5 s (docs/benchmarks.md, "design latency").
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+if TYPE_CHECKING:  # transformers is imported where the wrapper is built (module docstring)
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from .vocab import (
     BOS,
@@ -58,16 +66,19 @@ def _split() -> pre_tokenizers.PreTokenizer:
     return pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="isolated")
 
 
-def build_tokenizer(vocab: WorkflowVocab) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab: WorkflowVocab) -> Tokenizer:
     """The ``wordlevel`` tokenizer of `vocab` (specials first: pad 0, bos 1, eos 2, ...)."""
     ids = {token: index for index, token in enumerate(vocab.tokens())}
     backend = Tokenizer(models.WordLevel(ids, unk_token=UNK))
     backend.pre_tokenizer = _split()
     backend.decoder = decoders.Fuse()
-    return _wrap(backend, vocab)
+    return backend
 
 
 def _wrap(backend: Tokenizer, vocab: WorkflowVocab) -> PreTrainedTokenizerFast:
+    """The transformers wrapper of a policy backend: our specials, left padding."""
+    from transformers import PreTrainedTokenizerFast
+
     scores = list(vocab.specials[5:])
     return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend,
@@ -90,9 +101,7 @@ def _bytelevel(text: str) -> str:
     return "".join(piece for piece, _ in pieces)
 
 
-def extend_tokenizer(
-    base: PreTrainedTokenizerBase, vocab: WorkflowVocab
-) -> PreTrainedTokenizerFast:
+def extend_tokenizer(base: PreTrainedTokenizerBase, vocab: WorkflowVocab) -> Tokenizer:
     """The ``bytelevel`` tokenizer: `base` (a byte-level BPE) plus one token per workflow piece.
 
     New tokens get ids after every id of `base`; the caller resizes the model's embeddings
@@ -116,26 +125,27 @@ def extend_tokenizer(
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [_split(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
-    return _wrap(backend, vocab)
+    return backend
 
 
 @dataclass(frozen=True)
 class PolicyTokenizer:
-    """A Hugging Face tokenizer and what each of its workflow tokens means.
+    """A `tokenizers` tokenizer and what each of its workflow tokens means.
 
-    `hf` is what TRL and ``generate`` use. The rest is the interface of the constrained and
-    guided decoders: `atom_id` maps a piece (``"12 "``, ``"KSampler"``, ``" cfg="``,
-    ``"7.0"``, ``"\\n"``) to its one token id, `roles` says which roles a token id can play.
+    `hf` (its transformers wrapper, built on first use) is what TRL and ``generate`` use.
+    The rest is the interface of the constrained and guided decoders: `atom_id` maps a piece
+    (``"12 "``, ``"KSampler"``, ``" cfg="``, ``"7.0"``, ``"\\n"``) to its one token id,
+    `roles` says which roles a token id can play.
     """
 
-    hf: PreTrainedTokenizerFast
+    backend: Tokenizer
     vocab: WorkflowVocab
     encoding: Encoding
     atom_ids: dict[str, int] = field(init=False, repr=False, compare=False)
     _surfaces: dict[int, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        table = self.hf.get_vocab()
+        table = self.backend.get_vocab(with_added_tokens=True)
         atoms: dict[str, int] = {}
         for token in self.vocab.tokens():
             raw = self.encoding == "wordlevel" or token in self.vocab.specials
@@ -174,8 +184,21 @@ class PolicyTokenizer:
         """The token of line id `line` (1-based)."""
         return self.atom_ids[line_text(line)]
 
+    @cached_property
+    def hf(self) -> PreTrainedTokenizerFast:
+        """The transformers tokenizer over `backend` (imports transformers on first use)."""
+        return _wrap(self.backend, self.vocab)
+
     def __len__(self) -> int:
-        return len(self.hf)
+        return int(self.backend.get_vocab_size(with_added_tokens=True))
+
+    def encode_segment(self, segment: str) -> list[int]:
+        """Token ids of a prompt segment (`prompt_segment`), as ``hf`` would encode it."""
+        return list(self.backend.encode(segment, add_special_tokens=False).ids)
+
+    def token_text(self, token_id: int) -> str | None:
+        """The vocabulary entry of `token_id` (None outside the vocabulary)."""
+        return self.backend.id_to_token(token_id)
 
     def roles(self, token_id: int) -> frozenset[str]:
         """What a token can be: special, newline, line, class, key, value, prompt (or {})."""
@@ -227,7 +250,7 @@ class PolicyTokenizer:
         if self.eos_id in ids:
             ids = ids[: ids.index(self.eos_id)]
         kept = [i for i in ids if i != self.pad_id]
-        return str(self.hf.decode(kept, skip_special_tokens=False))
+        return str(self.backend.decode(kept, skip_special_tokens=False))
 
     def save(self, directory: Path) -> None:
         self.hf.save_pretrained(str(directory))
@@ -246,10 +269,11 @@ def load_tokenizer(directory: Path) -> PolicyTokenizer:
         raise VocabError(f"{meta_path}: not JSON ({err.msg})") from None
     if meta.get("format") != _META_FORMAT or meta.get("encoding") not in ("wordlevel", "bytelevel"):
         raise VocabError(f"{meta_path}: unknown format {meta.get('format')!r}")
-    hf = AutoTokenizer.from_pretrained(str(directory))
-    if not isinstance(hf, PreTrainedTokenizerFast):
-        raise VocabError(f"{directory}: expected a fast tokenizer, got {type(hf).__name__}")
-    return PolicyTokenizer(hf, WorkflowVocab.from_json(meta["vocab"]), meta["encoding"])
+    try:
+        backend = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    except Exception as err:  # tokenizers raises a bare Exception for a missing or bad file
+        raise VocabError(f"{directory}: cannot read tokenizer.json ({err})") from None
+    return PolicyTokenizer(backend, WorkflowVocab.from_json(meta["vocab"]), meta["encoding"])
 
 
 def new_tokenizer(vocab: WorkflowVocab) -> PolicyTokenizer:

@@ -1,0 +1,46 @@
+"""What a policy directory holds, and reading its parts without torch.
+
+A *policy directory*: ``config.json`` + ``*.safetensors`` (+ ``generation_config.json``),
+the tokenizer (``tokenizer.json``, ``flowforge_tokenizer.json``) and, after training,
+``flowforge_run.json`` (the resolved run config). ``model.load_policy`` loads one with
+transformers; ``design`` loads one with the numpy forward pass when it can. Both check it
+here first, so a wrong directory gets the same message either way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .tokenizer import META_FILE
+
+RUN_FILE = "flowforge_run.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class PolicyLoadError(ValueError):
+    """A policy directory that cannot be loaded; the message says what is missing."""
+
+
+def require_policy_files(directory: Path) -> None:
+    """PolicyLoadError unless `directory` has a config, weights and a policy tokenizer."""
+    if not directory.is_dir():
+        raise PolicyLoadError(f"{directory}: no such policy directory")
+    missing = [name for name in ("config.json", META_FILE) if not (directory / name).is_file()]
+    if not any(directory.glob("*.safetensors")):
+        missing.append("*.safetensors weights")
+    if missing:
+        raise PolicyLoadError(
+            f"{directory}: not a policy directory (missing {', '.join(missing)}); "
+            "train one with `flowforge sft` or pass the directory it wrote"
+        )
+
+
+def read_run_config(directory: Path | str) -> dict[str, Any] | None:
+    """The run config saved with a policy, or None for a policy saved without one."""
+    path = Path(directory) / RUN_FILE
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data

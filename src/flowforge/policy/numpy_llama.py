@@ -1,0 +1,211 @@
+"""A Llama forward pass in numpy, for answering design requests without torch.
+
+Why: a ``flowforge design`` command spends ~4.7 s importing torch and transformers before it
+does 0.3 s of work (docs/benchmarks.md, "design latency"); numpy imports in 0.1 s. The policy
+is small (the embedded default has ~1.5M parameters), so a numpy forward pass decodes it as
+fast as torch does. Training, GRPO and the evaluation keep using transformers.
+
+What it computes is ``transformers``' ``LlamaForCausalLM`` at inference, in float32: token
+embedding; per block RMSNorm, attention with rotary position embeddings (the "default" rope
+type, grouped-query heads allowed), RMSNorm and the SwiGLU MLP, each with its residual; a
+final RMSNorm and the output head (tied or not). `tests/test_numpy_llama.py` holds it to
+transformers' logits on random models. `supports` says which configs it covers (plain Llama
+and the pretrained SmolLM2 path); anything else (other architectures, scaled rope, biases)
+is refused with the reason, and `flowforge design` then uses transformers.
+
+Weights are read from ``model.safetensors`` with ``safetensors.numpy`` (never unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from safetensors.numpy import load_file
+
+Array = NDArray[np.float32]
+
+
+class UnsupportedModel(ValueError):
+    """A model this forward pass does not implement; the message says which setting."""
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """The settings of a Llama config that the forward pass uses."""
+
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    rope_theta: float
+    tied: bool
+
+
+def supports(config: dict[str, Any]) -> LlamaShape:
+    """The shape of a ``config.json`` this module can run, or UnsupportedModel saying why."""
+    if config.get("model_type") != "llama":
+        raise UnsupportedModel(f"model_type {config.get('model_type')!r} is not 'llama'")
+    if config.get("hidden_act", "silu") != "silu":
+        raise UnsupportedModel(f"hidden_act {config.get('hidden_act')!r} is not 'silu'")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise UnsupportedModel("attention or MLP biases")
+    if config.get("pretraining_tp", 1) != 1:
+        raise UnsupportedModel("pretraining_tp != 1")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default":
+        raise UnsupportedModel(f"rope type {rope.get('rope_type', rope.get('type'))!r}")
+    theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
+    heads = int(config["num_attention_heads"])
+    hidden = int(config["hidden_size"])
+    return LlamaShape(
+        layers=int(config["num_hidden_layers"]),
+        heads=heads,
+        kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or hidden // heads),
+        eps=float(config.get("rms_norm_eps", 1e-6)),
+        rope_theta=float(theta),
+        tied=bool(config.get("tie_word_embeddings", True)),
+    )
+
+
+@dataclass
+class KVCache:
+    """Keys and values per layer, (rows, kv_heads, capacity, head_dim), filled to `length`."""
+
+    keys: list[Array]
+    values: list[Array]
+    length: int
+
+    def select(self, rows: NDArray[np.intp]) -> KVCache:
+        """The cache of some rows (in the given order: repeat a row to fan a prompt out)."""
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.length)
+
+
+def _rms_norm(x: Array, weight: Array, eps: float) -> Array:
+    variance: Array = np.mean(x * x, axis=-1, keepdims=True)
+    normed: Array = (x / np.sqrt(variance + np.float32(eps))) * weight
+    return normed
+
+
+def _silu(x: Array) -> Array:
+    activated: Array = (x / (1.0 + np.exp(-x))).astype(np.float32, copy=False)
+    return activated
+
+
+def _rotate_half(x: Array) -> Array:
+    half = x.shape[-1] // 2
+    return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+class NumpyLlama:
+    """A loaded Llama (module docstring): `prefill` a prompt, then `step` token by token."""
+
+    def __init__(self, shape: LlamaShape, weights: dict[str, Array]) -> None:
+        self.shape = shape
+        self.embed = weights["model.embed_tokens.weight"]
+        self.head = self.embed if shape.tied else weights["lm_head.weight"]
+        self.norm = weights["model.norm.weight"]
+        self.blocks = []
+        for i in range(shape.layers):
+            p = f"model.layers.{i}."
+            qkv = [weights[f"{p}self_attn.{n}_proj.weight"].T for n in ("q", "k", "v")]
+            self.blocks.append(
+                {
+                    "norm1": weights[f"{p}input_layernorm.weight"],
+                    "norm2": weights[f"{p}post_attention_layernorm.weight"],
+                    "qkv": np.ascontiguousarray(np.concatenate(qkv, axis=1)),
+                    "o": np.ascontiguousarray(weights[f"{p}self_attn.o_proj.weight"].T),
+                    "gate_up": np.ascontiguousarray(
+                        np.concatenate(
+                            [
+                                weights[f"{p}mlp.gate_proj.weight"].T,
+                                weights[f"{p}mlp.up_proj.weight"].T,
+                            ],
+                            axis=1,
+                        )
+                    ),
+                    "down": np.ascontiguousarray(weights[f"{p}mlp.down_proj.weight"].T),
+                }
+            )
+        dim = shape.head_dim
+        self._inv_freq = 1.0 / (shape.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
+
+    @classmethod
+    def load(cls, directory: Path) -> NumpyLlama:
+        """The model of a policy directory (UnsupportedModel if this module cannot run it)."""
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        shape = supports(config)
+        files = sorted(directory.glob("*.safetensors"))
+        if len(files) != 1:
+            raise UnsupportedModel(f"{len(files)} safetensors files (one expected)")
+        weights = {k: v.astype(np.float32, copy=False) for k, v in load_file(files[0]).items()}
+        if not shape.tied and "lm_head.weight" not in weights:
+            raise UnsupportedModel("an untied model without lm_head.weight")
+        return cls(shape, weights)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.head.shape[0])
+
+    def new_cache(self, rows: int, capacity: int) -> KVCache:
+        s = self.shape
+        size = (rows, s.kv_heads, capacity, s.head_dim)
+        keys = [np.zeros(size, dtype=np.float32) for _ in range(s.layers)]
+        values = [np.zeros(size, dtype=np.float32) for _ in range(s.layers)]
+        return KVCache(keys, values, 0)
+
+    def forward(self, ids: NDArray[np.int64], cache: KVCache) -> Array:
+        """Next-token logits (rows, vocab) after feeding `ids` (rows, T) at the cache's end.
+
+        Every row has the same length (no padding): design requests sample many candidates
+        of one prompt. The cache grows by T in place.
+        """
+        s = self.shape
+        rows, steps = ids.shape
+        start = cache.length
+        end = start + steps
+        if end > cache.keys[0].shape[2]:
+            raise ValueError(f"the cache holds {cache.keys[0].shape[2]} positions, not {end}")
+        angles = np.arange(start, end, dtype=np.float64)[:, None] * self._inv_freq[None, :]
+        angles = np.concatenate([angles, angles], axis=-1)  # (T, D), as transformers' rope
+        cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+        causal = np.triu(np.full((steps, end), -np.inf, dtype=np.float32), k=start + 1)
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        group = s.heads // s.kv_heads
+        scale = np.float32(1.0 / np.sqrt(s.head_dim))
+        x = self.embed[ids]  # (B, T, H)
+        for layer, block in enumerate(self.blocks):
+            qkv = _rms_norm(x, block["norm1"], s.eps) @ block["qkv"]
+            q = qkv[..., :q_size].reshape(rows, steps, s.heads, s.head_dim).transpose(0, 2, 1, 3)
+            k = qkv[..., q_size : q_size + kv_size]
+            k = k.reshape(rows, steps, s.kv_heads, s.head_dim).transpose(0, 2, 1, 3)
+            v = qkv[..., q_size + kv_size :]
+            v = v.reshape(rows, steps, s.kv_heads, s.head_dim).transpose(0, 2, 1, 3)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            cache.keys[layer][:, :, start:end] = k
+            cache.values[layer][:, :, start:end] = v
+            keys = cache.keys[layer][:, :, :end]  # (B, KV, S, D)
+            values = cache.values[layer][:, :, :end]
+            q = q.reshape(rows, s.kv_heads, group * steps, s.head_dim)
+            scores = (q @ keys.transpose(0, 1, 3, 2)) * scale  # (B, KV, G*T, S)
+            scores = scores.reshape(rows, s.kv_heads, group, steps, end) + causal
+            scores = scores - scores.max(axis=-1, keepdims=True)
+            weights = np.exp(scores)
+            weights /= weights.sum(axis=-1, keepdims=True)
+            attended = weights.reshape(rows, s.kv_heads, group * steps, end) @ values
+            attended = attended.reshape(rows, s.heads, steps, s.head_dim).transpose(0, 2, 1, 3)
+            x = x + attended.reshape(rows, steps, q_size) @ block["o"]
+            gate_up = _rms_norm(x, block["norm2"], s.eps) @ block["gate_up"]
+            gate, up = np.split(gate_up, 2, axis=-1)
+            x = x + (_silu(gate) * up) @ block["down"]
+        cache.length = end
+        last = _rms_norm(x[:, -1], self.norm, s.eps)  # (B, H)
+        logits: Array = last @ self.head.T
+        return logits

@@ -1,0 +1,100 @@
+"""The numpy Llama computes transformers' LlamaForCausalLM, and refuses what it does not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from flowforge.policy.numpy_llama import NumpyLlama, UnsupportedModel, supports
+from flowforge.policy.numpy_sampler import guide, log_softmax
+
+
+def _random_llama(folder: Path, kv_heads: int, tied: bool) -> LlamaForCausalLM:
+    """A small Llama with large random weights (so wrong maths shows in the logits)."""
+    torch.manual_seed(kv_heads)
+    config = LlamaConfig(
+        vocab_size=211,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        intermediate_size=96,
+        max_position_embeddings=64,
+        tie_word_embeddings=tied,
+        rope_theta=500.0,
+        rms_norm_eps=1e-5,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(std=0.2)
+    model.save_pretrained(str(folder))
+    return model
+
+
+@pytest.mark.parametrize(
+    ("kv_heads", "tied"), [(4, True), (2, False), (1, True)], ids=["mha", "gqa", "mqa"]
+)
+def test_logits_match_transformers_in_prefill_and_cached_steps(
+    tmp_path: Path, kv_heads: int, tied: bool
+) -> None:
+    model = _random_llama(tmp_path, kv_heads, tied)
+    ids = torch.randint(0, 211, (3, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = model(ids).logits.numpy()  # (3, 24, V)
+    numpy_model = NumpyLlama.load(tmp_path)
+    cache = numpy_model.new_cache(3, 24)
+    got = numpy_model.forward(ids[:, :10].numpy(), cache)
+    np.testing.assert_allclose(got, expected[:, 9], atol=2e-5, rtol=0)
+    for step in range(10, 24):
+        got = numpy_model.forward(ids[:, step : step + 1].numpy(), cache)
+        np.testing.assert_allclose(got, expected[:, step], atol=2e-5, rtol=0)
+    assert np.abs(expected).max() > 0.5  # the comparison is not between near-zero logits
+
+
+def test_a_fanned_out_cache_continues_each_row_on_its_own(tmp_path: Path) -> None:
+    model = _random_llama(tmp_path, 2, True)
+    numpy_model = NumpyLlama.load(tmp_path)
+    prompt = np.asarray([[5, 6, 7, 8]])
+    cache = numpy_model.new_cache(1, 8)
+    numpy_model.forward(prompt, cache)
+    fanned = cache.select(np.zeros(2, dtype=np.intp))
+    got = numpy_model.forward(np.asarray([[9], [10]]), fanned)
+    with torch.no_grad():
+        full = model(torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 8, 10]])).logits[:, -1].numpy()
+    np.testing.assert_allclose(got, full, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"model_type": "gpt2"}, "model_type"),
+        ({"rope_parameters": {"rope_type": "llama3", "rope_theta": 1e4}}, "rope type"),
+        ({"attention_bias": True}, "biases"),
+        ({"hidden_act": "gelu"}, "hidden_act"),
+    ],
+)
+def test_unsupported_configs_are_refused_with_the_reason(
+    change: dict[str, object], reason: str
+) -> None:
+    config = {"model_type": "llama", "num_attention_heads": 4, "hidden_size": 64}
+    config.update({"num_hidden_layers": 1, **change})
+    with pytest.raises(UnsupportedModel, match=reason):
+        supports(config)
+
+
+def test_guidance_is_exact_at_its_end_points_and_keeps_impossible_tokens_impossible() -> None:
+    rng = np.random.default_rng(0)
+    policy = rng.normal(size=(3, 50)).astype(np.float32)
+    reference = rng.normal(size=(3, 50)).astype(np.float32)
+    reference[0, 7] = -np.inf
+    assert np.array_equal(guide(policy, reference, 1.0)[1:], log_softmax(policy)[1:])
+    assert np.array_equal(guide(policy, reference, 0.0), log_softmax(reference))
+    mixed = guide(policy, reference, 2.0)
+    assert mixed[0, 7] == -np.inf and np.isfinite(mixed[1:]).all()
+    ref, pol = log_softmax(reference[1:]), log_softmax(policy[1:])
+    np.testing.assert_allclose(mixed[1:], ref + 2.0 * (pol - ref), rtol=1e-6)
