@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from policy_helpers import TINY, library_texts, tiny_tokenizer
@@ -23,6 +24,7 @@ from flowforge.policy.model import (
     save_policy,
     smollm2_gguf,
 )
+from flowforge.policy.numpy_llama import NumpyLlama
 from flowforge.policy.sample import sample_workflows
 
 TOKENIZER = tiny_tokenizer()
@@ -135,3 +137,9 @@ def test_pretrained_smollm2_with_lora_trains_saves_and_samples(tmp_path: Path) -
     assert loaded_tokenizer.encoding == "bytelevel"
     samples = sample_workflows(loaded, loaded_tokenizer, ["a cat"], n=1, max_new_tokens=8)
     assert len(samples) == 1 and len(samples[0].token_ids) <= 8
+    # `flowforge design` runs it without transformers: the numpy forward pass agrees.
+    with torch.no_grad():
+        expected = loaded(ids).logits[:, -1].numpy()
+    numpy_model = NumpyLlama.load(tmp_path / "policy")
+    got = numpy_model.forward(ids.numpy(), numpy_model.new_cache(1, ids.shape[1]))
+    assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max()

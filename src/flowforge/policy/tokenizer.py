@@ -36,7 +36,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 if TYPE_CHECKING:  # transformers is imported where the wrapper is built (module docstring)
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -125,6 +125,8 @@ def extend_tokenizer(base: PreTrainedTokenizerBase, vocab: WorkflowVocab) -> Tok
     backend.pre_tokenizer = pre_tokenizers.Sequence(
         [_split(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
+    # Our specials as whole tokens after the pieces (what the transformers wrapper adds).
+    backend.add_special_tokens([AddedToken(t, special=True) for t in vocab.specials])
     return backend
 
 
