@@ -15,6 +15,7 @@ from flowforge.evaluate.designers import (
     FixedDesigner,
     OracleDesigner,
     RetrievalDesigner,
+    SelectedWeightDesigner,
     derive_seed,
 )
 from flowforge.evaluate.judging import check_design
@@ -136,6 +137,84 @@ def test_best_of_n_keeps_the_valid_sample_with_the_best_predicted_reward() -> No
     )
     designer = BestOfNDesigner(sampler, LengthReward(), n=3)  # type: ignore[arg-type]
     assert designer.design(["p", "q"], [0, 1]) == ["aaaa", "z"]
+
+
+class WeightDesigner:
+    """Stands in for a guided PolicyDesigner: every prompt gets the text `text`."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.judge_calls = 0
+        self.asked: list[Sequence[str]] = []
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        self.asked.append(prompts)
+        return [self.text for _ in prompts]
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
+        return [Sample(p, self.text, None, None, True, True, ()) for p in prompts for _ in range(n)]
+
+
+def test_weight_selection_picks_the_best_training_score_on_train_prompts_only() -> None:
+    judged: list[JudgeItem] = []
+
+    def score_items(items: Sequence[JudgeItem]) -> list[JudgeResult]:
+        judged.extend(items)
+        scores = {"ok": 1.0, "best": 2.0, "hacked": 0.0}
+        return [  # "broken" cannot be judged: it counts as the worst score seen
+            JudgeResult(None, error="unjudgeable")
+            if item.workflow["t"] == "broken"
+            else JudgeResult(
+                {"train": scores[item.workflow["t"]], "heldout": -scores[item.workflow["t"]]}
+            )
+            for item in items
+        ]
+
+    def fill(text: str, prompt: str, seed: int) -> JudgeItem:
+        return JudgeItem(prompt, {"t": text}, seed)
+
+    candidates = {
+        1.0: WeightDesigner("ok"),
+        1.5: WeightDesigner("best"),
+        3.0: WeightDesigner("hacked"),
+        2.0: WeightDesigner("broken"),
+    }
+    train = ["t1", "t2", "t3"]
+    designer = SelectedWeightDesigner(
+        candidates,
+        train,
+        2,
+        score_items,
+        fill,
+        lambda s: s["train"],  # type: ignore[arg-type]
+    )
+    choice = designer.choice
+    assert choice.weight == 1.5 and choice.prompts == 3
+    assert choice.scores == {1.0: 1.0, 1.5: 2.0, 3.0: 0.0, 2.0: 0.0}
+    assert choice.judge_calls == len(judged) == 4 * 3 * 2 and designer.judge_calls == 0
+    assert {item.prompt for item in judged} == set(train)
+    assert all(c.asked == [train] for c in candidates.values())
+    assert designer.design(["held-out"], [9]) == ["best"]
+    assert [s.text for s in designer.sample(["held-out"], [9], 2)] == ["best", "best"]
+
+
+def test_weight_selection_breaks_ties_towards_grpo_itself() -> None:
+    def score_items(items: Sequence[JudgeItem]) -> list[JudgeResult]:
+        return [JudgeResult({"train": 1.0}) for _ in items]
+
+    def fill(text: str, prompt: str, seed: int) -> JudgeItem:
+        return JudgeItem(prompt, {"t": text}, seed)
+
+    candidates = {w: WeightDesigner(f"w{w}") for w in (0.5, 1.0, 2.0)}
+    designer = SelectedWeightDesigner(
+        candidates,
+        ["t"],
+        1,
+        score_items,
+        fill,
+        lambda s: s["train"],  # type: ignore[arg-type]
+    )
+    assert designer.choice.weight == 1.0
 
 
 def test_derived_seeds_are_stable_distinct_and_in_range() -> None:

@@ -153,6 +153,7 @@ CONFIG = EvalConfig(
     retrieval_k=3,
     guidance_weights=(0.5, 1.0),
     best_of_n=2,
+    select_prompts=4,
     max_new_tokens=96,
     heldout_scorer="alignment",
 )
@@ -165,7 +166,7 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     names = [m["name"] for m in report.data["methods"]]
     assert names == [
         "default", "best_fixed", "retrieval", "comfygen_ft", "sft", "grpo",
-        "grpo_w0.5", "grpo_w1", "best_of_2", "oracle",
+        "grpo_w0.5", "grpo_w1", "grpo_wsel", "best_of_2", "oracle",
     ]  # fmt: skip
     markdown = (tmp_path / REPORT_MD).read_text(encoding="utf-8")
     for section in ("## Results", "## Win rate", "## Guidance sweep", "## Failures", "## Plots"):
@@ -187,6 +188,13 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert by_name["grpo"]["not_in_library"] == 1.0  # an untrained model writes new things
     assert by_name["sft"]["data_calls"] == 0 and by_name["grpo"]["data_calls"] == 120
     assert by_name["grpo_w1"]["heldout"] == by_name["grpo"]["heldout"]  # w=1 is the policy
+    choice = data["guidance_choice"]  # judged on 4 train prompts x 1 seed x 2 weights
+    assert choice["prompts"] == 4 and choice["judge_calls"] == 8
+    assert choice["weight"] in (0.5, 1.0) and set(choice["train_score_by_weight"]) == {"0.5", "1"}
+    chosen = "grpo_w0.5" if choice["weight"] == 0.5 else "grpo_w1"
+    assert by_name["grpo_wsel"]["heldout"] == by_name[chosen]["heldout"]
+    assert by_name["grpo_wsel"]["data_calls"] == by_name["best_of_2"]["data_calls"] == 128
+    assert "Chosen before the evaluation" in markdown
     rates = data["win_rates"]["heldout"]
     assert all(math.isclose(rates[n][n], 0.5) for n in names)
     assert [p["w"] for p in data["guidance_sweep"]] == [0.0, 0.5, 1.0, 1.0]
@@ -199,7 +207,9 @@ def test_missing_policies_are_reported_as_not_run(inputs: EvalInputs, tmp_path: 
     report = evaluate(config, bare, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
     assert [m["name"] for m in report.data["methods"]] == ["default", "best_fixed", "retrieval"]
     not_run = report.data["not_run"]
-    assert set(not_run) >= {"sft", "grpo", "comfygen_ft", "grpo_w1", "best_of_8", "oracle"}
+    assert set(not_run) >= {
+        "sft", "grpo", "comfygen_ft", "grpo_w1", "grpo_wsel", "best_of_8", "oracle"
+    }  # fmt: skip
     assert "## Not run" in (tmp_path / REPORT_MD).read_text(encoding="utf-8")
 
 

@@ -37,7 +37,7 @@ from ..workflow.schema import Catalog
 from ..workflow.textform import to_text
 from .baselines import scored_rows
 from .config import EvalConfig, EvalError, EvalInputs
-from .designers import TextEncoder, derive_seed
+from .designers import SelectedWeightDesigner, TextEncoder, derive_seed
 from .judging import CheckedDesign, JudgeSession, check_design
 from .methods import Method, MethodSources, build_methods
 from .report import EvalReport, build_report, write_report
@@ -111,15 +111,18 @@ def evaluate(
         config, inputs, catalog, scored_rows(triplets, score), len(triplets),
         library, ensemble, score, session, text_encoder,
     )  # fmt: skip
-    methods, not_run = build_methods(sources)
     runs = []
     with torch_threads(config.threads or torch.get_num_threads()):
+        say("building the methods (choosing the guidance weight on train prompts)")
+        methods, not_run = build_methods(sources)
         for method in methods:
             say(f"designing: {method.label}")
             runs.append(_run_method(ctx, method))
+    choices = [m.designer.choice for m in methods if isinstance(m.designer, SelectedWeightDesigner)]
     report = build_report(
-        config, inputs, judge, prompts, runs, not_run, index, score, session.calls
-    )
+        config, inputs, judge, prompts, runs, not_run, index, score, session.calls,
+        choices[0] if choices else None,
+    )  # fmt: skip
     return write_report(out, report, runs, inputs.grpo)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from ..judge.sim.scorers import HELDOUT_SCORER
 
-BestOfSource = Literal["grpo", "sft"]
+BestOfSource = Literal["grpo", "sft", "selected"]
 
 
 class EvalError(ValueError):
@@ -45,10 +45,16 @@ class EvalConfig:
     retrieval_k: int = 16
     #: Guidance weights w swept for GRPO with guidance (w=0 is SFT, w=1 is GRPO).
     guidance_weights: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
+    #: GRPO + guidance with w chosen by the judge on this many train prompts (0: not run).
+    #: Costs prompts x `select_seeds` x weights judge calls, reported as data calls.
+    select_prompts: int = 50
+    #: Renders per (selection prompt, weight).
+    select_seeds: int = 1
     #: Best-of-N by predicted reward: candidates sampled per prompt.
     best_of_n: int = 8
-    #: The policy whose candidates best-of-N ranks.
-    best_of_source: BestOfSource = "grpo"
+    #: The policy whose candidates best-of-N ranks: ``selected`` is GRPO + guidance at the
+    #: chosen w (what ``flowforge design --guidance W --samples N --reward R`` does).
+    best_of_source: BestOfSource = "selected"
     #: Sampling temperature of every policy designer: `flowforge design`'s default
     #: (``policy.design.DESIGN_TEMPERATURE``), so the report measures what a user gets. At 1.0
     #: (the policies' own distributions) every policy scored lower on both sim worlds
@@ -93,7 +99,12 @@ class EvalConfig:
             (all(math.isfinite(w) for w in weights), "guidance_weights must be finite"),
             (len(set(weights)) == len(weights), f"guidance_weights repeat a value: {weights}"),
             (self.best_of_n >= 2, f"best_of_n must be >= 2 (1: the policy), not {self.best_of_n}"),
-            (self.best_of_source in ("grpo", "sft"), "best_of_source must be 'grpo' or 'sft'"),
+            (
+                self.best_of_source in ("grpo", "sft", "selected"),
+                "best_of_source must be 'grpo', 'sft' or 'selected'",
+            ),
+            (self.select_prompts >= 0, "select_prompts must be >= 0 (0: no selection)"),
+            (self.select_seeds >= 1, "select_seeds must be >= 1"),
             (self.temperature > 0, f"temperature must be > 0 (sampling), got {self.temperature}"),
             (self.max_new_tokens >= 2, "max_new_tokens must be >= 2"),
             (self.batch_size >= 1 and self.judge_batch >= 1, "batch sizes must be >= 1"),

@@ -234,11 +234,81 @@ class PolicyDesigner:
         return [sample.text for sample in self.sample(prompts, seeds, 1)]
 
 
+class Sampler(Protocol):
+    """A designer that can also draw `n` samples per prompt (what best-of-N ranks)."""
+
+    judge_calls: int
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]: ...
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """The guidance weight a `SelectedWeightDesigner` chose, and on what evidence."""
+
+    weight: float
+    #: Mean training score of each weight's designs on the selection prompts.
+    scores: dict[float, float]
+    prompts: int
+    judge_calls: int
+
+
+class SelectedWeightDesigner:
+    """GRPO + guidance with w chosen before the evaluation, by the judge, on train prompts.
+
+    The ensemble cannot choose w: extrapolating past GRPO can land where every member is
+    wrong together (docs/evaluation.md: on world 1, w = 2 was predicted 2.37 and judged 0.34
+    in training score). So each candidate w designs for `prompts` (train prompts: the
+    evaluation's held-out prompts are never looked at) and the judge scores them once per
+    render seed; the w with the best mean *training* score wins (the held-out scorer stays
+    unseen), a design that cannot be judged counting as the worst score seen. Those
+    judgements are data it chose from, like the best fixed workflow's (`WeightChoice`
+    counts them; the method reports them as data calls), not judge calls while designing.
+    """
+
+    def __init__(
+        self,
+        candidates: Mapping[float, PolicyDesigner],
+        prompts: Sequence[str],
+        render_seeds: int,
+        score_items: ScoreItems,
+        fill: FillFn,
+        training_score: Callable[[Mapping[str, float]], float],
+    ) -> None:
+        if not candidates or not prompts or render_seeds < 1:
+            raise ValueError("need candidate weights, selection prompts and render seeds")
+        self.judge_calls = 0
+        calls = 0
+        means = {}
+        design_seeds = [derive_seed("select", "design", p) for p in prompts]
+        for weight, designer in candidates.items():
+            texts = designer.design(prompts, design_seeds)
+            items = [
+                fill(text, prompt, derive_seed("select", "render", prompt, s))
+                for text, prompt in zip(texts, prompts, strict=True)
+                for s in range(render_seeds)
+            ]
+            results = score_items(items)
+            calls += len(items)
+            scored = [training_score(r.scores) if r.scores is not None else None for r in results]
+            worst = min((v for v in scored if v is not None), default=0.0)
+            means[weight] = float(np.mean([worst if v is None else v for v in scored]))
+        chosen = max(means, key=lambda w: (means[w], -abs(w - 1.0)))  # ties: nearer GRPO
+        self.choice = WeightChoice(chosen, means, len(prompts), calls)
+        self.chosen = candidates[chosen]
+
+    def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
+        return self.chosen.sample(prompts, seeds, n)
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        return self.chosen.design(prompts, seeds)
+
+
 class BestOfNDesigner:
     """`n` samples of a policy per prompt, the one with the best predicted reward kept
     (test-time scaling with no rendering); no valid sample: the first one (it will fail)."""
 
-    def __init__(self, sampler: PolicyDesigner, scorer: RewardScorer, n: int) -> None:
+    def __init__(self, sampler: Sampler, scorer: RewardScorer, n: int) -> None:
         self.sampler = sampler
         self.scorer = scorer
         self.n = n

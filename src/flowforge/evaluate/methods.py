@@ -2,9 +2,10 @@
 
 In report order: (1) the default single workflow, (2) the best fixed library workflow,
 (3) retrieval over similar train prompts (ComfyGen-IC analogue), (4) ComfyGen-FT,
-(5) SFT alone, (6) GRPO, (7) GRPO with guidance for each w, (8) best-of-N by predicted
-reward, and the library oracle for reference. A method whose input is missing is listed in
-`not_run` with the reason, never silently left out.
+(5) SFT alone, (6) GRPO, (7) GRPO with guidance for each w, then with w chosen by the judge
+on train prompts, (8) best-of-N by predicted reward, and the library oracle for reference.
+A method whose input is missing is listed in `not_run` with the reason, never silently left
+out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.prompts import fixed_sample, load_prompts
 from ..reward.ensemble import RewardEnsemble
 from ..workflow.library import load_seed_library
 from ..workflow.schema import Catalog
@@ -26,7 +28,9 @@ from .designers import (
     OracleDesigner,
     PolicyDesigner,
     RetrievalDesigner,
+    Sampler,
     SamplingSettings,
+    SelectedWeightDesigner,
     TextEncoder,
     load_for_design,
 )
@@ -126,17 +130,55 @@ def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]
             continue
         policies[name] = designer(path)
         methods.append(Method(name, label, policies[name], calls))
-    methods += _guided(src, policies, settings, not_run)
-    source = policies.get(c.best_of_source)
+    guided = _guided(src, policies, settings, not_run)
+    methods += guided
+    selected = _selected(src, guided, not_run)
+    if selected is not None:
+        methods.append(selected)
+    sources: dict[str, tuple[Sampler, int, str]] = {
+        name: (policy, n, name) for name, policy in policies.items()
+    }
+    if selected is not None and isinstance(selected.designer, SelectedWeightDesigner):
+        w = selected.designer.choice.weight
+        sources["selected"] = (selected.designer, selected.data_calls, f"GRPO + guidance w={w:g}")
+    source = sources.get(c.best_of_source)
     best_name = f"best_of_{c.best_of_n}"
     if source is None or src.ensemble is None:
         missing = "a reward ensemble" if source is not None else f"a {c.best_of_source} policy"
         not_run[best_name] = f"needs {missing}"
     else:
-        label = f"best-of-{c.best_of_n} by predicted reward ({c.best_of_source})"
-        best = BestOfNDesigner(source, src.ensemble, c.best_of_n)
-        methods.append(Method(best_name, label, best, n))  # the ensemble learned from them
+        sampler, calls, what = source
+        label = f"best-of-{c.best_of_n} by predicted reward ({what})"
+        best = BestOfNDesigner(sampler, src.ensemble, c.best_of_n)
+        methods.append(Method(best_name, label, best, calls))  # the ensemble learned from n
     return methods
+
+
+def _selected(src: MethodSources, guided: list[Method], not_run: dict[str, str]) -> Method | None:
+    """GRPO + guidance at the w the judge prefers on train prompts (`SelectedWeightDesigner`)."""
+    c = src.config
+    if c.select_prompts == 0:
+        not_run["grpo_wsel"] = "select_prompts = 0 in the evaluation config"
+        return None
+    if not guided:
+        not_run["grpo_wsel"] = "guidance needs both the GRPO and the SFT policy"
+        return None
+    candidates = {}
+    for method in guided:
+        if isinstance(method.designer, PolicyDesigner) and method.designer.weight is not None:
+            candidates[method.designer.weight] = method.designer
+    prompts = [p.text for p in fixed_sample(load_prompts("train"), c.select_prompts)]
+    designer = SelectedWeightDesigner(
+        candidates,
+        prompts,
+        c.select_seeds,
+        src.session.score,
+        src.session.item,
+        src.training_score,
+    )
+    choice = designer.choice
+    label = f"GRPO + guidance, w chosen on {choice.prompts} train prompts (w={choice.weight:g})"
+    return Method("grpo_wsel", label, designer, src.data_calls + choice.judge_calls)
 
 
 def _guided(

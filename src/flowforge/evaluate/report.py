@@ -22,6 +22,7 @@ from ..judge.loader import LoadedJudge
 from ..judge.sim.judge import SimJudge
 from ..reward.target import TrainingScore
 from .config import EvalConfig, EvalError, EvalInputs
+from .designers import WeightChoice
 from .methods import BASELINES, guidance_name
 from .summary import (
     LibraryIndex,
@@ -65,8 +66,10 @@ def build_report(
     library: LibraryIndex,
     score: TrainingScore,
     total_calls: int,
+    choice: WeightChoice | None = None,
 ) -> EvalReport:
-    """Summaries, win rates and the sweep of `runs`, as one JSON-ready dictionary."""
+    """Summaries, win rates and the sweep of `runs` (and the guidance weight the judge chose
+    on train prompts, if it did), as one JSON-ready dictionary."""
     name = config.heldout_scorer
     _check_scorer(runs, name)
     heldout = per_prompt(runs, lambda s: s[name])
@@ -94,6 +97,14 @@ def build_report(
         },
         "per_prompt": {"heldout": {n: heldout.filled(n) for n in names}},
         "guidance_sweep": guidance_sweep(summaries, config.guidance_weights),
+        "guidance_choice": None
+        if choice is None
+        else {
+            "weight": choice.weight,
+            "train_score_by_weight": {f"{w:g}": v for w, v in choice.scores.items()},
+            "prompts": choice.prompts,
+            "judge_calls": choice.judge_calls,
+        },
     }
     return EvalReport(summaries, _clean(data))
 
@@ -226,6 +237,18 @@ def _sweep_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _choice(data: dict[str, Any]) -> str:
+    choice = data.get("guidance_choice")
+    if not choice:
+        return ""
+    scores = ", ".join(f"w={w}: {v:.3f}" for w, v in choice["train_score_by_weight"].items())
+    return (
+        f"\nChosen before the evaluation: w={choice['weight']:g}, the best mean training score "
+        f"on {choice['prompts']} train prompts ({scores}); {choice['judge_calls']:,} judge "
+        "calls, counted as that method's data calls.\n"
+    )
+
+
 def _errors(data: dict[str, Any]) -> str:
     rows = [
         f"- {m['label']}: {m['failed']} of {len(data['prompts'])} prompts failed ("
@@ -255,7 +278,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"# flowforge evaluation\n{note}\n{setup}\n## Results\n\n{results_table(data)}\n"
         "Definitions of every column: docs/evaluation.md.\n\n"
         f"## Win rate on the held-out scorer, per prompt\n\n{_win_table(data)}\n"
-        f"## Guidance sweep (w=0: SFT, w=1: GRPO)\n\n{_sweep_table(data)}\n"
+        f"## Guidance sweep (w=0: SFT, w=1: GRPO)\n\n{_sweep_table(data)}{_choice(data)}\n"
         f"## Failures\n\n{_errors(data)}\n"
         f"## Not run\n\n{not_run or 'Every method ran.'}\n\n"
         f"## Plots\n\n{plots or 'none'}\n"
