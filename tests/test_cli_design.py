@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,21 @@ def test_a_missing_policy_directory_is_named(tmp_path: Path) -> None:
     done = _flowforge("design", "a cat", "--policy", str(tmp_path / "nope"))
     assert done.returncode == 2
     assert "no such policy directory" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_sets_policy_reference_and_the_chosen_weight(policy_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(policy_dir, run / "grpo")
+    shutil.copytree(policy_dir, run / "sft")
+    (run / "evaluate").mkdir()
+    report = {"guidance_choice": {"weight": 2.0, "prompts": 50, "judge_calls": 250}}
+    (run / "evaluate" / "report.json").write_text(json.dumps(report))
+    out = tmp_path / "d.json"
+    done = _flowforge("design", "a cat", "--run", str(run), "--temperature", "0", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"guidance w=2 from {run / 'sft'}" in done.stderr and "1 sample(s)" in done.stderr
+    assert out.is_file()
+    missing = _flowforge("design", "a cat", "--run", str(tmp_path / "nothing"))
+    assert missing.returncode == 2 and "no trained GRPO policy" in missing.stderr
+    bare = _flowforge("design", "a cat")
+    assert bare.returncode == 2 and "give --policy DIR" in bare.stderr

@@ -130,7 +130,18 @@ def comfygen_ft_command(
 @app.command("design")
 def design_command(
     prompt: Annotated[str, typer.Argument(help="What the image should show.")],
-    policy: Annotated[Path, typer.Option("--policy", help="Policy directory (SFT or GRPO).")],
+    policy: Annotated[
+        Path | None, typer.Option("--policy", help="Policy directory (SFT or GRPO).")
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            "--run",
+            help="A finished `flowforge run` directory: its GRPO policy, guided from its SFT "
+            "policy with the w its evaluation chose, ranked by its reward ensemble (given "
+            "options override each part).",
+        ),
+    ] = None,
     reference: Annotated[
         Path | None,
         typer.Option("--reference", help="Reference policy for guidance (usually the SFT one)."),
@@ -139,7 +150,10 @@ def design_command(
         float | None,
         typer.Option("--guidance", help="w in ref + w (policy - ref); 1 is the policy alone."),
     ] = None,
-    samples: Annotated[int, typer.Option("--samples", help="Candidates to draw.", min=1)] = 1,
+    samples: Annotated[
+        int | None,
+        typer.Option("--samples", help="Candidates to draw [default: 1; 8 with --run].", min=1),
+    ] = None,
     reward: Annotated[
         Path | None,
         typer.Option("--reward", help="Reward ensemble ranking the candidates (no rendering)."),
@@ -161,8 +175,29 @@ def design_command(
     Decoding is constrained by the node schemas, so the workflow always validates. With
     --reference and --guidance, decoding extrapolates from the reference towards the policy
     (method.md); with --samples N and --reward, the N candidates are ranked by predicted
-    reward.
+    reward. --run RUN sets all of these from a finished run (and 8 samples unless given).
     """
+    if run is not None:
+        from ..pipeline.layout import run_design
+
+        with user_errors():
+            setup = run_design(run)
+        policy = policy or setup.policy
+        if reference is None and guidance is None:
+            reference, guidance = setup.reference, setup.guidance
+        reward = reward or setup.reward
+        samples = samples or (8 if reward is not None else 1)
+        err.print(
+            f"--run {run}: policy {policy}, guidance "
+            + (f"w={guidance:g} from {reference}" if guidance is not None else "none")
+            + f", {samples} sample(s)"
+            + (f" ranked by {reward}" if reward is not None else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+    if policy is None:
+        fail("give --policy DIR (a trained policy) or --run RUN (a finished `flowforge run`)")
+    samples = samples or 1
     if (reference is None) != (guidance is None):
         fail("--reference and --guidance go together")
     from ..policy.design import DESIGN_TEMPERATURE, design

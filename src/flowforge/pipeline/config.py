@@ -21,10 +21,10 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
+from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file, to_json
 
 #: Stage directories inside a run (also the GRPO section's fixed path fields).
-SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
 
 
 class RunConfigError(ValueError):

@@ -38,7 +38,8 @@ from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
 from ..reward.model import torch_threads
 from .config import RunConfig
-from .stages import EVALUATE, STAGES, Stage, StageContext
+from .layout import EVALUATE
+from .stages import STAGES, Stage, StageContext
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"

@@ -28,9 +28,9 @@ from ..policy.sft import run_comfygen_ft, run_sft
 from ..reward.train import train_ensemble
 from ..workflow.library import build_library, load_seed_library, save_library
 from ..workflow.schema import Catalog
-from .config import GRPO_DIR, REWARD_DIR, SFT_DIR, RunConfig
+from .config import RunConfig
+from .layout import COLLECT, COMFYGEN_FT, EVALUATE, GRPO_DIR, LIBRARY, REWARD_DIR, SFT_DIR
 
-LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
 WORKFLOWS = "workflows"  # RUN/library/workflows: the library's API JSON files
 OBJECT_INFO = "object_info.json"  # RUN/library/object_info.json: the judge's catalog
 PROMPTS_FILE = "prompts.jsonl"  # RUN/collect/prompts.jsonl: the train prompts collected on

@@ -1,0 +1,47 @@
+"""Where a ``flowforge run`` directory keeps each stage's output (no heavy imports).
+
+``flowforge design --run RUN`` reads a run without importing torch (the design command's
+latency budget, docs/benchmarks.md), so the names live here rather than in ``stages.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
+SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
+#: RUN/evaluate/report.json: the evaluation's report (``evaluate.report.REPORT_JSON``).
+REPORT_JSON = "report.json"
+
+
+@dataclass(frozen=True)
+class RunDesign:
+    """What ``flowforge design --run RUN`` uses: the run's GRPO policy, guided from its SFT
+    policy with the weight its evaluation chose, ranked by its reward ensemble."""
+
+    policy: Path
+    reference: Path | None
+    guidance: float | None
+    reward: Path | None
+
+
+def run_design(run: Path) -> RunDesign:
+    """The design setup of a finished run; ValueError naming what is missing."""
+    policy = run / GRPO_DIR
+    if not (policy / "config.json").is_file():
+        raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")
+    report = run / EVALUATE / REPORT_JSON
+    weight = None
+    if report.is_file():
+        choice = json.loads(report.read_text(encoding="utf-8")).get("guidance_choice")
+        weight = float(choice["weight"]) if choice else None
+    reference = run / SFT_DIR if weight is not None and weight != 1.0 else None
+    reward = run / REWARD_DIR
+    return RunDesign(
+        policy,
+        reference,
+        weight if reference is not None else None,
+        reward if (reward / "config.json").is_file() else None,
+    )
