@@ -12,6 +12,7 @@ from flowforge.evaluate.baselines import RetrievalTable, ScoredRow, best_fixed, 
 from flowforge.evaluate.config import EvalConfig, EvalError
 from flowforge.evaluate.designers import (
     BestOfNDesigner,
+    EnsemblePickDesigner,
     FixedDesigner,
     OracleDesigner,
     RetrievalDesigner,
@@ -215,6 +216,16 @@ def test_weight_selection_breaks_ties_towards_grpo_itself() -> None:
         lambda s: s["train"],  # type: ignore[arg-type]
     )
     assert designer.choice.weight == 1.0
+
+
+def test_ensemble_pick_takes_the_library_workflow_predicted_best_per_prompt() -> None:
+    class PromptLength:  # prefers the workflow as long as the prompt
+        def predict(self, prompts: list[str], workflows: list[str]) -> list[float]:
+            return [-abs(len(p) - len(w)) for p, w in zip(prompts, workflows, strict=True)]
+
+    designer = EnsemblePickDesigner(["x", "xxx", "xx"], PromptLength())
+    assert designer.design(["abc", "a", "ab"], [0, 1, 2]) == ["xxx", "x", "xx"]
+    assert designer.judge_calls == 0
 
 
 def test_derived_seeds_are_stable_distinct_and_in_range() -> None:

@@ -154,6 +154,7 @@ CONFIG = EvalConfig(
     guidance_weights=(0.5, 1.0),
     best_of_n=2,
     select_prompts=4,
+    ensemble_pick=True,
     max_new_tokens=96,
     heldout_scorer="alignment",
 )
@@ -166,7 +167,7 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     names = [m["name"] for m in report.data["methods"]]
     assert names == [
         "default", "best_fixed", "retrieval", "comfygen_ft", "sft", "grpo",
-        "grpo_w0.5", "grpo_w1", "grpo_wsel", "best_of_2", "oracle",
+        "grpo_w0.5", "grpo_w1", "grpo_wsel", "best_of_2", "ensemble_pick", "oracle",
     ]  # fmt: skip
     markdown = (tmp_path / REPORT_MD).read_text(encoding="utf-8")
     for section in ("## Results", "## Win rate", "## Guidance sweep", "## Failures", "## Plots"):
@@ -195,6 +196,8 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert by_name["grpo_wsel"]["heldout"] == by_name[chosen]["heldout"]
     assert by_name["grpo_wsel"]["data_calls"] == by_name["best_of_2"]["data_calls"] == 128
     assert "Chosen before the evaluation" in markdown
+    pick = by_name["ensemble_pick"]  # a library workflow, chosen without a judge call
+    assert pick["not_in_library"] == 0.0 and pick["judge_calls"] == 3 * 2
     rates = data["win_rates"]["heldout"]
     assert all(math.isclose(rates[n][n], 0.5) for n in names)
     assert [p["w"] for p in data["guidance_sweep"]] == [0.0, 0.5, 1.0, 1.0]
@@ -203,12 +206,16 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
 
 def test_missing_policies_are_reported_as_not_run(inputs: EvalInputs, tmp_path: Path) -> None:
     bare = EvalInputs(library=inputs.library, triplets=inputs.triplets)
-    config = EvalConfig(prompts=2, seeds=1, min_prompts=1, oracle=False, heldout_scorer="alignment")
+    config = EvalConfig(
+        prompts=2, seeds=1, min_prompts=1, oracle=False, heldout_scorer="alignment",
+        ensemble_pick=True,
+    )  # fmt: skip
     report = evaluate(config, bare, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
     assert [m["name"] for m in report.data["methods"]] == ["default", "best_fixed", "retrieval"]
     not_run = report.data["not_run"]
     assert set(not_run) >= {
-        "sft", "grpo", "comfygen_ft", "grpo_w1", "grpo_wsel", "best_of_8", "oracle"
+        "sft", "grpo", "comfygen_ft", "grpo_w1", "grpo_wsel", "best_of_8", "oracle",
+        "ensemble_pick",
     }  # fmt: skip
     assert "## Not run" in (tmp_path / REPORT_MD).read_text(encoding="utf-8")
 

@@ -304,6 +304,24 @@ class SelectedWeightDesigner:
         return self.chosen.design(prompts, seeds)
 
 
+class EnsemblePickDesigner:
+    """The library workflow the reward ensemble predicts best for each prompt (a diagnostic
+    reference, off by default): no judge call, no policy. Against GRPO it separates what the
+    ensemble knows per prompt from what GRPO extracted from it (docs/evaluation.md)."""
+
+    def __init__(self, library: Sequence[str], scorer: RewardScorer) -> None:
+        self.library = list(library)
+        self.scorer = scorer
+        self.judge_calls = 0
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        picks = []
+        for prompt in prompts:
+            predicted = self.scorer.predict([prompt] * len(self.library), self.library)
+            picks.append(self.library[int(np.argmax(predicted))])
+        return picks
+
+
 class BestOfNDesigner:
     """`n` samples of a policy per prompt, the one with the best predicted reward kept
     (test-time scaling with no rendering); no valid sample: the first one (it will fail)."""

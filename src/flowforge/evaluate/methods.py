@@ -24,6 +24,7 @@ from .config import EvalConfig, EvalError, EvalInputs
 from .designers import (
     BestOfNDesigner,
     Designer,
+    EnsemblePickDesigner,
     FixedDesigner,
     OracleDesigner,
     PolicyDesigner,
@@ -99,6 +100,13 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
     ]
     not_run: dict[str, str] = {}
     methods += _policy_methods(src, not_run)
+    if c.ensemble_pick and src.ensemble is not None:
+        pick = EnsemblePickDesigner(src.library, src.ensemble)
+        methods.append(
+            Method("ensemble_pick", "ensemble's pick from the library (reference)", pick, n)
+        )
+    elif c.ensemble_pick:
+        not_run["ensemble_pick"] = "needs a reward ensemble"
     if c.oracle:
         oracle = OracleDesigner(
             src.library, src.session.score, src.session.item, src.training_score, c.oracle_seeds
