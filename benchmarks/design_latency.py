@@ -45,6 +45,31 @@ def cold_command(prompt: str, args: list[str], out: Path) -> tuple[float, bool]:
     return time.perf_counter() - start, run.returncode == 0
 
 
+def decoding_cost(policy: Path, reference: Path, prompts: list[str], repeats: int = 3) -> None:
+    """Time per generated token of the numpy runtime (what `flowforge design` uses): plain
+    (unconstrained), constrained, guided (w = 1.5) + constrained; 8 candidates per request,
+    modes interleaved, the median of `repeats` passes over the prompts."""
+    designers = {
+        "plain": load_designer(policy, runtime="numpy", constrained=False),
+        "constrained": load_designer(policy, runtime="numpy"),
+        "guided+constrained": load_designer(
+            policy, runtime="numpy", reference_dir=reference, guidance=1.5
+        ),
+    }
+    per_token: dict[str, list[float]] = {name: [] for name in designers}
+    for _ in range(repeats):
+        for name, designer in designers.items():
+            tokens, start = 0, time.perf_counter()
+            for k, prompt in enumerate(prompts):
+                drawn = designer.sampler(prompt, n=8, temperature=0.7, seed=k, negative="")
+                tokens += sum(len(s.token_ids) + s.finished for s in drawn)
+            per_token[name].append((time.perf_counter() - start) / tokens)
+    plain = statistics.median(per_token["plain"])
+    for name, values in per_token.items():
+        cost = statistics.median(values)
+        print(f"numpy decoding, {name}: {1e6 * cost:.0f} us/token ({cost / plain:.2f}x plain)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--policy", type=Path, required=True)
@@ -88,6 +113,8 @@ def main() -> None:
                 designer.design(prompt, samples=args.samples, seed=k, ui=True)
             loaded.append(time.perf_counter() - start)
         print(f"loaded Designer [{runtime}], one more request: {summary(loaded)}")
+    if args.reference is not None:
+        decoding_cost(args.policy, args.reference, prompts)
     print(f"load average {os.getloadavg()[0]:.2f} (shared 2-core machine)")
     print(f"machine: {describe_machine()}")
     print(f"command: {command_line()}")

@@ -49,10 +49,10 @@ def test_logits_match_transformers_in_prefill_and_cached_steps(
     numpy_model = NumpyLlama.load(tmp_path)
     cache = numpy_model.new_cache(3, 24)
     got = numpy_model.forward(ids[:, :10].numpy(), cache)
-    np.testing.assert_allclose(got, expected[:, 9], atol=2e-5, rtol=0)
+    np.testing.assert_allclose(got[0], expected[:, 9], atol=2e-5, rtol=0)
     for step in range(10, 24):
         got = numpy_model.forward(ids[:, step : step + 1].numpy(), cache)
-        np.testing.assert_allclose(got, expected[:, step], atol=2e-5, rtol=0)
+        np.testing.assert_allclose(got[0], expected[:, step], atol=2e-5, rtol=0)
     assert np.abs(expected).max() > 0.5  # the comparison is not between near-zero logits
 
 
@@ -66,7 +66,25 @@ def test_a_fanned_out_cache_continues_each_row_on_its_own(tmp_path: Path) -> Non
     got = numpy_model.forward(np.asarray([[9], [10]]), fanned)
     with torch.no_grad():
         full = model(torch.tensor([[5, 6, 7, 8, 9], [5, 6, 7, 8, 10]])).logits[:, -1].numpy()
-    np.testing.assert_allclose(got, full, atol=2e-5, rtol=0)
+    np.testing.assert_allclose(got[0], full, atol=2e-5, rtol=0)
+
+
+def test_stacked_models_compute_each_member_as_it_alone_would(tmp_path: Path) -> None:
+    """Guidance runs policy and reference as two members of one forward pass."""
+    _random_llama(tmp_path / "a", 2, True)
+    torch.manual_seed(5)
+    _random_llama(tmp_path / "b", 2, True)
+    a, b = NumpyLlama.load(tmp_path / "a"), NumpyLlama.load(tmp_path / "b")
+    both = NumpyLlama.stack([a, b])
+    assert both.members == 2
+    ids = np.asarray([[3, 1, 4, 1, 5], [9, 2, 6, 5, 3]])
+    caches = [m.new_cache(2, 6) for m in (a, b, both)]
+    alone = [m.forward(ids, c) for m, c in zip((a, b), caches, strict=False)]
+    together = both.forward(ids, caches[2])
+    np.testing.assert_array_equal(together[0], alone[0][0])
+    np.testing.assert_array_equal(together[1], alone[1][0])
+    step = np.asarray([[7], [8]])
+    np.testing.assert_array_equal(both.forward(step, caches[2])[1], b.forward(step, caches[1])[0])
 
 
 @pytest.mark.parametrize(

@@ -164,15 +164,15 @@ class TransformersSampler:
 
 @dataclass(frozen=True)
 class NumpySampler:
-    """Candidates from the numpy Llama (``numpy_sampler``), guided by `reference` if set."""
+    """Candidates from the numpy Llama (``numpy_sampler``); guided with weight `guidance`
+    when `model` holds the policy and its reference as two members."""
 
     model: NumpyLlama
     tokenizer: PolicyTokenizer
     catalog: Catalog
     score_bin: int | None
     grammar: TextFormGrammar | None
-    reference: NumpyLlama | None = None
-    guidance: float = 1.0
+    guidance: float | None = None
 
     def __call__(
         self, prompt: str, *, n: int, temperature: float, seed: int, negative: str
@@ -187,7 +187,6 @@ class NumpySampler:
             max_new_tokens=MAX_NEW_TOKENS,
             catalog=self.catalog,
             grammar=self.grammar,
-            reference=self.reference,
             guidance=self.guidance,
             score_bin=self.score_bin,
             negative=negative,
@@ -342,8 +341,9 @@ def _numpy_designer(
             )
     score_bin = _score_bin(folder, tokenizer)
     grammar = TextFormGrammar(tokenizer, catalog) if constrained else None
-    weight = 1.0 if guidance is None else float(guidance)
-    sampler = NumpySampler(model, tokenizer, catalog, score_bin, grammar, reference, weight)
+    if reference is not None and guidance is not None:
+        model = NumpyLlama.stack([model, reference])
+    sampler = NumpySampler(model, tokenizer, catalog, score_bin, grammar, guidance)
     return Designer(sampler, tokenizer, catalog, score_bin, grammar, "numpy")
 
 

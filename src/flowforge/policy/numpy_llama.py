@@ -76,7 +76,8 @@ def supports(config: dict[str, Any]) -> LlamaShape:
 
 @dataclass
 class KVCache:
-    """Keys and values per layer, (rows, kv_heads, capacity, head_dim), filled to `length`."""
+    """Keys and values per layer, (members, rows, kv_heads, capacity, head_dim), filled to
+    `length`."""
 
     keys: list[Array]
     values: list[Array]
@@ -84,7 +85,8 @@ class KVCache:
 
     def select(self, rows: NDArray[np.intp]) -> KVCache:
         """The cache of some rows (in the given order: repeat a row to fan a prompt out)."""
-        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values], self.length)
+        keys = [k[:, rows] for k in self.keys]
+        return KVCache(keys, [v[:, rows] for v in self.values], self.length)
 
 
 def _rms_norm(x: Array, weight: Array, eps: float) -> Array:
@@ -103,36 +105,56 @@ def _rotate_half(x: Array) -> Array:
     return np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
 
 
-class NumpyLlama:
-    """A loaded Llama (module docstring): `prefill` a prompt, then `step` token by token."""
+def _member_weights(shape: LlamaShape, weights: dict[str, Array]) -> dict[str, Array]:
+    """One model's weights, laid out for `forward` (fused q|k|v and gate|up, transposed)."""
+    out = {
+        "embed": weights["model.embed_tokens.weight"],
+        "head": weights["model.embed_tokens.weight" if shape.tied else "lm_head.weight"].T,
+        "norm": weights["model.norm.weight"],
+    }
+    for i in range(shape.layers):
+        p = f"model.layers.{i}."
+        qkv = [weights[f"{p}self_attn.{n}_proj.weight"].T for n in ("q", "k", "v")]
+        gate_up = [weights[f"{p}mlp.{n}_proj.weight"].T for n in ("gate", "up")]
+        out[f"{i}.norm1"] = weights[f"{p}input_layernorm.weight"]
+        out[f"{i}.norm2"] = weights[f"{p}post_attention_layernorm.weight"]
+        out[f"{i}.qkv"] = np.concatenate(qkv, axis=1)
+        out[f"{i}.o"] = weights[f"{p}self_attn.o_proj.weight"].T
+        out[f"{i}.gate_up"] = np.concatenate(gate_up, axis=1)
+        out[f"{i}.down"] = weights[f"{p}mlp.down_proj.weight"].T
+    return out
 
-    def __init__(self, shape: LlamaShape, weights: dict[str, Array]) -> None:
+
+def _is_norm(key: str) -> bool:
+    return key.endswith(("norm", "norm1", "norm2"))
+
+
+def _layout(key: str, stacked: Array) -> Array:
+    if key == "embed":
+        return stacked
+    return np.ascontiguousarray(stacked[:, None, None] if _is_norm(key) else stacked[:, None])
+
+
+def _member(key: str, laid_out: Array, index: int) -> Array:
+    if key == "embed":
+        one: Array = laid_out[index]
+    else:
+        one = laid_out[index, 0, 0] if _is_norm(key) else laid_out[index, 0]
+    return one
+
+
+class NumpyLlama:
+    """One Llama, or several of one shape run side by side (`stack`): guided decoding runs
+    the policy and its reference as two members of one forward pass, so the second model
+    costs its arithmetic but not a second round of numpy calls (for a model this small the
+    calls, not the arithmetic, are most of a step)."""
+
+    def __init__(self, shape: LlamaShape, members: list[dict[str, Array]]) -> None:
         self.shape = shape
-        self.embed = weights["model.embed_tokens.weight"]
-        self.head = self.embed if shape.tied else weights["lm_head.weight"]
-        self.norm = weights["model.norm.weight"]
-        self.blocks = []
-        for i in range(shape.layers):
-            p = f"model.layers.{i}."
-            qkv = [weights[f"{p}self_attn.{n}_proj.weight"].T for n in ("q", "k", "v")]
-            self.blocks.append(
-                {
-                    "norm1": weights[f"{p}input_layernorm.weight"],
-                    "norm2": weights[f"{p}post_attention_layernorm.weight"],
-                    "qkv": np.ascontiguousarray(np.concatenate(qkv, axis=1)),
-                    "o": np.ascontiguousarray(weights[f"{p}self_attn.o_proj.weight"].T),
-                    "gate_up": np.ascontiguousarray(
-                        np.concatenate(
-                            [
-                                weights[f"{p}mlp.gate_proj.weight"].T,
-                                weights[f"{p}mlp.up_proj.weight"].T,
-                            ],
-                            axis=1,
-                        )
-                    ),
-                    "down": np.ascontiguousarray(weights[f"{p}mlp.down_proj.weight"].T),
-                }
-            )
+        self.members = len(members)
+        # Laid out to broadcast over (members, rows, positions, features): norms (M, 1, 1, H),
+        # matrices (M, 1, in, out), the embedding (M, vocab, H) as it is.
+        self._w = {k: _layout(k, np.stack([m[k] for m in members])) for k in members[0]}
         dim = shape.head_dim
         self._inv_freq = 1.0 / (shape.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
 
@@ -147,65 +169,76 @@ class NumpyLlama:
         weights = {k: v.astype(np.float32, copy=False) for k, v in load_file(files[0]).items()}
         if not shape.tied and "lm_head.weight" not in weights:
             raise UnsupportedModel("an untied model without lm_head.weight")
-        return cls(shape, weights)
+        return cls(shape, [_member_weights(shape, weights)])
+
+    @classmethod
+    def stack(cls, models: list[NumpyLlama]) -> NumpyLlama:
+        """`models` as members of one (ValueError unless they have one shape and vocabulary)."""
+        first = models[0]
+        if any(m.shape != first.shape or m.vocab_size != first.vocab_size for m in models):
+            raise ValueError("only models of one shape and vocabulary run side by side")
+        members = [
+            {k: _member(k, v, i) for k, v in m._w.items()} for m in models for i in range(m.members)
+        ]
+        return cls(first.shape, members)
 
     @property
     def vocab_size(self) -> int:
-        return int(self.head.shape[0])
+        return int(self._w["embed"].shape[1])
 
     def new_cache(self, rows: int, capacity: int) -> KVCache:
         s = self.shape
-        size = (rows, s.kv_heads, capacity, s.head_dim)
+        size = (self.members, rows, s.kv_heads, capacity, s.head_dim)
         keys = [np.zeros(size, dtype=np.float32) for _ in range(s.layers)]
         values = [np.zeros(size, dtype=np.float32) for _ in range(s.layers)]
         return KVCache(keys, values, 0)
 
     def forward(self, ids: NDArray[np.int64], cache: KVCache) -> Array:
-        """Next-token logits (rows, vocab) after feeding `ids` (rows, T) at the cache's end.
+        """Next-token logits (members, rows, vocab) after feeding `ids` (rows, T) to every
+        member at the cache's end.
 
         Every row has the same length (no padding): design requests sample many candidates
         of one prompt. The cache grows by T in place.
         """
-        s = self.shape
+        s, w = self.shape, self._w
         rows, steps = ids.shape
         start = cache.length
         end = start + steps
-        if end > cache.keys[0].shape[2]:
-            raise ValueError(f"the cache holds {cache.keys[0].shape[2]} positions, not {end}")
+        if end > cache.keys[0].shape[3]:
+            raise ValueError(f"the cache holds {cache.keys[0].shape[3]} positions, not {end}")
         angles = np.arange(start, end, dtype=np.float64)[:, None] * self._inv_freq[None, :]
         angles = np.concatenate([angles, angles], axis=-1)  # (T, D), as transformers' rope
         cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
         causal = np.triu(np.full((steps, end), -np.inf, dtype=np.float32), k=start + 1)
-        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
-        group = s.heads // s.kv_heads
-        scale = np.float32(1.0 / np.sqrt(s.head_dim))
-        x = self.embed[ids]  # (B, T, H)
-        for layer, block in enumerate(self.blocks):
-            qkv = _rms_norm(x, block["norm1"], s.eps) @ block["qkv"]
-            q = qkv[..., :q_size].reshape(rows, steps, s.heads, s.head_dim).transpose(0, 2, 1, 3)
+        m, heads, kv, dim = self.members, s.heads, s.kv_heads, s.head_dim
+        q_size, kv_size, group = heads * dim, kv * dim, heads // kv
+        scale = np.float32(1.0 / np.sqrt(dim))
+        x = w["embed"][:, ids]  # (M, B, T, H)
+        for layer in range(s.layers):
+            qkv = _rms_norm(x, w[f"{layer}.norm1"], s.eps) @ w[f"{layer}.qkv"]
+            q = qkv[..., :q_size].reshape(m, rows, steps, heads, dim).transpose(0, 1, 3, 2, 4)
             k = qkv[..., q_size : q_size + kv_size]
-            k = k.reshape(rows, steps, s.kv_heads, s.head_dim).transpose(0, 2, 1, 3)
-            v = qkv[..., q_size + kv_size :]
-            v = v.reshape(rows, steps, s.kv_heads, s.head_dim).transpose(0, 2, 1, 3)
+            k = k.reshape(m, rows, steps, kv, dim).transpose(0, 1, 3, 2, 4)
+            v = qkv[..., q_size + kv_size :].reshape(m, rows, steps, kv, dim)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            cache.keys[layer][:, :, start:end] = k
-            cache.values[layer][:, :, start:end] = v
-            keys = cache.keys[layer][:, :, :end]  # (B, KV, S, D)
-            values = cache.values[layer][:, :, :end]
-            q = q.reshape(rows, s.kv_heads, group * steps, s.head_dim)
-            scores = (q @ keys.transpose(0, 1, 3, 2)) * scale  # (B, KV, G*T, S)
-            scores = scores.reshape(rows, s.kv_heads, group, steps, end) + causal
+            cache.keys[layer][:, :, :, start:end] = k
+            cache.values[layer][:, :, :, start:end] = v.transpose(0, 1, 3, 2, 4)
+            keys = cache.keys[layer][:, :, :, :end]  # (M, B, KV, S, D)
+            values = cache.values[layer][:, :, :, :end]
+            q = q.reshape(m, rows, kv, group * steps, dim)
+            scores = (q @ keys.swapaxes(-1, -2)) * scale  # (M, B, KV, G*T, S)
+            scores = scores.reshape(m, rows, kv, group, steps, end) + causal
             scores = scores - scores.max(axis=-1, keepdims=True)
             weights = np.exp(scores)
             weights /= weights.sum(axis=-1, keepdims=True)
-            attended = weights.reshape(rows, s.kv_heads, group * steps, end) @ values
-            attended = attended.reshape(rows, s.heads, steps, s.head_dim).transpose(0, 2, 1, 3)
-            x = x + attended.reshape(rows, steps, q_size) @ block["o"]
-            gate_up = _rms_norm(x, block["norm2"], s.eps) @ block["gate_up"]
+            attended = weights.reshape(m, rows, kv, group * steps, end) @ values
+            attended = attended.reshape(m, rows, heads, steps, dim).transpose(0, 1, 3, 2, 4)
+            x = x + attended.reshape(m, rows, steps, q_size) @ w[f"{layer}.o"]
+            gate_up = _rms_norm(x, w[f"{layer}.norm2"], s.eps) @ w[f"{layer}.gate_up"]
             gate, up = np.split(gate_up, 2, axis=-1)
-            x = x + (_silu(gate) * up) @ block["down"]
+            x = x + (_silu(gate) * up) @ w[f"{layer}.down"]
         cache.length = end
-        last = _rms_norm(x[:, -1], self.norm, s.eps)  # (B, H)
-        logits: Array = last @ self.head.T
+        last = _rms_norm(x[:, :, -1:], w["norm"], s.eps)  # (M, B, 1, H)
+        logits: Array = (last @ w["head"])[:, :, 0]
         return logits

@@ -12,8 +12,10 @@ design request needs: `n` candidates of one prompt. Per step, on the raw next-to
    temperature 0 is greedy). No top-k or top-p, as in ``sample.py``.
 
 All rows share the prompt, so the prompt is run once and its cache fanned out to `n` rows,
-and rows leave the batch when they write ``<eos>``. The draws are reproducible for a seed,
-but not the same draws as the transformers sampler's for that seed (another generator).
+and rows leave the batch when they write ``<eos>``. With guidance, `model` holds the policy
+and the reference as its two members (``NumpyLlama.stack``): one forward pass gives both.
+The draws are reproducible for a seed, but not the same draws as the transformers sampler's
+for that seed (another generator).
 """
 
 from __future__ import annotations
@@ -82,31 +84,29 @@ def sample_candidates(
     max_new_tokens: int,
     catalog: Catalog,
     grammar: Grammar[Any] | None = None,
-    reference: NumpyLlama | None = None,
-    guidance: float = 1.0,
+    guidance: float | None = None,
     score_bin: int | None = None,
     negative: str = "",
 ) -> list[Sample]:
-    """`n` candidates for `prompt` (module docstring), in row order."""
+    """`n` candidates for `prompt` (module docstring), in row order. `guidance` w needs
+    `model` to hold two members, policy then reference."""
     if n < 1 or max_new_tokens < 1:
         raise ValueError("n and max_new_tokens must be >= 1")
+    if model.members != (1 if guidance is None else 2):
+        raise ValueError("guidance needs a model of two members (policy, reference); else one")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     ids = np.asarray([tokenizer.encode_segment(tokenizer.prompt_segment(prompt, score_bin))])
     capacity = ids.shape[1] + max_new_tokens
-    fan_out = np.zeros(n, dtype=np.intp)
-    models = [model] if reference is None else [model, reference]
-    caches, logits = [], []
-    for m in models:
-        cache = m.new_cache(1, capacity)
-        logits.append(np.repeat(m.forward(ids, cache), n, axis=0))
-        caches.append(cache.select(fan_out))
+    cache = model.new_cache(1, capacity)
+    logits = np.repeat(model.forward(ids, cache), n, axis=1)  # (members, n, V)
+    cache = cache.select(np.zeros(n, dtype=np.intp))
     rng = np.random.default_rng(seed)
     states: list[Any] = [grammar.initial_state(max_new_tokens)] * n if grammar else []
     rows: list[list[int]] = [[] for _ in range(n)]
     active = np.arange(n)  # the rows still writing, in batch order
     for _ in range(max_new_tokens):
-        scores = logits[0] if reference is None else guide(logits[0], logits[1], guidance)
+        scores = logits[0] if guidance is None else guide(logits[0], logits[1], guidance)
         if grammar is not None:
             scores = _masked(scores, grammar, states)
         tokens = _draw(scores, temperature, rng).tolist()
@@ -121,7 +121,7 @@ def sample_candidates(
         if len(going) < len(tokens):
             active = active[keep]
             states = [states[i] for i in going] if grammar is not None else states
-            caches = [cache.select(keep) for cache in caches]
+            cache = cache.select(keep)
         feed = np.asarray(tokens, dtype=np.int64)[keep][:, None]
-        logits = [m.forward(feed, cache) for m, cache in zip(models, caches, strict=True)]
+        logits = model.forward(feed, cache)
     return [to_sample(tokenizer, prompt, r, negative, seed, catalog) for r in rows]
