@@ -130,16 +130,11 @@ def _is_norm(key: str) -> bool:
 
 
 def _layout(key: str, stacked: Array) -> Array:
-    if key == "embed":
-        return stacked
-    return np.ascontiguousarray(stacked[:, None, None] if _is_norm(key) else stacked[:, None])
+    return np.ascontiguousarray(stacked[:, None] if _is_norm(key) else stacked)
 
 
 def _member(key: str, laid_out: Array, index: int) -> Array:
-    if key == "embed":
-        one: Array = laid_out[index]
-    else:
-        one = laid_out[index, 0, 0] if _is_norm(key) else laid_out[index, 0]
+    one: Array = laid_out[index, 0] if _is_norm(key) else laid_out[index]
     return one
 
 
@@ -152,8 +147,9 @@ class NumpyLlama:
     def __init__(self, shape: LlamaShape, members: list[dict[str, Array]]) -> None:
         self.shape = shape
         self.members = len(members)
-        # Laid out to broadcast over (members, rows, positions, features): norms (M, 1, 1, H),
-        # matrices (M, 1, in, out), the embedding (M, vocab, H) as it is.
+        # Activations are (members, rows * positions, features), so each linear layer is one
+        # matrix product per member: norms (M, 1, H), matrices (M, in, out), embedding
+        # (M, vocab, H).
         self._w = {k: _layout(k, np.stack([m[k] for m in members])) for k in members[0]}
         dim = shape.head_dim
         self._inv_freq = 1.0 / (shape.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
@@ -213,9 +209,9 @@ class NumpyLlama:
         m, heads, kv, dim = self.members, s.heads, s.kv_heads, s.head_dim
         q_size, kv_size, group = heads * dim, kv * dim, heads // kv
         scale = np.float32(1.0 / np.sqrt(dim))
-        x = w["embed"][:, ids]  # (M, B, T, H)
+        x = w["embed"][:, ids.reshape(-1)]  # (M, B*T, H)
         for layer in range(s.layers):
-            qkv = _rms_norm(x, w[f"{layer}.norm1"], s.eps) @ w[f"{layer}.qkv"]
+            qkv = _rms_norm(x, w[f"{layer}.norm1"], s.eps) @ w[f"{layer}.qkv"]  # (M, B*T, .)
             q = qkv[..., :q_size].reshape(m, rows, steps, heads, dim).transpose(0, 1, 3, 2, 4)
             k = qkv[..., q_size : q_size + kv_size]
             k = k.reshape(m, rows, steps, kv, dim).transpose(0, 1, 3, 2, 4)
@@ -234,11 +230,11 @@ class NumpyLlama:
             weights /= weights.sum(axis=-1, keepdims=True)
             attended = weights.reshape(m, rows, kv, group * steps, end) @ values
             attended = attended.reshape(m, rows, heads, steps, dim).transpose(0, 1, 3, 2, 4)
-            x = x + attended.reshape(m, rows, steps, q_size) @ w[f"{layer}.o"]
+            x = x + attended.reshape(m, rows * steps, q_size) @ w[f"{layer}.o"]
             gate_up = _rms_norm(x, w[f"{layer}.norm2"], s.eps) @ w[f"{layer}.gate_up"]
             gate, up = np.split(gate_up, 2, axis=-1)
             x = x + (_silu(gate) * up) @ w[f"{layer}.down"]
         cache.length = end
-        last = _rms_norm(x[:, :, -1:], w["norm"], s.eps)  # (M, B, 1, H)
-        logits: Array = (last @ w["head"])[:, :, 0]
+        last = x.reshape(m, rows, steps, -1)[:, :, -1]  # (M, B, H)
+        logits: Array = _rms_norm(last, w["norm"], s.eps) @ w["head"]  # (M, B, V)
         return logits
