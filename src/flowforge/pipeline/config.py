@@ -170,7 +170,11 @@ def quick_config() -> RunConfig:
         comfygen_ft=ComfyGenFTStageConfig(train=replace(train, epochs=0.3)),
         grpo=apply(_grpo(), GRPO_QUICK),
         evaluate=EvalConfig(
-            prompts=30, seeds=1, best_of_n=4, max_new_tokens=GRPO_QUICK["max_completion_length"]
+            prompts=30,
+            seeds=1,
+            best_of_n=4,
+            select_prompts=10,
+            max_new_tokens=GRPO_QUICK["max_completion_length"],
         ),
     )
 
