@@ -8,7 +8,15 @@ import pytest
 from policy_helpers import TINY, ForceText, library_texts, memorize, tiny_tokenizer
 
 from flowforge.policy.design import DesignError, design, load_designer
-from flowforge.policy.model import PolicyLoadError, build_tiny_model, save_policy
+from flowforge.policy.model import (
+    PolicyLoadError,
+    PolicyModelConfig,
+    build_tiny_model,
+    save_policy,
+)
+from flowforge.policy.tokenizer import new_tokenizer
+from flowforge.policy.vocab import VocabConfig, fit_vocab
+from flowforge.workflow.schema import default_catalog
 
 TOKENIZER = tiny_tokenizer()
 TEXT = next(t for t in library_texts() if "KSampler " in t and "LoraLoader" in t)
@@ -114,3 +122,21 @@ def test_no_valid_candidate_is_an_error(tmp_path: Path) -> None:
 def test_malformed_policy_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(PolicyLoadError, match="not a policy directory"):
         design("a cat", tmp_path)
+
+
+def test_a_reference_of_another_tokenizer_is_refused_by_both_runtimes(
+    policy_dir: Path, tmp_path: Path
+) -> None:
+    other_vocab = fit_vocab(
+        ["1 SaveImage filename_prefix=x"], ["a cat", "a cat"], default_catalog(),
+        VocabConfig(max_lines=8),
+    )  # fmt: skip
+    other = new_tokenizer(other_vocab)
+    small = build_tiny_model(other, PolicyModelConfig(hidden_size=16, num_attention_heads=2))
+    save_policy(small, other, tmp_path / "other")
+    for runtime in ("numpy", "transformers"):
+        with pytest.raises(DesignError, match="tokenizer differs"):
+            load_designer(
+                policy_dir, reference_dir=tmp_path / "other", guidance=1.5,
+                runtime=runtime,  # type: ignore[arg-type]
+            )  # fmt: skip

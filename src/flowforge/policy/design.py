@@ -43,7 +43,7 @@ from .grammar import TextFormGrammar
 from .numpy_llama import NumpyLlama, UnsupportedModel
 from .numpy_sampler import sample_candidates
 from .sampled import Sample
-from .tokenizer import PolicyTokenizer, load_tokenizer
+from .tokenizer import PolicyTokenizer, load_tokenizer, tokenizer_mismatch
 from .vocab import VocabError
 
 if TYPE_CHECKING:  # torch and transformers load only for the transformers runtime
@@ -325,15 +325,9 @@ def _numpy_designer(
     reference = None
     if reference_dir is not None:
         reference, reference_tokenizer = _load_numpy(reference_dir)
-        if (
-            reference_tokenizer.vocab != tokenizer.vocab
-            or reference_tokenizer.encoding != tokenizer.encoding
-            or len(reference_tokenizer) != len(tokenizer)
-        ):
-            raise DesignError(
-                f"{reference_dir}: its tokenizer differs from the policy's; guidance mixes "
-                "two models of one tokenizer (the SFT policy and a GRPO policy trained from it)"
-            )
+        mismatch = tokenizer_mismatch(reference_tokenizer, tokenizer, reference_dir)
+        if mismatch is not None:
+            raise DesignError(mismatch)
         if reference.vocab_size != model.vocab_size:
             raise DesignError(
                 f"the reference has {reference.vocab_size} tokens and the policy "

@@ -27,7 +27,7 @@ from transformers import DynamicCache, LogitsProcessor, PretrainedConfig, PreTra
 from transformers.cache_utils import DynamicLayer
 
 from .model import embedding_rows, load_policy
-from .tokenizer import PolicyTokenizer
+from .tokenizer import PolicyTokenizer, tokenizer_mismatch
 
 
 class GrowingLayer(DynamicLayer):  # type: ignore[no-untyped-call]
@@ -177,13 +177,7 @@ def load_guidance(
     from the SFT policy, so its reference always is).
     """
     reference, reference_tokenizer = load_policy(reference_dir)
-    if (
-        reference_tokenizer.vocab != tokenizer.vocab
-        or reference_tokenizer.encoding != tokenizer.encoding
-        or len(reference_tokenizer) != len(tokenizer)
-    ):
-        raise GuidanceError(
-            f"{reference_dir}: its tokenizer differs from the policy's; guidance mixes two "
-            "models of one tokenizer (the SFT policy and a GRPO policy trained from it)"
-        )
+    mismatch = tokenizer_mismatch(reference_tokenizer, tokenizer, reference_dir)
+    if mismatch is not None:
+        raise GuidanceError(mismatch)
     return GuidanceProcessor(reference, weight, tokenizer.pad_id)

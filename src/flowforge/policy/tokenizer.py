@@ -260,6 +260,23 @@ class PolicyTokenizer:
         (directory / META_FILE).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
 
 
+def tokenizer_mismatch(
+    reference: PolicyTokenizer, policy: PolicyTokenizer, reference_dir: Path | str
+) -> str | None:
+    """Why guidance cannot mix a policy with the reference in `reference_dir` (their token
+    inventories differ), or None when they share one (GRPO starts from the SFT policy)."""
+    if (
+        reference.vocab != policy.vocab
+        or reference.encoding != policy.encoding
+        or len(reference) != len(policy)
+    ):
+        return (
+            f"{reference_dir}: its tokenizer differs from the policy's; guidance mixes two "
+            "models of one tokenizer (the SFT policy and a GRPO policy trained from it)"
+        )
+    return None
+
+
 def load_tokenizer(directory: Path) -> PolicyTokenizer:
     """The policy tokenizer saved in `directory`; VocabError if it is not one."""
     meta_path = directory / META_FILE
