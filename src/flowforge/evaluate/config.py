@@ -70,12 +70,12 @@ class EvalConfig:
     #: Also run the library oracle (best library workflow per prompt by the judge): costs
     #: prompts x library x `oracle_seeds` judge calls.
     oracle: bool = True
-    #: Also run the ensemble's pick: per prompt, the library workflow the reward ensemble
-    #: predicts best (a diagnostic reference; prompts x library predictions, no judge call).
-    ensemble_pick: bool = False
     #: Renders per (prompt, library workflow) with which the oracle chooses; its own seeds,
     #: disjoint from the evaluation seeds, so its choice is not graded on the same luck.
     oracle_seeds: int = 1
+    #: Also run the ensemble's pick: per prompt, the library workflow the reward ensemble
+    #: predicts best (a diagnostic reference; prompts x library predictions, no judge call).
+    ensemble_pick: bool = False
     #: The scorer never used in training, reported as the main quality number (ComfyGen
     #: held out HPS v2.0 the same way).
     heldout_scorer: str = HELDOUT_SCORER
