@@ -27,6 +27,7 @@ from flowforge.evaluate.summary import (
     win_rates,
 )
 from flowforge.judge.loader import load_judge
+from flowforge.pipeline import layout
 from flowforge.policy.model import build_tiny_model, save_policy
 from flowforge.reward.config import RewardConfig
 from flowforge.reward.train import train_ensemble
@@ -202,6 +203,11 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert all(math.isclose(rates[n][n], 0.5) for n in names)
     assert [p["w"] for p in data["guidance_sweep"]] == [0.0, 0.5, 1.0, 1.0]
     assert report.table().count("\n") == len(names) + 2 and "| failed |" in report.table()
+
+
+def test_the_run_layout_names_the_report_file_the_evaluation_writes() -> None:
+    """`flowforge design --run` reads RUN/evaluate/report.json without importing evaluate."""
+    assert layout.REPORT_JSON == REPORT_JSON
 
 
 def test_missing_policies_are_reported_as_not_run(inputs: EvalInputs, tmp_path: Path) -> None:

@@ -24,8 +24,6 @@ from ..reward.config import RewardConfig
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file, to_json
 
-#: Stage directories inside a run (also the GRPO section's fixed path fields).
-
 
 class RunConfigError(ValueError):
     """Settings that cannot make a run together; the message says what to change."""

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Stage directories inside a run (the last three also the GRPO section's fixed path fields).
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
 SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
 #: RUN/evaluate/report.json: the evaluation's report (``evaluate.report.REPORT_JSON``).

@@ -42,7 +42,7 @@ from .directory import PolicyLoadError, read_run_config, require_policy_files
 from .grammar import TextFormGrammar
 from .numpy_llama import NumpyLlama, UnsupportedModel
 from .numpy_sampler import sample_candidates
-from .sampled import Sample
+from .sampled import DEFAULT_MAX_NEW_TOKENS, Sample
 from .tokenizer import PolicyTokenizer, load_tokenizer, tokenizer_mismatch
 from .vocab import VocabError
 
@@ -51,9 +51,6 @@ if TYPE_CHECKING:  # torch and transformers load only for the transformers runti
 
 #: ``auto``: numpy when the model is a Llama it supports and no extra processors are given.
 Runtime = Literal["auto", "numpy", "transformers"]
-
-#: Room for the longest library workflow (~280 tokens) and then some (``sample.py``'s too).
-MAX_NEW_TOKENS = 384
 
 #: Sampling temperature of a design request. Measured on the 50K-pair SFT policy over 500
 #: held-out prompts, unconstrained: 72.8% valid at 1.0, 95.8% at 0.7 (every checkpoint, LoRA
@@ -154,7 +151,7 @@ class TransformersSampler:
             temperature=temperature,
             seed=seed,
             logits_processors=list(self.processors),
-            max_new_tokens=MAX_NEW_TOKENS,
+            max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
             score_bin=self.score_bin,
             negative=negative,
             catalog=self.catalog,
@@ -184,7 +181,7 @@ class NumpySampler:
             n,
             temperature=temperature,
             seed=seed,
-            max_new_tokens=MAX_NEW_TOKENS,
+            max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
             catalog=self.catalog,
             grammar=self.grammar,
             guidance=self.guidance,

@@ -40,13 +40,10 @@ from transformers import (
 from flowforge.workflow.schema import Catalog, default_catalog
 
 from .constraint import Grammar, GrammarConstraint
-from .sampled import Sample, to_sample
+from .sampled import DEFAULT_MAX_NEW_TOKENS, Sample, to_sample
 from .tokenizer import PolicyTokenizer
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Sample", "sample_workflows"]
-
-#: Room for the longest library workflow (~280 tokens) and then some.
-DEFAULT_MAX_NEW_TOKENS = 384
 
 
 def _generate(

@@ -17,6 +17,9 @@ from flowforge.workflow.validate import validate
 
 from .tokenizer import PolicyTokenizer
 
+#: Room for the longest library workflow (~280 tokens) and then some: every sampler's budget.
+DEFAULT_MAX_NEW_TOKENS = 384
+
 
 @dataclass(frozen=True)
 class Sample:

@@ -46,6 +46,7 @@ from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
 
 from .config import ComfyGenFTConfig, SFTError, SFTRunConfig, TrainSettings
+from .directory import RUN_FILE
 from .examples import (
     Example,
     TokenizedExamples,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from peft import PeftModel
 
 CHECKPOINTS = "checkpoints"
-RUN_FILE = "flowforge_run.json"
 
 
 @dataclass(frozen=True)
