@@ -38,13 +38,12 @@ from flowforge.workflow.graph import Workflow
 from flowforge.workflow.schema import Catalog, default_catalog
 from flowforge.workflow.ui import to_ui
 
-from .directory import PolicyLoadError, read_run_config, require_policy_files
+from .directory import check_embedding_rows, load_policy_tokenizer, read_run_config
 from .grammar import TextFormGrammar
 from .numpy_llama import NumpyLlama, UnsupportedModel
 from .numpy_sampler import sample_candidates
 from .sampled import DEFAULT_MAX_NEW_TOKENS, Sample
-from .tokenizer import PolicyTokenizer, load_tokenizer, tokenizer_mismatch
-from .vocab import VocabError
+from .tokenizer import PolicyTokenizer, tokenizer_mismatch
 
 if TYPE_CHECKING:  # torch and transformers load only for the transformers runtime
     from transformers import LogitsProcessor, PreTrainedModel
@@ -297,17 +296,9 @@ def _score_bin(folder: Path, tokenizer: PolicyTokenizer) -> int | None:
 
 
 def _load_numpy(folder: Path) -> tuple[NumpyLlama, PolicyTokenizer]:
-    require_policy_files(folder)
-    try:
-        tokenizer = load_tokenizer(folder)
-    except VocabError as err:
-        raise PolicyLoadError(str(err)) from None
+    tokenizer = load_policy_tokenizer(folder)
     model = NumpyLlama.load(folder)
-    if model.vocab_size < len(tokenizer):
-        raise PolicyLoadError(
-            f"{folder}: the model has {model.vocab_size} token embeddings but the "
-            f"tokenizer {len(tokenizer)}; they were not saved together"
-        )
+    check_embedding_rows(folder, model.vocab_size, tokenizer)
     return model, tokenizer
 
 
@@ -319,8 +310,7 @@ def _numpy_designer(
     constrained: bool,
 ) -> Designer:
     model, tokenizer = _load_numpy(folder)
-    reference = None
-    if reference_dir is not None:
+    if reference_dir is not None:  # with a guidance weight (`_check_guidance`)
         reference, reference_tokenizer = _load_numpy(reference_dir)
         mismatch = tokenizer_mismatch(reference_tokenizer, tokenizer, reference_dir)
         if mismatch is not None:
@@ -330,10 +320,9 @@ def _numpy_designer(
                 f"the reference has {reference.vocab_size} tokens and the policy "
                 f"{model.vocab_size}; guidance needs two models of one tokenizer"
             )
+        model = NumpyLlama.stack([model, reference])
     score_bin = _score_bin(folder, tokenizer)
     grammar = TextFormGrammar(tokenizer, catalog) if constrained else None
-    if reference is not None and guidance is not None:
-        model = NumpyLlama.stack([model, reference])
     sampler = NumpySampler(model, tokenizer, catalog, score_bin, grammar, guidance)
     return Designer(sampler, tokenizer, catalog, score_bin, grammar, "numpy")
 

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .tokenizer import META_FILE
+from .tokenizer import META_FILE, PolicyTokenizer, load_tokenizer
+from .vocab import VocabError
 
 RUN_FILE = "flowforge_run.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -34,6 +35,25 @@ def require_policy_files(directory: Path) -> None:
         raise PolicyLoadError(
             f"{directory}: not a policy directory (missing {', '.join(missing)}); "
             "train one with `flowforge sft` or pass the directory it wrote"
+        )
+
+
+def load_policy_tokenizer(directory: Path) -> PolicyTokenizer:
+    """The tokenizer of a policy directory, after checking the directory holds a policy
+    (PolicyLoadError names what is missing or wrong)."""
+    require_policy_files(directory)
+    try:
+        return load_tokenizer(directory)
+    except VocabError as err:
+        raise PolicyLoadError(str(err)) from None
+
+
+def check_embedding_rows(directory: Path, rows: int, tokenizer: PolicyTokenizer) -> None:
+    """PolicyLoadError when a model has fewer token embeddings than its tokenizer has tokens."""
+    if rows < len(tokenizer):
+        raise PolicyLoadError(
+            f"{directory}: the model has {rows} token embeddings but the tokenizer "
+            f"{len(tokenizer)}; they were not saved together"
         )
 
 

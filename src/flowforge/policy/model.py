@@ -41,11 +41,12 @@ from .directory import (
     RUN_FILE,
     WEIGHTS_FILE,
     PolicyLoadError,
+    check_embedding_rows,
+    load_policy_tokenizer,
     read_run_config,
-    require_policy_files,
 )
-from .tokenizer import PolicyTokenizer, extend_tokenizer, load_tokenizer
-from .vocab import VocabError, WorkflowVocab
+from .tokenizer import PolicyTokenizer, extend_tokenizer
+from .vocab import WorkflowVocab
 
 __all__ = [
     "RUN_FILE",
@@ -167,21 +168,13 @@ def no_progress_bars() -> Iterator[None]:
 def load_policy(directory: Path | str) -> tuple[PreTrainedModel, PolicyTokenizer]:
     """The model (eval mode, CPU unless moved) and tokenizer of a policy directory."""
     folder = Path(directory)
-    require_policy_files(folder)
-    try:
-        tokenizer = load_tokenizer(folder)
-    except VocabError as err:
-        raise PolicyLoadError(str(err)) from None
+    tokenizer = load_policy_tokenizer(folder)
     try:
         with no_progress_bars():  # noise on every request
             model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
     except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise PolicyLoadError(f"{folder}: cannot load the model ({err})") from None
-    if embedding_rows(model) < len(tokenizer):
-        raise PolicyLoadError(
-            f"{folder}: the model has {embedding_rows(model)} token "
-            f"embeddings but the tokenizer {len(tokenizer)}; they were not saved together"
-        )
+    check_embedding_rows(folder, embedding_rows(model), tokenizer)
     model.eval()  # type: ignore[no-untyped-call]
     return model, tokenizer
 
