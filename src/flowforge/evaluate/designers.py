@@ -28,9 +28,10 @@ from transformers import LogitsProcessor, PreTrainedModel
 from ..judge.base import JudgeItem, JudgeResult
 from ..policy.constraint import GrammarConstraint
 from ..policy.design import RewardScorer
+from ..policy.directory import design_score_bin, policy_kind
 from ..policy.grammar import TextFormGrammar
 from ..policy.guidance import GuidanceProcessor
-from ..policy.model import load_policy, read_run_config
+from ..policy.model import load_policy
 from ..policy.sample import Sample, sample_workflows
 from ..policy.tokenizer import PolicyTokenizer
 from ..workflow.schema import Catalog
@@ -156,9 +157,8 @@ class LoadedPolicy:
 def load_for_design(directory: Path) -> LoadedPolicy:
     """Load a policy directory (SFT, ComfyGen-FT or GRPO run)."""
     model, tokenizer = load_policy(directory)
-    kind = str((read_run_config(directory) or {}).get("kind", "unknown"))
-    top = tokenizer.vocab.config.score_bins - 1 if kind == "comfygen_ft" else None
-    return LoadedPolicy(model, tokenizer, top, kind)
+    score_bin = design_score_bin(directory, tokenizer)
+    return LoadedPolicy(model, tokenizer, score_bin, policy_kind(directory))
 
 
 class PolicyDesigner:

@@ -38,7 +38,7 @@ from flowforge.workflow.graph import Workflow
 from flowforge.workflow.schema import Catalog, default_catalog
 from flowforge.workflow.ui import to_ui
 
-from .directory import check_embedding_rows, load_policy_tokenizer, read_run_config
+from .directory import check_embedding_rows, design_score_bin, load_policy_tokenizer
 from .grammar import TextFormGrammar
 from .numpy_llama import NumpyLlama, UnsupportedModel
 from .numpy_sampler import sample_candidates
@@ -289,12 +289,6 @@ def load_designer(
     )
 
 
-def _score_bin(folder: Path, tokenizer: PolicyTokenizer) -> int | None:
-    """The top score bin for a ComfyGen-FT policy (its high target score), else None."""
-    run = read_run_config(folder) or {}
-    return tokenizer.vocab.config.score_bins - 1 if run.get("kind") == "comfygen_ft" else None
-
-
 def _load_numpy(folder: Path) -> tuple[NumpyLlama, PolicyTokenizer]:
     tokenizer = load_policy_tokenizer(folder)
     model = NumpyLlama.load(folder)
@@ -321,7 +315,7 @@ def _numpy_designer(
                 f"{model.vocab_size}; guidance needs two models of one tokenizer"
             )
         model = NumpyLlama.stack([model, reference])
-    score_bin = _score_bin(folder, tokenizer)
+    score_bin = design_score_bin(folder, tokenizer)
     grammar = TextFormGrammar(tokenizer, catalog) if constrained else None
     sampler = NumpySampler(model, tokenizer, catalog, score_bin, grammar, guidance)
     return Designer(sampler, tokenizer, catalog, score_bin, grammar, "numpy")
@@ -338,7 +332,7 @@ def _transformers_designer(
     from .model import load_policy
 
     model, tokenizer = load_policy(folder)
-    score_bin = _score_bin(folder, tokenizer)
+    score_bin = design_score_bin(folder, tokenizer)
     processors = (*processors_for(tokenizer, reference_dir, guidance), *extra_processors)
     grammar = TextFormGrammar(tokenizer, catalog) if constrained else None
     sampler = TransformersSampler(model, tokenizer, catalog, score_bin, processors, grammar)

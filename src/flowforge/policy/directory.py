@@ -64,3 +64,17 @@ def read_run_config(directory: Path | str) -> dict[str, Any] | None:
         return None
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def policy_kind(directory: Path | str) -> str:
+    """What trained the policy (``flowforge_run.json`` kind: sft, comfygen_ft, grpo), or
+    "unknown" for a policy saved without a run config."""
+    return str((read_run_config(directory) or {}).get("kind", "unknown"))
+
+
+def design_score_bin(directory: Path | str, tokenizer: PolicyTokenizer) -> int | None:
+    """The score bin a design request asks of the policy: a ComfyGen-FT policy is asked for
+    its top bin (like ComfyGen's high target score); any other policy for none."""
+    if policy_kind(directory) != "comfygen_ft":
+        return None
+    return tokenizer.vocab.config.score_bins - 1
