@@ -22,6 +22,7 @@ from flowforge.policy.examples import (
     ScoreBins,
     library_pairs,
     scored_examples,
+    seed_means,
     tokenize_examples,
     training_score,
 )
@@ -108,8 +109,8 @@ def test_pairing_visits_every_workflow_before_repeating_one() -> None:
 
 
 # --- ComfyGen-FT ------------------------------------------------------------------------------
-def _triplets(path: Path, count: int = 40) -> Path:
-    texts = library_texts(60)
+def _triplets(path: Path, count: int = 40, texts: list[str] | None = None) -> Path:
+    texts = texts or library_texts(60)
     rows = []
     for k in range(count):
         scores = {"aesthetic": k / count, "alignment": 0.5, "heldout_preference": 1 - k / count}
@@ -175,3 +176,59 @@ def test_comfygen_ft_trains_on_triplets_and_asks_for_the_top_bin(tmp_path: Path)
     assert load_designer(result.policy_dir).score_bin == 9
     with pytest.raises(SFTError, match="score_names"):
         ComfyGenFTConfig(out_dir="x", triplets="y", score_names=())
+
+
+def test_seed_means_make_one_example_of_a_pairs_seeds() -> None:
+    rows = [
+        ("a cat", "w1", {"s": 0.2, "t": 1.0}),
+        ("a dog", "w1", {"s": 0.9}),
+        ("a cat", "w1", {"s": 0.4, "t": 3.0}),
+        ("a cat", "w2", {"s": 0.7}),
+    ]
+    assert seed_means(rows) == [
+        ("a cat", "w1", {"s": pytest.approx(0.3), "t": pytest.approx(2.0)}),
+        ("a dog", "w1", {"s": 0.9}),
+        ("a cat", "w2", {"s": 0.7}),
+    ]
+
+
+def test_comfygen_ft_fine_tunes_the_policy_it_is_given(
+    sft_run: SFTRunConfig, tmp_path: Path
+) -> None:
+    """With `init_from` the baseline starts from that policy's weights and tokenizer: at
+    a vanishing learning rate it ends where it started (a new model would not)."""
+    config = ComfyGenFTConfig(
+        out_dir=str(tmp_path / "ft"),
+        triplets=str(_triplets(tmp_path / "triplets.parquet")),
+        score_names=("aesthetic", "alignment"),
+        train=replace(TRAIN, learning_rate=1e-12, weight_decay=0.0, save_steps=100),
+        init_from=sft_run.out_dir,
+    )
+    result = run_comfygen_ft(config, progress=False)
+    start, start_tokenizer = load_policy(sft_run.out_dir)
+    tuned, tuned_tokenizer = load_policy(result.policy_dir)
+    assert tuned_tokenizer.vocab == start_tokenizer.vocab
+    for (name, a), (_, b) in zip(
+        start.state_dict().items(), tuned.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-8), name
+    assert ComfyGenFTConfig.from_json(read_run_config(result.policy_dir)["config"]) == config
+    with pytest.raises(SFTError, match=r"init_from and train\.base_model"):
+        replace(config, train=replace(TRAIN, base_model="somewhere"))
+
+
+def test_comfygen_ft_refuses_a_start_whose_vocabulary_cannot_write_the_data(
+    sft_run: SFTRunConfig, tmp_path: Path
+) -> None:
+    text = library_texts(60)[0]
+    unseen = text.replace("filename_prefix=flowforge", "filename_prefix=never_seen_value")
+    assert unseen != text
+    config = ComfyGenFTConfig(
+        out_dir=str(tmp_path / "ft"),
+        triplets=str(_triplets(tmp_path / "t.parquet", texts=[unseen, *library_texts(60)[1:]])),
+        score_names=("aesthetic", "alignment"),
+        train=TRAIN,
+        init_from=sft_run.out_dir,
+    )
+    with pytest.raises(SFTError, match="vocabulary cannot write a training workflow"):
+        run_comfygen_ft(config, progress=False)

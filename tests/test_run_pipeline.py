@@ -146,6 +146,8 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     assert changed_keys(base, dataclasses.replace(base, evaluate=evaluate)) == {"evaluate"}
     ft = dataclasses.replace(base.comfygen_ft, enabled=False)
     assert changed_keys(base, dataclasses.replace(base, comfygen_ft=ft)) == {"comfygen_ft"}
+    # ComfyGen-FT starts from the SFT policy (`from_sft`): a new SFT fingerprint redoes it
+    assert "sft" in {stage.name: stage.inputs for stage in STAGES}["comfygen_ft"]
     grpo = dataclasses.replace(base.grpo, steps=3)
     assert changed_keys(base, dataclasses.replace(base, grpo=grpo)) == {"grpo"}
     judged = {"library", "collect", "evaluate"}

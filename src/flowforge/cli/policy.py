@@ -106,8 +106,19 @@ def comfygen_ft_command(
     batch_size: BatchSize = None,
     seed: Seed = None,
     object_info: ObjectInfoOption = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="Fine-tune this policy directory (e.g. the SFT policy of the library the "
+            "triplets came from) instead of training a new tiny model.",
+        ),
+    ] = None,
 ) -> None:
-    """The ComfyGen-FT baseline: SFT on (prompt, score) -> workflow, queried with a high score."""
+    """The ComfyGen-FT baseline: SFT on (prompt, score) -> workflow, queried with a high score.
+
+    One example per judged (prompt, workflow) pair, its score averaged over the pair's seeds.
+    """
     from ..policy.config import ComfyGenFTConfig
     from ..policy.sft import run_comfygen_ft
 
@@ -117,11 +128,12 @@ def comfygen_ft_command(
             triplets=str(triplets),
             object_info=str(object_info) if object_info else None,
             train=_settings(epochs, learning_rate, batch_size, seed),
+            init_from=str(init_from) if init_from else None,
             **({"score_names": tuple(score)} if score else {}),
         )
         result = run_comfygen_ft(config)
     out.print(
-        f"trained ComfyGen-FT on {result.examples:,} triplets, loss {result.train_loss:.3f} "
+        f"trained ComfyGen-FT on {result.examples:,} pairs, loss {result.train_loss:.3f} "
         f"-> {result.policy_dir}",
         highlight=False,
     )

@@ -82,6 +82,13 @@ class SFTStageConfig:
     train: TrainSettings = field(default_factory=_small_model)
 
 
+def _comfygen_ft_train() -> TrainSettings:
+    """Three epochs at 3e-3 over the judged pairs: one epoch (from scratch or from SFT) left
+    the policy deaf to its score token; these settings measured it listening
+    (docs/evaluation.md, ``benchmarks/comfygen_ft_bins.py``)."""
+    return replace(TrainSettings(), epochs=3.0, learning_rate=3e-3)
+
+
 @dataclass(frozen=True)
 class ComfyGenFTStageConfig:
     """The ComfyGen-FT baseline: (prompt, score bin) -> workflow on the judged triplets."""
@@ -91,8 +98,12 @@ class ComfyGenFTStageConfig:
     #: Scores averaged into its conditioning score; None: the training scorers (every score
     #: of the triplets except the held-out scorer).
     score_names: tuple[str, ...] | None = None
-    #: How the policy is trained.
-    train: TrainSettings = field(default_factory=_small_model)
+    #: How the policy is trained (`train.model` is unused with `from_sft`).
+    train: TrainSettings = field(default_factory=_comfygen_ft_train)
+    #: Fine-tune the run's phase-1 SFT policy instead of a new model: ComfyGen fine-tunes an
+    #: LLM that already knows language, and FlowRL's GRPO starts from this same policy, so
+    #: the two differ only in how they use the judged data (docs/evaluation.md).
+    from_sft: bool = True
 
 
 def _grpo() -> GRPORunConfig:

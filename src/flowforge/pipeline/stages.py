@@ -153,6 +153,7 @@ def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
         score_names=names,
         object_info=str(ctx.path(LIBRARY, OBJECT_INFO)),
         train=c.train,
+        init_from=str(ctx.path(SFT_DIR)) if c.from_sft else None,
     )
     return _policy_result(asdict(run_comfygen_ft(config)))
 
@@ -223,7 +224,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         COMFYGEN_FT,
         ("comfygen_ft", "evaluate.heldout_scorer"),
-        (COLLECT,),
+        (COLLECT, SFT_DIR),  # SFT: its starting point with `from_sft`
         True,
         comfygen_ft_stage,
     ),

@@ -128,10 +128,17 @@ class ComfyGenFTConfig:
     object_info: str | None = None
     #: Training settings (`vocab.score_bins` sets the number of score bins).
     train: TrainSettings = field(default_factory=TrainSettings)
+    #: A policy directory to fine-tune (its weights and tokenizer; `train.model` and
+    #: `train.base_model` are then unused), e.g. the run's phase-1 SFT policy: ComfyGen
+    #: fine-tunes an LLM that already knows language, and so starts where FlowRL's GRPO does.
+    #: None: a new model as `train` says.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if not self.score_names:
             raise SFTError("score_names must name at least one training score")
+        if self.init_from is not None and self.train.base_model is not None:
+            raise SFTError("init_from and train.base_model both name a starting model; keep one")
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> ComfyGenFTConfig:

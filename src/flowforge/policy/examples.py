@@ -92,6 +92,24 @@ def training_score(scores: dict[str, float], names: Sequence[str]) -> float:
     return float(np.mean([scores[name] for name in names]))
 
 
+def seed_means(
+    rows: Sequence[tuple[str, str, dict[str, float]]],
+) -> list[tuple[str, str, dict[str, float]]]:
+    """One row per (prompt, workflow): each score averaged over the pair's render seeds.
+
+    ComfyGen-FT's label says how good a workflow is for a prompt; the seed only adds noise
+    to it, so the seeds of a pair are one example (first-seen order, every name the pair's
+    rows share)."""
+    grouped: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for prompt, text, scores in rows:
+        grouped.setdefault((prompt, text), []).append(scores)
+    means = []
+    for (prompt, text), group in grouped.items():
+        names = set(group[0]).intersection(*group[1:])
+        means.append((prompt, text, {n: float(np.mean([g[n] for g in group])) for n in names}))
+    return means
+
+
 def scored_examples(
     rows: Sequence[tuple[str, str, dict[str, float]]], names: Sequence[str], bins: int
 ) -> tuple[list[Example], ScoreBins]:

@@ -52,10 +52,12 @@ from .examples import (
     TokenizedExamples,
     library_pairs,
     scored_examples,
+    seed_means,
     tokenize_examples,
 )
 from .model import (
     build_tiny_model,
+    load_policy,
     merge_adapters,
     no_progress_bars,
     parameter_count,
@@ -63,7 +65,7 @@ from .model import (
     save_policy,
 )
 from .tokenizer import PolicyTokenizer, load_tokenizer, new_tokenizer
-from .vocab import fit_vocab
+from .vocab import VocabError, fit_vocab
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -134,10 +136,29 @@ def _library_texts(config: SFTRunConfig, catalog: Catalog) -> list[str]:
 
 
 def _tokenizer_and_model(
-    out_dir: Path, texts: list[str], catalog: Catalog, train: TrainSettings
+    out_dir: Path,
+    texts: list[str],
+    catalog: Catalog,
+    train: TrainSettings,
+    init_from: Path | None = None,
 ) -> tuple[PolicyTokenizer, PreTrainedModel | PeftModel]:
-    """The run's tokenizer (fitted on first start and saved, read back on resume) and model."""
+    """The run's tokenizer (fitted on first start and saved, read back on resume) and model;
+    with `init_from`, that policy's model and tokenizer (a resumed run then loads its last
+    checkpoint's weights over them)."""
     saved = (out_dir / "tokenizer.json").is_file()
+    if init_from is not None:
+        start, tokenizer = load_policy(init_from)
+        if saved:
+            if load_tokenizer(out_dir).vocab != tokenizer.vocab:
+                raise SFTError(
+                    f"{out_dir} was started with another tokenizer than {init_from}'s; "
+                    "use a new --out"
+                )
+        else:
+            tokenizer.save(out_dir)
+        _check_encodable(tokenizer, texts, init_from)
+        start.train()
+        return tokenizer, start
     if saved:
         vocab = load_tokenizer(out_dir).vocab
     else:
@@ -151,6 +172,18 @@ def _tokenizer_and_model(
     if not saved:
         tokenizer.save(out_dir)
     return tokenizer, model
+
+
+def _check_encodable(tokenizer: PolicyTokenizer, texts: list[str], source: Path) -> None:
+    """Every training workflow must be written in `source`'s vocabulary (a library it saw)."""
+    for text in texts:
+        try:
+            tokenizer.encode_workflow(text)
+        except VocabError as err:
+            raise SFTError(
+                f"{source}'s vocabulary cannot write a training workflow ({err}); "
+                "fine-tune a policy trained on the library these triplets were drawn from"
+            ) from None
 
 
 # --- 5-6. trainer, policy directory ---------------------------------------------------------
@@ -249,6 +282,7 @@ def _run(
     catalog: Catalog,
     train: TrainSettings,
     progress: bool,
+    init_from: Path | None = None,
 ) -> SFTResult:
     """Steps 1-6 for either kind; `examples_of(catalog)` -> (texts, examples, data stats)."""
     done = _open_run(out_dir, kind, config_json)
@@ -256,7 +290,7 @@ def _run(
         return _result(out_dir, done, resumed=True)
     start, cpu_start = time.perf_counter(), time.process_time()
     texts, examples, stats = examples_of(catalog)
-    tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train)
+    tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train, init_from)
     data = tokenize_examples(tokenizer, examples, train.max_length)
     steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress)
     record = {
@@ -319,12 +353,14 @@ def run_comfygen_ft(config: ComfyGenFTConfig, progress: bool = True) -> SFTResul
 
     def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
         triplets = load_triplets(Path(config.triplets))
-        rows = [(t.prompt, t.workflow_text, dict(t.scores)) for t in triplets if t.scores]
+        judged = [(t.prompt, t.workflow_text, dict(t.scores)) for t in triplets if t.scores]
+        rows = seed_means(judged)
         examples, bins = scored_examples(rows, config.score_names, config.train.vocab.score_bins)
         texts = list(dict.fromkeys(text for _, text, _ in rows))
         stats = {
             "triplets": len(triplets),
-            "failed_renders": len(triplets) - len(rows),
+            "failed_renders": len(triplets) - len(judged),
+            "pairs": len(rows),
             "score_bin_edges": list(bins.edges),
             "library_workflows": len(texts),
         }
@@ -338,4 +374,5 @@ def run_comfygen_ft(config: ComfyGenFTConfig, progress: bool = True) -> SFTResul
         catalog,
         config.train,
         progress,
+        None if config.init_from is None else Path(config.init_from),
     )
