@@ -156,7 +156,6 @@ def _tokenizer_and_model(
                 )
         else:
             tokenizer.save(out_dir)
-        _check_encodable(tokenizer, texts, init_from)
         start.train()
         return tokenizer, start
     if saved:
@@ -172,18 +171,6 @@ def _tokenizer_and_model(
     if not saved:
         tokenizer.save(out_dir)
     return tokenizer, model
-
-
-def _check_encodable(tokenizer: PolicyTokenizer, texts: list[str], source: Path) -> None:
-    """Every training workflow must be written in `source`'s vocabulary (a library it saw)."""
-    for text in texts:
-        try:
-            tokenizer.encode_workflow(text)
-        except VocabError as err:
-            raise SFTError(
-                f"{source}'s vocabulary cannot write a training workflow ({err}); "
-                "fine-tune a policy trained on the library these triplets were drawn from"
-            ) from None
 
 
 # --- 5-6. trainer, policy directory ---------------------------------------------------------
@@ -291,7 +278,13 @@ def _run(
     start, cpu_start = time.perf_counter(), time.process_time()
     texts, examples, stats = examples_of(catalog)
     tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train, init_from)
-    data = tokenize_examples(tokenizer, examples, train.max_length)
+    try:
+        data = tokenize_examples(tokenizer, examples, train.max_length)
+    except VocabError as err:  # only a started-from tokenizer can miss a training workflow
+        raise SFTError(
+            f"the policy's vocabulary cannot write a training workflow ({err}); "
+            "fine-tune a policy trained on the library these examples were drawn from"
+        ) from None
     steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress)
     record = {
         "kind": kind,
