@@ -12,6 +12,7 @@ from flowforge.evaluate.baselines import RetrievalTable, ScoredRow, best_fixed, 
 from flowforge.evaluate.config import EvalConfig, EvalError
 from flowforge.evaluate.designers import (
     BestOfNDesigner,
+    EnsembleFixedDesigner,
     EnsemblePickDesigner,
     FixedDesigner,
     OracleDesigner,
@@ -226,6 +227,19 @@ def test_ensemble_pick_takes_the_library_workflow_predicted_best_per_prompt() ->
     designer = EnsemblePickDesigner(["x", "xxx", "xx"], PromptLength())
     assert designer.design(["abc", "a", "ab"], [0, 1, 2]) == ["xxx", "x", "xx"]
     assert designer.judge_calls == 0
+
+
+def test_ensemble_fixed_takes_the_workflow_predicted_best_on_average_over_train_prompts() -> None:
+    class SquaredLength:  # prefers the workflow as long as the prompt, squared distance
+        def predict(self, prompts: list[str], workflows: list[str]) -> list[float]:
+            return [-((len(p) - len(w)) ** 2) for p, w in zip(prompts, workflows, strict=True)]
+
+    # "a" prefers "x" and "abc" prefers "xxx"; on average "xx" wins (-2 against -4 each).
+    designer = EnsembleFixedDesigner(["x", "xxx", "xx"], SquaredLength(), ["a", "abc"])
+    assert designer.choice == "xx"
+    assert designer.design(["p", "q"], [0, 1]) == ["xx", "xx"] and designer.judge_calls == 0
+    with pytest.raises(ValueError, match="needs a library and train prompts"):
+        EnsembleFixedDesigner(["x"], SquaredLength(), [])
 
 
 def test_derived_seeds_are_stable_distinct_and_in_range() -> None:

@@ -168,7 +168,8 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     names = [m["name"] for m in report.data["methods"]]
     assert names == [
         "default", "best_fixed", "retrieval", "comfygen_ft", "sft", "grpo",
-        "grpo_w0.5", "grpo_w1", "grpo_wsel", "best_of_2", "ensemble_pick", "oracle",
+        "grpo_w0.5", "grpo_w1", "grpo_wsel", "best_of_2", "ensemble_pick", "ensemble_fixed",
+        "oracle",
     ]  # fmt: skip
     markdown = (tmp_path / REPORT_MD).read_text(encoding="utf-8")
     for section in ("## Results", "## Win rate", "## Guidance sweep", "## Failures", "## Plots"):
@@ -199,6 +200,8 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert "Chosen before the evaluation" in markdown
     pick = by_name["ensemble_pick"]  # a library workflow, chosen without a judge call
     assert pick["not_in_library"] == 0.0 and pick["judge_calls"] == 3 * 2
+    fixed = by_name["ensemble_fixed"]  # one library workflow for every prompt
+    assert fixed["distinct"] == 1 and fixed["not_in_library"] == 0.0
     rates = data["win_rates"]["heldout"]
     assert all(math.isclose(rates[n][n], 0.5) for n in names)
     assert [p["w"] for p in data["guidance_sweep"]] == [0.0, 0.5, 1.0, 1.0]
@@ -221,7 +224,7 @@ def test_missing_policies_are_reported_as_not_run(inputs: EvalInputs, tmp_path: 
     not_run = report.data["not_run"]
     assert set(not_run) >= {
         "sft", "grpo", "comfygen_ft", "grpo_w1", "grpo_wsel", "best_of_8", "oracle",
-        "ensemble_pick",
+        "ensemble_pick", "ensemble_fixed",
     }  # fmt: skip
     assert "## Not run" in (tmp_path / REPORT_MD).read_text(encoding="utf-8")
 

@@ -73,8 +73,10 @@ class EvalConfig:
     #: Renders per (prompt, library workflow) with which the oracle chooses; its own seeds,
     #: disjoint from the evaluation seeds, so its choice is not graded on the same luck.
     oracle_seeds: int = 1
-    #: Also run the ensemble's pick: per prompt, the library workflow the reward ensemble
-    #: predicts best (a diagnostic reference; prompts x library predictions, no judge call).
+    #: Also run the ensemble's own choices from the library (diagnostic references, no judge
+    #: call): per prompt, the library workflow it predicts best (prompts x library
+    #: predictions), and the one workflow it predicts best on average over 200 train
+    #: prompts (200 x library predictions), the ensemble's answer to the best fixed workflow.
     ensemble_pick: bool = False
     #: The scorer never used in training, reported as the main quality number (ComfyGen
     #: held out HPS v2.0 the same way).

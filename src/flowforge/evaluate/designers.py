@@ -322,6 +322,27 @@ class EnsemblePickDesigner:
         return picks
 
 
+class EnsembleFixedDesigner:
+    """The one library workflow with the best mean predicted reward over train prompts,
+    used for every prompt (a diagnostic reference, with `EnsemblePickDesigner`). Beside the
+    best fixed workflow, which judged data chose, it shows how far the ensemble's own
+    choice can be trusted: what GRPO climbs towards when it finds no per-prompt signal."""
+
+    def __init__(
+        self, library: Sequence[str], scorer: RewardScorer, train_prompts: Sequence[str]
+    ) -> None:
+        if not library or not train_prompts:
+            raise ValueError("the ensemble's fixed choice needs a library and train prompts")
+        total = np.zeros(len(library))
+        for prompt in train_prompts:
+            total += np.asarray(scorer.predict([prompt] * len(library), list(library)))
+        self.choice = library[int(np.argmax(total))]  # ties: the first in library order
+        self.judge_calls = 0
+
+    def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
+        return [self.choice] * len(prompts)
+
+
 class BestOfNDesigner:
     """`n` samples of a policy per prompt, the one with the best predicted reward kept
     (test-time scaling with no rendering); no valid sample: the first one (it will fail)."""

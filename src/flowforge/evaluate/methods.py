@@ -3,14 +3,17 @@
 In report order: (1) the default single workflow, (2) the best fixed library workflow,
 (3) retrieval over similar train prompts (ComfyGen-IC analogue), (4) ComfyGen-FT,
 (5) SFT alone, (6) GRPO, (7) GRPO with guidance for each w, then with w chosen by the judge
-on train prompts, (8) best-of-N by predicted reward, and the library oracle for reference.
+on train prompts, (8) best-of-N by predicted reward; then the diagnostics when asked (the
+ensemble's own choices from the library: per prompt, and one fixed workflow) and the library
+oracle for reference.
 A method whose input is missing is listed in `not_run` with the reason, never silently left
 out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from .config import EvalConfig, EvalError, EvalInputs
 from .designers import (
     BestOfNDesigner,
     Designer,
+    EnsembleFixedDesigner,
     EnsemblePickDesigner,
     FixedDesigner,
     OracleDesigner,
@@ -39,6 +43,8 @@ from .judging import JudgeSession
 
 #: The baselines every method's win rate is reported against (issue 6: methods 1-5).
 BASELINES = ("default", "best_fixed", "retrieval", "comfygen_ft", "sft")
+#: Train prompts the ensemble's fixed choice averages over (library x this many predictions).
+ENSEMBLE_FIXED_PROMPTS = 200
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,15 @@ def default_text(name: str, catalog: Catalog) -> str:
     return to_text(seeds[name], catalog)[0]
 
 
+def ensemble_fixed_prompts(
+    rows: Sequence[ScoredRow], count: int = ENSEMBLE_FIXED_PROMPTS
+) -> list[str]:
+    """The train prompts over which the ensemble's fixed choice averages: the first `count`
+    distinct prompts of the triplets in sha256 order (a fixed sample, as the evaluation's)."""
+    distinct = {row.prompt for row in rows}
+    return sorted(distinct, key=lambda p: hashlib.sha256(p.encode("utf-8")).hexdigest())[:count]
+
+
 def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
     """The methods to run, in report order, and the ones not run with the reason."""
     c, n = src.config, src.data_calls
@@ -105,8 +120,12 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
         methods.append(
             Method("ensemble_pick", "ensemble's pick from the library (reference)", pick, n)
         )
+        fixed = EnsembleFixedDesigner(src.library, src.ensemble, ensemble_fixed_prompts(src.rows))
+        methods.append(
+            Method("ensemble_fixed", "ensemble's best fixed workflow (reference)", fixed, n)
+        )
     elif c.ensemble_pick:
-        not_run["ensemble_pick"] = "needs a reward ensemble"
+        not_run["ensemble_pick"] = not_run["ensemble_fixed"] = "needs a reward ensemble"
     if c.oracle:
         oracle = OracleDesigner(
             src.library, src.session.score, src.session.item, src.training_score, c.oracle_seeds

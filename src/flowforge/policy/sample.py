@@ -59,7 +59,7 @@ def _generate(
     batch = tokenizer.hf(segments, add_special_tokens=False, padding=True, return_tensors="pt")
     batch = batch.to(model.device)
     with torch.inference_mode():
-        out = model.generate(  # type: ignore[misc]  # GenerationMixin's self-type
+        out = model.generate(  # type: ignore[misc,unused-ignore]  # self-type (older transformers)
             **batch, generation_config=config, logits_processor=processors
         )
     generated = out[:, batch["input_ids"].shape[1] :].tolist()
