@@ -26,7 +26,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessor, PretrainedConfig, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from .model import embedding_rows, load_policy
+from .model import embedding_rows, load_policy, with_cache
 from .tokenizer import PolicyTokenizer, tokenizer_mismatch
 
 
@@ -155,12 +155,13 @@ class GuidanceProcessor(LogitsProcessor):
             self._positions = positions[:, -1:]
             self._cache = growing_cache(self.reference.config)
         self._seen = input_ids
+        assert self._cache is not None  # made at the first step, kept while it continues
         with torch.no_grad():
             out = self.reference(
                 input_ids=feed.to(device),
                 attention_mask=None if self._mask is None else self._mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=self._cache,
+                **with_cache(self.reference, self._cache),
                 use_cache=True,
                 logits_to_keep=1,
             )

@@ -19,6 +19,7 @@ safetensors only (never unpickled).
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from safetensors import SafetensorError
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    Cache,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
@@ -130,6 +132,15 @@ def build_tiny_model(
     model = LlamaForCausalLM(llama)
     _set_special_ids(model, tokenizer)
     return model
+
+
+def with_cache(model: PreTrainedModel, cache: Cache) -> dict[str, Cache]:
+    """The keyword argument that hands `cache` to `model`'s forward: ``cache`` where the
+    installed transformers names it so (5.2x, where ``past_key_values`` is deprecated and
+    goes in 5.40), ``past_key_values`` before. Our own decoding loops (GRPO rollouts,
+    guidance) feed the cache by hand, so they must follow the rename."""
+    names = inspect.signature(type(model).forward).parameters
+    return {"cache": cache} if "cache" in names else {"past_key_values": cache}
 
 
 def parameter_count(model: torch.nn.Module) -> int:

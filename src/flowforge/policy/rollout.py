@@ -26,6 +26,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from .constraint import Grammar
+from .model import with_cache
 from .tokenizer import PolicyTokenizer
 
 
@@ -74,7 +75,7 @@ def sample_groups(
             input_ids=prompt_ids,
             attention_mask=prompt_mask,
             position_ids=position,
-            past_key_values=cache,
+            **with_cache(model, cache),
             use_cache=True,
             logits_to_keep=1,
         )
@@ -115,7 +116,7 @@ def sample_groups(
                 input_ids=token[:, None],
                 attention_mask=mask,
                 position_ids=position,
-                past_key_values=cache,
+                **with_cache(model, cache),
                 use_cache=True,
             )
     width = step + 1
