@@ -106,6 +106,13 @@ class ComfyGenFTStageConfig:
     from_sft: bool = True
 
 
+def _reward() -> RewardConfig:
+    """Ten members rather than `RewardConfig`'s five: on both sim worlds, with the same data,
+    GRPO against ten scored 0.479 / 0.497 held-out against 0.429 / 0.433 with five, and the
+    ensemble's own per-prompt library pick rose too (docs/evaluation.md); +1 min of training."""
+    return RewardConfig(members=10)
+
+
 def _grpo() -> GRPORunConfig:
     return GRPORunConfig(sft_dir=SFT_DIR, reward_dir=REWARD_DIR, out=GRPO_DIR)
 
@@ -124,7 +131,7 @@ class RunConfig:
     threads: int | None = 1
     library: LibraryStageConfig = field(default_factory=LibraryStageConfig)
     collect: CollectStageConfig = field(default_factory=CollectStageConfig)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+    reward: RewardConfig = field(default_factory=_reward)
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     comfygen_ft: ComfyGenFTStageConfig = field(default_factory=ComfyGenFTStageConfig)
     grpo: GRPORunConfig = field(default_factory=_grpo)
