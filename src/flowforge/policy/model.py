@@ -139,8 +139,15 @@ def with_cache(model: PreTrainedModel, cache: Cache) -> dict[str, Cache]:
     installed transformers names it so (5.2x, where ``past_key_values`` is deprecated and
     goes in 5.40), ``past_key_values`` before. Our own decoding loops (GRPO rollouts,
     guidance) feed the cache by hand, so they must follow the rename."""
-    names = inspect.signature(type(model).forward).parameters
-    return {"cache": cache} if "cache" in names else {"past_key_values": cache}
+    model_class = type(model)
+    keyword = _CACHE_KEYWORDS.get(model_class)
+    if keyword is None:  # read once per class: the decoding loops ask on every token
+        names = inspect.signature(model_class.forward).parameters
+        keyword = _CACHE_KEYWORDS[model_class] = "cache" if "cache" in names else "past_key_values"
+    return {keyword: cache}
+
+
+_CACHE_KEYWORDS: dict[type, str] = {}
 
 
 def parameter_count(model: torch.nn.Module) -> int:
