@@ -80,6 +80,10 @@ class PolicyModelConfig:
     tie_word_embeddings: bool = True
     #: Standard deviation of the initial weights.
     initializer_range: float = 0.02
+    #: Initial prompt-word embeddings: "random" (like every other row), or "minilm" (each
+    #: word's MiniLM embedding reduced to `hidden_size` by PCA, at `initializer_range`'s
+    #: scale; word_init.py says why).
+    prompt_word_init: str = "random"
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads"):
@@ -95,6 +99,10 @@ class PolicyModelConfig:
             )
         if not 0 < self.initializer_range < 1:
             raise ValueError(f"initializer_range must be in (0, 1), got {self.initializer_range}")
+        if self.prompt_word_init not in ("random", "minilm"):
+            raise ValueError(
+                f"prompt_word_init must be 'random' or 'minilm', got {self.prompt_word_init!r}"
+            )
 
 
 def embedding_rows(model: PreTrainedModel) -> int:

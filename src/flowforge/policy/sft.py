@@ -41,6 +41,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 
 from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
+from flowforge.reward.backbone import default_encoder
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -66,6 +67,7 @@ from .model import (
 )
 from .tokenizer import PolicyTokenizer, load_tokenizer, new_tokenizer
 from .vocab import VocabError, fit_vocab
+from .word_init import init_prompt_word_embeddings
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -165,7 +167,12 @@ def _tokenizer_and_model(
         vocab = fit_vocab(texts, prompts, catalog, train.vocab)
     if train.base_model is None:
         tokenizer = new_tokenizer(vocab)
-        model: PreTrainedModel | PeftModel = build_tiny_model(tokenizer, train.model, train.seed)
+        tiny = build_tiny_model(tokenizer, train.model, train.seed)
+        if train.model.prompt_word_init == "minilm":
+            init_prompt_word_embeddings(
+                tiny, tokenizer, default_encoder(), train.model.initializer_range
+            )
+        model: PreTrainedModel | PeftModel = tiny
     else:
         model, tokenizer = prepare_pretrained(Path(train.base_model), vocab, train.lora)
     if not saved:
