@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.prompts import fixed_sample, load_prompts
+from ..policy.directory import read_run_config
 from ..reward.ensemble import RewardEnsemble
 from ..workflow.library import load_seed_library
 from ..workflow.schema import Catalog
@@ -94,6 +95,13 @@ def ensemble_fixed_prompts(
     return sorted(distinct, key=lambda p: hashlib.sha256(p.encode("utf-8")).hexdigest())[:count]
 
 
+def ensemble_paired(policy: Path) -> bool:
+    """Whether an SFT policy learned from ensemble-preferred pairs: it then owes the judged
+    data the ensemble was trained on, as GRPO does (random pairs need no judging)."""
+    config = (read_run_config(policy) or {}).get("config", {})
+    return bool(config.get("pairing") == "ensemble")
+
+
 def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
     """The methods to run, in report order, and the ones not run with the reason."""
     c, n = src.config, src.data_calls
@@ -149,7 +157,7 @@ def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]
     policies: dict[str, PolicyDesigner] = {}
     for name, label, path, calls in (
         ("comfygen_ft", "ComfyGen-FT (score-conditioned SFT)", inputs.comfygen_ft, n),
-        ("sft", "SFT", inputs.sft, 0),
+        ("sft", "SFT", inputs.sft, n if inputs.sft and ensemble_paired(inputs.sft) else 0),
         ("grpo", "GRPO", inputs.grpo, n),
     ):
         if path is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate.config import EvalConfig
-from ..policy.config import TrainSettings
+from ..policy.config import PAIRINGS, TrainSettings
 from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
@@ -80,6 +80,17 @@ class SFTStageConfig:
     pairs: int = 30_000
     #: How the policy is trained (model shape, vocabulary, optimiser).
     train: TrainSettings = field(default_factory=_small_model)
+    #: "random" (any train prompt with any library workflow) or "ensemble" (each prompt with
+    #: workflows the run's reward ensemble prefers for it): `SFTRunConfig.pairing`.
+    pairing: str = "random"
+    #: Softmax temperature of ensemble pairing (`SFTRunConfig.pairing_temperature`).
+    pairing_temperature: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.pairing not in PAIRINGS:
+            raise RunConfigError(f"sft.pairing must be one of {', '.join(PAIRINGS)}")
+        if not self.pairing_temperature > 0:
+            raise RunConfigError("sft.pairing_temperature must be > 0")
 
 
 def _comfygen_ft_train() -> TrainSettings:

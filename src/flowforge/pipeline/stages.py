@@ -137,6 +137,9 @@ def sft_stage(ctx: StageContext) -> dict[str, Any]:
         library_dir=str(ctx.path(LIBRARY, WORKFLOWS)),
         object_info=str(ctx.path(LIBRARY, OBJECT_INFO)),
         train=c.train,
+        pairing=c.pairing,
+        reward_dir=str(ctx.path(REWARD_DIR)),
+        pairing_temperature=c.pairing_temperature,
     )
     return _policy_result(asdict(run_sft(config)))
 
@@ -220,7 +223,9 @@ STAGES: tuple[Stage, ...] = (
     Stage(LIBRARY, ("library", "judge"), (), False, library_stage),
     Stage(COLLECT, ("collect", "judge"), (LIBRARY,), True, collect_stage),
     Stage(REWARD_DIR, ("reward",), (COLLECT,), False, reward_stage),
-    Stage(SFT_DIR, ("sft",), (LIBRARY,), True, sft_stage),
+    # SFT reads the ensemble with `sft.pairing = "ensemble"`; with random pairing a new
+    # ensemble re-runs SFT needlessly, the price of a key that cannot miss a dependency.
+    Stage(SFT_DIR, ("sft",), (LIBRARY, REWARD_DIR), True, sft_stage),
     Stage(
         COMFYGEN_FT,
         ("comfygen_ft", "evaluate.heldout_scorer"),

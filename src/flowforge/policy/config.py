@@ -86,6 +86,10 @@ class TrainSettings:
         )
 
 
+#: The ways `SFTRunConfig.pairing` pairs prompts with workflows.
+PAIRINGS = ("random", "ensemble")
+
+
 @dataclass(frozen=True)
 class SFTRunConfig:
     """Phase-1 SFT on (prompt, workflow) pairs from an augmented library."""
@@ -104,10 +108,26 @@ class SFTRunConfig:
     object_info: str | None = None
     #: Training settings.
     train: TrainSettings = field(default_factory=TrainSettings)
+    #: How prompts meet workflows: "random" (any train prompt with any library workflow: the
+    #: language of workflows only) or "ensemble" (each prompt with library workflows drawn by
+    #: the reward ensemble's predictions for it, `pairing_temperature`; needs `reward_dir`).
+    pairing: str = "random"
+    #: The reward ensemble directory for ``pairing = "ensemble"``.
+    reward_dir: str | None = None
+    #: Softmax temperature over the ensemble's rewards (training-score units, std ~1 over
+    #: judged pairs) for ``pairing = "ensemble"``: 0.15 pairs a prompt with about 16
+    #: workflows effectively (median over prompts; docs/policy.md), 1 with most of them.
+    pairing_temperature: float = 0.15
 
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.library_size < 1:
             raise SFTError("pairs and library_size must be >= 1")
+        if self.pairing not in PAIRINGS:
+            raise SFTError(f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
+        if self.pairing == "ensemble" and self.reward_dir is None:
+            raise SFTError('pairing = "ensemble" needs reward_dir (a reward ensemble directory)')
+        if not self.pairing_temperature > 0:
+            raise SFTError(f"pairing_temperature must be > 0, got {self.pairing_temperature}")
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> SFTRunConfig:

@@ -8,6 +8,12 @@ Two sources, one layout (``<bos> [<score_k>] prompt <sep> workflow <eos>``):
   which workflow suits which prompt; that is GRPO's job against the reward ensemble.
   Workflows are visited in shuffled rounds (every workflow once per round) so each is seen
   ``pairs / len(library)`` times give or take one, instead of some never.
+- **Ensemble-preferred pairs (an option of phase 1, `preferred_pairs`).** Each train prompt,
+  in shuffled rounds, with a library workflow drawn from a softmax of the reward ensemble's
+  predictions for that prompt. Still no rendering; the pairing now says which workflows the
+  ensemble prefers for which prompt, so the policy learns to read its prompt before GRPO
+  (with random pairs it learns that the prompt never matters, and 200 GRPO steps did not
+  teach it otherwise: docs/policy.md).
 - **Score-conditioned triplets (the ComfyGen-FT baseline).** Each judged triplet becomes
   ``(prompt, score) -> workflow``, the score written as a bin token ``<score_k>`` after
   ``<bos>``. The score is the mean of the named training scores (never the held-out one);
@@ -26,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .tokenizer import PolicyTokenizer
 
@@ -58,6 +65,58 @@ def library_pairs(
         rng.shuffle(round_)
         order.extend(round_)
     return [Example(rng.choice(prompts), workflow_texts[i]) for i in order[:pairs]]
+
+
+def preferred_pairs(
+    workflow_texts: Sequence[str],
+    prompts: Sequence[str],
+    rewards: NDArray[np.float64],
+    pairs: int,
+    temperature: float,
+    seed: int,
+) -> list[Example]:
+    """`pairs` examples: prompts in shuffled rounds, each with a workflow drawn from
+    ``softmax(rewards[prompt] / temperature)`` (`rewards`: (prompts, workflows), the ensemble's
+    predictions). Low temperatures pair a prompt with its few best workflows, high ones
+    approach uniform pairing."""
+    table = np.asarray(rewards, dtype=np.float64)
+    if table.shape != (len(prompts), len(workflow_texts)) or table.size == 0:
+        raise ExampleError(
+            f"rewards must be (prompts, workflows) = ({len(prompts)}, {len(workflow_texts)}), "
+            f"got {table.shape}"
+        )
+    if not np.isfinite(table).all():
+        raise ExampleError("rewards must be finite (score invalid workflows with the floor)")
+    if pairs < 1:
+        raise ExampleError(f"pairs must be >= 1, got {pairs}")
+    if not temperature > 0:
+        raise ExampleError(f"temperature must be > 0, got {temperature}")
+    rng = np.random.default_rng(seed)
+    order = np.concatenate(
+        [rng.permutation(len(prompts)) for _ in range(-(-pairs // len(prompts)))]
+    )[:pairs]
+    logits = (table - table.max(axis=1, keepdims=True)) / temperature
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    cumulative = np.cumsum(weights, axis=1)  # (P, W)
+    draws = rng.random(pairs)
+    picks = [
+        min(int(np.searchsorted(cumulative[p], u, side="right")), len(workflow_texts) - 1)
+        for p, u in zip(order, draws, strict=True)
+    ]
+    return [Example(prompts[p], workflow_texts[w]) for p, w in zip(order, picks, strict=True)]
+
+
+def effective_choices(rewards: NDArray[np.float64], temperature: float) -> NDArray[np.float64]:
+    """Per prompt, ``exp(entropy)`` of the pairing distribution: how many workflows a
+    prompt is effectively paired with (1: always the same one; W: uniform)."""
+    table = np.asarray(rewards, np.float64)
+    logits = (table - table.max(axis=1, keepdims=True)) / temperature
+    weights = np.exp(logits)
+    weights /= weights.sum(axis=1, keepdims=True)
+    entropy = -(weights * np.log(np.where(weights > 0, weights, 1.0))).sum(axis=1)
+    result: NDArray[np.float64] = np.exp(entropy)
+    return result
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -41,7 +51,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 
 from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
-from flowforge.reward.backbone import default_encoder
+from flowforge.reward.backbone import TextEncoder, default_encoder
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -51,7 +61,9 @@ from .directory import RUN_FILE
 from .examples import (
     Example,
     TokenizedExamples,
+    effective_choices,
     library_pairs,
+    preferred_pairs,
     scored_examples,
     seed_means,
     tokenize_examples,
@@ -337,12 +349,56 @@ def run_sft(config: SFTRunConfig, progress: bool = True) -> SFTResult:
     def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
         texts = _library_texts(config, catalog)
         prompts = [prompt.text for prompt in load_prompts("train")]
-        examples = library_pairs(texts, prompts, config.pairs, config.train.seed)
-        return texts, examples, {"library_workflows": len(texts), "train_prompts": len(prompts)}
+        stats: dict[str, Any] = {"library_workflows": len(texts), "train_prompts": len(prompts)}
+        if config.pairing == "random":
+            return texts, library_pairs(texts, prompts, config.pairs, config.train.seed), stats
+        assert config.reward_dir is not None  # SFTRunConfig checks it
+        rewards = ensemble_rewards(config.reward_dir, catalog, texts, prompts, progress)
+        examples = preferred_pairs(
+            texts, prompts, rewards, config.pairs, config.pairing_temperature, config.train.seed
+        )
+        effective = effective_choices(rewards, config.pairing_temperature)
+        stats |= {
+            "paired_workflows": len({e.workflow_text for e in examples}),
+            "effective_workflows_per_prompt": {
+                q: float(np.percentile(effective, int(q[1:]))) for q in ("p10", "p50", "p90")
+            },
+        }
+        return texts, examples, stats
 
     return _run(
         "sft", asdict(config), examples_of, Path(config.out_dir), catalog, config.train, progress
     )
+
+
+def ensemble_rewards(
+    reward_dir: str | Path,
+    catalog: Catalog,
+    texts: list[str],
+    prompts: list[str],
+    progress: bool = True,
+    encoder: TextEncoder | None = None,
+) -> NDArray[np.float64]:
+    """(prompts, workflows) rewards of the ensemble in `reward_dir` (``mean - kappa * std``,
+    its floor for a workflow it cannot read): what ensemble pairing samples from. `encoder`
+    replaces the ensemble's MiniLM prompt encoder (tests)."""
+    from flowforge.reward.ensemble import load_ensemble
+
+    ensemble = load_ensemble(reward_dir, catalog=catalog, encoder=encoder)
+    rows = np.empty((len(prompts), len(texts)))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("ensemble pairing: prompts scored", total=len(prompts))
+        for i, prompt in enumerate(prompts):
+            rows[i] = ensemble.predict([prompt] * len(texts), texts)
+            bar.advance(task)
+    return rows
 
 
 def run_comfygen_ft(config: ComfyGenFTConfig, progress: bool = True) -> SFTResult:

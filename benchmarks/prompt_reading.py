@@ -1,0 +1,75 @@
+"""Does a designer read its prompt? The ensemble's view of designs on their own prompts
+against the same designs on shuffled prompts.
+
+Usage: ``python benchmarks/prompt_reading.py --run RUN [--methods grpo,best_of_8,...]
+[--shuffles 5]``. Reads ``RUN/evaluate/designs.jsonl`` (what ``flowforge evaluate`` wrote:
+each method's design for each held-out prompt) and the run's reward ensemble, and prints per
+method the ensemble's mean prediction (member mean) for each design with its own prompt,
+the same with the designs shuffled across prompts, and the difference.
+
+Why: a designer whose designs suit their prompts scores higher on its own prompts than on
+someone else's; one that writes the same kind of design whatever the prompt shows no
+difference. It is the ensemble's judgement, not the judge's: it asks whether a policy learnt
+what the ensemble knows per prompt, no rendering needed. A fixed workflow reads 0 by
+construction; the library oracle shows how much per-prompt choice there is to find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from machine import command_line, describe_machine
+
+from flowforge.reward.ensemble import load_ensemble
+from flowforge.workflow.schema import load_catalog
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, type=Path, help="a `flowforge run` directory")
+    parser.add_argument(
+        "--methods",
+        default="best_fixed,retrieval,comfygen_ft,sft,grpo,grpo_wsel,best_of_8,oracle",
+        help="methods of designs.jsonl, comma-separated (missing ones are skipped)",
+    )
+    parser.add_argument("--shuffles", type=int, default=5, help="shuffles averaged over")
+    args = parser.parse_args()
+    catalog = load_catalog(args.run / "library" / "object_info.json")
+    ensemble = load_ensemble(args.run / "reward", catalog=catalog)
+    rows = [
+        json.loads(line)
+        for line in (args.run / "evaluate" / "designs.jsonl").read_text("utf-8").splitlines()
+    ]
+    rng = np.random.default_rng(0)
+    print("| method | own prompt | shuffled prompts | difference | distinct designs |")
+    print("|---|---|---|---|---|")
+    for method in args.methods.split(","):
+        chosen = [r for r in rows if r["method"] == method and r["valid"]]
+        if not chosen:
+            continue
+        prompts = [r["prompt"] for r in chosen]
+        texts = [r["text"] for r in chosen]
+        own = float(np.nanmean(ensemble.predict_detail(prompts, texts).mean))
+        shuffled = float(
+            np.mean(
+                [
+                    np.nanmean(
+                        ensemble.predict_detail(
+                            prompts, [texts[i] for i in rng.permutation(len(texts))]
+                        ).mean
+                    )
+                    for _ in range(args.shuffles)
+                ]
+            )
+        )
+        print(
+            f"| {method} | {own:.3f} | {shuffled:.3f} | {own - shuffled:+.3f} | {len(set(texts))} |"
+        )
+    print(f"\nmachine: {describe_machine()}\ncommand: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()

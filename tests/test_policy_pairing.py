@@ -1,0 +1,153 @@
+"""Ensemble pairing for phase-1 SFT: the sampling contract, the settings, and the wiring
+from a reward ensemble through `run_sft` and the pipeline to the evaluation's data calls."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+from policy_helpers import TINY, library_texts
+from reward_helpers import FakeEncoder, triplets
+
+from flowforge.evaluate.methods import ensemble_paired
+from flowforge.pipeline.config import RunConfigError, SFTStageConfig
+from flowforge.policy.config import SFTError, SFTRunConfig, TrainSettings
+from flowforge.policy.examples import ExampleError, effective_choices, preferred_pairs
+from flowforge.policy.model import read_run_config
+from flowforge.policy.sft import ensemble_rewards, run_sft
+from flowforge.reward.config import RewardConfig
+from flowforge.reward.ensemble import load_ensemble
+from flowforge.reward.train import train_ensemble
+from flowforge.workflow.schema import load_catalog
+
+TEXTS = [f"workflow {i}" for i in range(6)]
+PROMPTS = ["a cat", "a dog", "a city at night", "a bowl of fruit"]
+
+
+def _favourites(prompts: int, workflows: int, margin: float) -> NDArray[np.float64]:
+    """Prompt i prefers workflow i % workflows by `margin`; the rest are equal."""
+    table = np.zeros((prompts, workflows))
+    table[np.arange(prompts), np.arange(prompts) % workflows] = margin
+    return table
+
+
+def test_each_prompt_is_paired_equally_often_in_rounds() -> None:
+    examples = preferred_pairs(TEXTS, PROMPTS, np.zeros((4, 6)), 10, 1.0, seed=0)
+    counts = Counter(e.prompt for e in examples)
+    assert len(examples) == 10 and sorted(counts.values()) == [2, 2, 3, 3]
+
+
+def test_a_cold_pairing_gives_each_prompt_its_favourite() -> None:
+    examples = preferred_pairs(TEXTS, PROMPTS, _favourites(4, 6, 5.0), 40, 0.05, seed=1)
+    assert all(e.workflow_text == TEXTS[PROMPTS.index(e.prompt)] for e in examples)
+
+
+def test_a_hot_pairing_reaches_every_workflow_and_still_leans_to_the_favourite() -> None:
+    examples = preferred_pairs(TEXTS, PROMPTS, _favourites(4, 6, 1.0), 4000, 1.0, seed=2)
+    assert {e.workflow_text for e in examples} == set(TEXTS)
+    of_cat = Counter(e.workflow_text for e in examples if e.prompt == "a cat")
+    # favourite weight e / (e + 5) = 0.35 of the cat's 1000 examples; the others ~0.13 each
+    assert 300 < of_cat[TEXTS[0]] < 400 and max(of_cat[t] for t in TEXTS[1:]) < 170
+
+
+def test_the_same_seed_pairs_the_same_way() -> None:
+    rewards = np.random.default_rng(0).normal(size=(4, 6))
+    first = preferred_pairs(TEXTS, PROMPTS, rewards, 30, 0.3, seed=7)
+    assert first == preferred_pairs(TEXTS, PROMPTS, rewards, 30, 0.3, seed=7)
+    assert first != preferred_pairs(TEXTS, PROMPTS, rewards, 30, 0.3, seed=8)
+
+
+@pytest.mark.parametrize(
+    ("rewards", "pairs", "temperature", "message"),
+    [
+        (np.zeros((4, 5)), 8, 1.0, "rewards must be"),
+        (np.full((4, 6), np.nan), 8, 1.0, "finite"),
+        (np.zeros((4, 6)), 0, 1.0, "pairs"),
+        (np.zeros((4, 6)), 8, 0.0, "temperature"),
+    ],
+)
+def test_bad_pairing_input_is_refused(
+    rewards: NDArray[np.float64], pairs: int, temperature: float, message: str
+) -> None:
+    with pytest.raises(ExampleError, match=message):
+        preferred_pairs(TEXTS, PROMPTS, rewards, pairs, temperature, seed=0)
+
+
+def test_effective_choices_count_the_workflows_a_prompt_is_paired_with() -> None:
+    assert effective_choices(np.zeros((2, 6)), 0.5) == pytest.approx([6, 6])
+    assert effective_choices(_favourites(2, 6, 50.0), 1.0) == pytest.approx([1, 1])
+    uneven = effective_choices(_favourites(1, 6, 1.0), 1.0)[0]
+    assert 1 < uneven < 6
+
+
+def test_settings_name_what_is_wrong(tmp_path: Path) -> None:
+    out = str(tmp_path / "p")
+    with pytest.raises(SFTError, match="pairing must be one of random, ensemble"):
+        SFTRunConfig(out_dir=out, pairing="best")
+    with pytest.raises(SFTError, match="needs reward_dir"):
+        SFTRunConfig(out_dir=out, pairing="ensemble")
+    with pytest.raises(SFTError, match="pairing_temperature"):
+        SFTRunConfig(out_dir=out, pairing_temperature=0.0)
+    with pytest.raises(RunConfigError, match=r"sft\.pairing"):
+        SFTStageConfig(pairing="ensembles")
+
+
+def test_ensemble_rewards_are_the_ensembles_reward_per_prompt(tmp_path: Path) -> None:
+    catalog = load_catalog()
+    config = RewardConfig(members=2, epochs=1, dim=8, hidden=16, holdout_workflows=0.0)
+    train_ensemble(triplets(), tmp_path / "reward", config, catalog=catalog, encoder=FakeEncoder())
+    texts = [*library_texts(150)[:5], "1 NotAClass"]
+    table = ensemble_rewards(
+        tmp_path / "reward", catalog, texts, PROMPTS[:3], progress=False, encoder=FakeEncoder()
+    )
+    ensemble = load_ensemble(tmp_path / "reward", catalog=catalog, encoder=FakeEncoder())
+    assert table.shape == (3, 6)
+    for row, prompt in zip(table, PROMPTS[:3], strict=True):
+        assert row == pytest.approx(ensemble.predict([prompt] * len(texts), texts))
+    assert (table[:, -1] == ensemble.floor).all() and len(set(table[:, 0])) == 3
+
+
+def test_sft_pairs_by_the_ensemble_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The table `ensemble_rewards` returns decides the pairs `run_sft` trains on (the
+    scoring is swapped for a table in which every prompt prefers one workflow)."""
+    seen: dict[str, object] = {}
+
+    def one_favourite(
+        reward_dir: str, catalog: object, texts: Sequence[str], prompts: Sequence[str], _: bool
+    ) -> NDArray[np.float64]:
+        seen["reward_dir"] = reward_dir
+        table = np.zeros((len(prompts), len(texts)))
+        table[:, 3] = 100.0
+        return table
+
+    monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", one_favourite)
+    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
+    config = SFTRunConfig(
+        out_dir=str(tmp_path / "p"),
+        pairs=16,
+        library_size=40,
+        train=train,
+        pairing="ensemble",
+        reward_dir=str(tmp_path / "reward"),
+    )
+    run_sft(config, progress=False)
+    record = read_run_config(config.out_dir)
+    assert record is not None and seen["reward_dir"] == str(tmp_path / "reward")
+    assert record["data"]["paired_workflows"] == 1
+    assert record["data"]["effective_workflows_per_prompt"]["p50"] == pytest.approx(1.0)
+    assert record["config"]["pairing"] == "ensemble" and ensemble_paired(Path(config.out_dir))
+
+
+def test_a_randomly_paired_policy_owes_no_judged_data(tmp_path: Path) -> None:
+    (tmp_path / "flowforge_run.json").write_text(
+        json.dumps({"kind": "sft", "config": {"pairing": "random"}}), encoding="utf-8"
+    )
+    assert not ensemble_paired(tmp_path)
+    assert not ensemble_paired(tmp_path / "missing")
