@@ -44,6 +44,10 @@ def main() -> None:
         for line in (args.run / "evaluate" / "designs.jsonl").read_text("utf-8").splitlines()
     ]
     rng = np.random.default_rng(0)
+
+    def mean_prediction(prompts: list[str], texts: list[str]) -> float:
+        return float(np.nanmean(ensemble.predict_detail(prompts, texts).mean))
+
     print("| method | own prompt | shuffled prompts | difference | distinct designs |")
     print("|---|---|---|---|---|")
     for method in args.methods.split(","):
@@ -52,19 +56,9 @@ def main() -> None:
             continue
         prompts = [r["prompt"] for r in chosen]
         texts = [r["text"] for r in chosen]
-        own = float(np.nanmean(ensemble.predict_detail(prompts, texts).mean))
-        shuffled = float(
-            np.mean(
-                [
-                    np.nanmean(
-                        ensemble.predict_detail(
-                            prompts, [texts[i] for i in rng.permutation(len(texts))]
-                        ).mean
-                    )
-                    for _ in range(args.shuffles)
-                ]
-            )
-        )
+        own = mean_prediction(prompts, texts)
+        orders = [rng.permutation(len(texts)) for _ in range(args.shuffles)]
+        shuffled = float(np.mean([mean_prediction(prompts, [texts[i] for i in o]) for o in orders]))
         print(
             f"| {method} | {own:.3f} | {shuffled:.3f} | {own - shuffled:+.3f} | {len(set(texts))} |"
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate.config import EvalConfig
-from ..policy.config import PAIRINGS, TrainSettings
+from ..policy.config import TrainSettings, pairing_problem
 from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
@@ -87,10 +87,9 @@ class SFTStageConfig:
     pairing_temperature: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.pairing not in PAIRINGS:
-            raise RunConfigError(f"sft.pairing must be one of {', '.join(PAIRINGS)}")
-        if not self.pairing_temperature > 0:
-            raise RunConfigError("sft.pairing_temperature must be > 0")
+        problem = pairing_problem(self.pairing, self.pairing_temperature)
+        if problem is not None:
+            raise RunConfigError(f"sft.{problem}")
 
 
 def _comfygen_ft_train() -> TrainSettings:

@@ -90,6 +90,16 @@ class TrainSettings:
 PAIRINGS = ("random", "ensemble")
 
 
+def pairing_problem(pairing: str, temperature: float) -> str | None:
+    """What is wrong with these pairing settings, or None (`SFTRunConfig` and the pipeline's
+    SFT stage, which checks them before any stage runs)."""
+    if pairing not in PAIRINGS:
+        return f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}"
+    if not temperature > 0:
+        return f"pairing_temperature must be > 0, got {temperature}"
+    return None
+
+
 @dataclass(frozen=True)
 class SFTRunConfig:
     """Phase-1 SFT on (prompt, workflow) pairs from an augmented library."""
@@ -122,12 +132,11 @@ class SFTRunConfig:
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.library_size < 1:
             raise SFTError("pairs and library_size must be >= 1")
-        if self.pairing not in PAIRINGS:
-            raise SFTError(f"pairing must be one of {', '.join(PAIRINGS)}, got {self.pairing!r}")
+        problem = pairing_problem(self.pairing, self.pairing_temperature)
+        if problem is not None:
+            raise SFTError(problem)
         if self.pairing == "ensemble" and self.reward_dir is None:
             raise SFTError('pairing = "ensemble" needs reward_dir (a reward ensemble directory)')
-        if not self.pairing_temperature > 0:
-            raise SFTError(f"pairing_temperature must be > 0, got {self.pairing_temperature}")
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> SFTRunConfig:

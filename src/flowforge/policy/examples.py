@@ -95,10 +95,7 @@ def preferred_pairs(
     order = np.concatenate(
         [rng.permutation(len(prompts)) for _ in range(-(-pairs // len(prompts)))]
     )[:pairs]
-    logits = (table - table.max(axis=1, keepdims=True)) / temperature
-    weights = np.exp(logits)
-    weights /= weights.sum(axis=1, keepdims=True)
-    cumulative = np.cumsum(weights, axis=1)  # (P, W)
+    cumulative = np.cumsum(_pairing_weights(table, temperature), axis=1)  # (P, W)
     draws = rng.random(pairs)
     picks = [
         min(int(np.searchsorted(cumulative[p], u, side="right")), len(workflow_texts) - 1)
@@ -110,13 +107,17 @@ def preferred_pairs(
 def effective_choices(rewards: NDArray[np.float64], temperature: float) -> NDArray[np.float64]:
     """Per prompt, ``exp(entropy)`` of the pairing distribution: how many workflows a
     prompt is effectively paired with (1: always the same one; W: uniform)."""
-    table = np.asarray(rewards, np.float64)
-    logits = (table - table.max(axis=1, keepdims=True)) / temperature
-    weights = np.exp(logits)
-    weights /= weights.sum(axis=1, keepdims=True)
+    weights = _pairing_weights(np.asarray(rewards, np.float64), temperature)
     entropy = -(weights * np.log(np.where(weights > 0, weights, 1.0))).sum(axis=1)
     result: NDArray[np.float64] = np.exp(entropy)
     return result
+
+
+def _pairing_weights(table: NDArray[np.float64], temperature: float) -> NDArray[np.float64]:
+    """Row-wise ``softmax(table / temperature)`` (max subtracted: no overflow when cold)."""
+    weights: NDArray[np.float64] = np.exp((table - table.max(axis=1, keepdims=True)) / temperature)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights
 
 
 @dataclass(frozen=True)
