@@ -155,6 +155,36 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     assert changed_keys(base, dataclasses.replace(base, threads=2)) == set()
 
 
+def keys_with_new(config: RunConfig, redone: str) -> set[str]:
+    """The real stages whose key changes when stage `redone` gets a new fingerprint."""
+    before = {stage.name: "f" for stage in STAGES}
+    after = {**before, redone: "g"}
+    return {
+        stage.name
+        for stage in STAGES
+        if stage_key(stage, config, before) != stage_key(stage, config, after)
+    }
+
+
+def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() -> None:
+    base = quick_config()
+    # random pairing does not read the ensemble: a new ensemble leaves SFT (and ComfyGen-FT) be
+    assert base.sft.pairing == "random"
+    assert keys_with_new(base, "reward") == {"grpo", "evaluate"}
+    paired = dataclasses.replace(base, sft=dataclasses.replace(base.sft, pairing="ensemble"))
+    assert keys_with_new(paired, "reward") == {"sft", "grpo", "evaluate"}
+    # ComfyGen-FT starts from SFT only with `from_sft`; disabled it reads nothing at all
+    assert keys_with_new(base, "sft") == {"comfygen_ft", "grpo", "evaluate"}
+    scratch = dataclasses.replace(base.comfygen_ft, from_sft=False)
+    assert keys_with_new(dataclasses.replace(base, comfygen_ft=scratch), "sft") == {
+        "grpo",
+        "evaluate",
+    }
+    off = dataclasses.replace(base, comfygen_ft=dataclasses.replace(scratch, enabled=False))
+    assert "comfygen_ft" not in keys_with_new(off, "collect")
+    assert "comfygen_ft" in keys_with_new(base, "collect")
+
+
 def test_a_second_run_of_the_same_directory_is_refused_while_one_runs(tmp_path: Path) -> None:
     with run_lock(tmp_path), pytest.raises(RunError, match="another process"):
         run_pipeline(quick_config(), tmp_path, stages=FakeStages().all())

@@ -77,7 +77,7 @@ def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> 
     payload = {
         "stage": stage.name,
         "sections": {name: config.section(name) for name in stage.sections},
-        "inputs": {name: fingerprints[name] for name in stage.inputs},
+        "inputs": {name: fingerprints[name] for name in stage.reads(config)},
     }
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

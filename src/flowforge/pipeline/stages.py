@@ -59,15 +59,27 @@ class StageContext:
 StageFn = Callable[[StageContext], dict[str, Any]]
 
 
+def _reads_all(config: RunConfig) -> frozenset[str]:
+    return frozenset()
+
+
 @dataclass(frozen=True)
 class Stage:
     """A step of the run: its name (= its directory), what its key covers, how it runs."""
 
     name: str
     sections: tuple[str, ...]  # config sections (or dotted settings) in its key
-    inputs: tuple[str, ...]  # earlier stages whose outputs it reads
+    inputs: tuple[str, ...]  # earlier stages whose outputs it may read
     resumable: bool
     run: StageFn
+    #: The inputs a config makes it skip (SFT reads the ensemble only for ensemble
+    #: pairing): left out of its key, so redoing them does not redo this stage needlessly.
+    unread: Callable[[RunConfig], frozenset[str]] = _reads_all
+
+    def reads(self, config: RunConfig) -> tuple[str, ...]:
+        """The earlier stages whose outputs it reads under `config` (its key covers these)."""
+        skipped = self.unread(config)
+        return tuple(name for name in self.inputs if name not in skipped)
 
 
 def library_stage(ctx: StageContext) -> dict[str, Any]:
@@ -219,19 +231,31 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     return {"report": str(report.out), "methods": len(report.summaries)}
 
 
+def _sft_unread(config: RunConfig) -> frozenset[str]:
+    """Random pairing does not read the ensemble; ensemble pairing does."""
+    return frozenset() if config.sft.pairing == "ensemble" else frozenset({REWARD_DIR})
+
+
+def _comfygen_ft_unread(config: RunConfig) -> frozenset[str]:
+    """Disabled, it reads nothing; without `from_sft` it starts from a new model, not SFT."""
+    c = config.comfygen_ft
+    if not c.enabled:
+        return frozenset({COLLECT, SFT_DIR})
+    return frozenset() if c.from_sft else frozenset({SFT_DIR})
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(LIBRARY, ("library", "judge"), (), False, library_stage),
     Stage(COLLECT, ("collect", "judge"), (LIBRARY,), True, collect_stage),
     Stage(REWARD_DIR, ("reward",), (COLLECT,), False, reward_stage),
-    # SFT reads the ensemble with `sft.pairing = "ensemble"`; with random pairing a new
-    # ensemble re-runs SFT needlessly, the price of a key that cannot miss a dependency.
-    Stage(SFT_DIR, ("sft",), (LIBRARY, REWARD_DIR), True, sft_stage),
+    Stage(SFT_DIR, ("sft",), (LIBRARY, REWARD_DIR), True, sft_stage, _sft_unread),
     Stage(
         COMFYGEN_FT,
         ("comfygen_ft", "evaluate.heldout_scorer"),
         (COLLECT, SFT_DIR),  # SFT: its starting point with `from_sft`
         True,
         comfygen_ft_stage,
+        _comfygen_ft_unread,
     ),
     Stage(GRPO_DIR, ("grpo",), (SFT_DIR, REWARD_DIR), True, grpo_stage),
     Stage(
