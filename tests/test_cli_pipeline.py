@@ -72,6 +72,23 @@ def test_grpo_trains_from_a_runs_policy_and_returns_a_finished_run(
     assert other.exit_code == 2 and "steps" in other.output  # another run's settings
 
 
+def test_grpo_with_audits_judges_its_own_samples(
+    quick_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    run, _ = quick_run
+    settings = tmp_path / "audits.toml"
+    settings.write_text("audit_samples = 2\nusable_only = false\n")  # quick designs: not usable
+    out = tmp_path / "grpo"
+    args = ["grpo", "--sft", str(run / "sft"), "--reward", str(run / "reward"), "--out", str(out)]
+    audit = ["--audit-every", "1", "--judge", "sim", "--config", str(settings)]
+    result = runner.invoke(app, [*args, "--quick", "--steps", "2", *audit])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["audit_calls"] for line in lines] == [2, 4]
+    record = json.loads((out / "flowforge_run.json").read_text())
+    assert record["result"]["audit_calls"] == 4 and record["config"]["audit_every"] == 1
+
+
 def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text('judge = "sim:1"\n[grpo]\nsteps = 3\n')
@@ -91,6 +108,10 @@ def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:
         (["evaluate", "--library", "{tmp}", "--data", "{tmp}/nope", "--out", "{tmp}/e"],
          "not found: --data"),
         (["grpo", "--sft", "{tmp}/nope", "--reward", "{tmp}/r", "--out", "{tmp}/g"], "nope"),
+        (["grpo", "--sft", "{tmp}", "--reward", "{tmp}", "--out", "{tmp}/g", "--audit-every", "5"],
+         "audit_every = 5 needs --judge"),
+        (["grpo", "--sft", "{tmp}", "--reward", "{tmp}", "--out", "{tmp}/g", "--judge", "sim"],
+         "--judge is for the audits"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:

@@ -17,6 +17,8 @@ from policy_helpers import CATALOG, TINY, library_texts, tiny_tokenizer
 
 from flowforge.data.export import Triplet
 from flowforge.data.prompts import load_prompts
+from flowforge.evaluate.methods import audit_calls
+from flowforge.policy.audit import AUDIT_FILE
 from flowforge.policy.constraint import schema_constraint
 from flowforge.policy.grammar import TextFormGrammar
 from flowforge.policy.grpo import (
@@ -435,3 +437,76 @@ def test_unconstrained_sampling_reports_the_valid_share(sft_dir: Path, tmp_path:
     lines: list[dict[str, float]] = []
     train_grpo(config, lines.append, scorer=CheckpointReward())
     assert 0.0 <= lines[0]["valid_share"] <= 1.0 and math.isfinite(lines[0]["loss"])
+
+
+# --- judged audits (policy/audit.py) --------------------------------------------------------
+class HalfLineJudge:
+    """An auditor that judges a workflow half of what `LineReward` predicts (so the gap grows
+    with its length); records what it was asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def judge(
+        self, prompts: Sequence[str], texts: Sequence[str], seeds: Sequence[int]
+    ) -> list[float | None]:
+        self.calls += list(zip(prompts, texts, seeds, strict=True))
+        return [text.count("\n") / 20 for text in texts]
+
+
+def test_audits_need_a_judge(sft_dir: Path, tmp_path: Path) -> None:
+    config = config_for(sft_dir, tmp_path / "run", audit_every=1)
+    with pytest.raises(GRPOError, match="audit_every = 1 needs a judge"):
+        train_grpo(config, scorer=LineReward())
+    with pytest.raises(GRPOError, match="audit_samples"):
+        config_for(sft_dir, tmp_path / "run", audit_samples=0)
+
+
+def test_audits_judge_the_batch_correct_the_reward_and_resume_exactly(
+    sft_dir: Path, tmp_path: Path
+) -> None:
+    changes = {
+        "steps": 4,
+        "save_every": 2,
+        "audit_every": 2,
+        "audit_samples": 3,
+        "usable_only": False,
+    }
+    judge = HalfLineJudge()
+    lines: list[dict[str, float]] = []
+    whole = train_grpo(
+        config_for(sft_dir, tmp_path / "whole", **changes),
+        lines.append,
+        scorer=LineReward(),
+        auditor=judge,
+    )
+    assert [line["audit_calls"] for line in lines] == [0, 3, 3, 6]
+    assert "audit_gap" in lines[1] and "audit_gap" not in lines[0]
+    assert lines[0]["correction_mean"] == 0.0 and lines[2]["correction_mean"] != 0.0
+    train_prompts = {p.text for p in load_prompts("train")}
+    assert len(judge.calls) == 6 and all(prompt in train_prompts for prompt, _, _ in judge.calls)
+    assert audit_calls(whole) == 6 and (whole / AUDIT_FILE).is_file()
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(line: dict[str, float]) -> None:
+        if line["step"] == 3:
+            raise Killed
+
+    config = config_for(sft_dir, tmp_path / "cut", **changes)
+    with pytest.raises(Killed):
+        train_grpo(config, kill_at_3, scorer=LineReward(), auditor=HalfLineJudge())
+    resumed = HalfLineJudge()
+    cut = train_grpo(config, scorer=LineReward(), auditor=resumed)
+    assert len(resumed.calls) == 3  # step 4's audit only: step 2's came back from the checkpoint
+    for a, b in zip(parameters(whole), parameters(cut), strict=True):
+        assert torch.equal(a, b)
+    logs = [
+        [
+            {k: v for k, v in json.loads(x).items() if not k.endswith("seconds")}
+            for x in (path / "log.jsonl").read_text().splitlines()
+        ]
+        for path in (whole, cut)
+    ]
+    assert logs[0] == logs[1]

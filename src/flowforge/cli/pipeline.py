@@ -17,6 +17,7 @@ import typer
 
 if TYPE_CHECKING:
     from ..evaluate.config import EvalInputs
+    from ..policy.audit import Auditor
 
 from ..judge.loader import parse_judge_options
 from .app import app, err, fail, out, progress_bar, user_errors
@@ -72,6 +73,22 @@ def grpo_command(
         float | None, typer.Option("--learning-rate", help="AdamW learning rate.")
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Prompt order and samples.")] = None,
+    audit_every: Annotated[
+        int | None,
+        typer.Option(
+            "--audit-every",
+            help="Judge some of the batch every N steps and correct the reward (needs --judge).",
+            min=0,
+        ),
+    ] = None,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", help="Judge of the audits: sim, sim:SEED, package.module:factory."),
+    ] = None,
+    judge_opt: JudgeOptOption = None,
+    negative: Annotated[
+        str, typer.Option("--negative", help="$NEGATIVE of audited designs (the collection's).")
+    ] = "",
     quick: Annotated[
         bool, typer.Option("--quick", help="A one-minute preset (tests, a first look).")
     ] = False,
@@ -81,7 +98,9 @@ def grpo_command(
 
     Kill it and run the same command to resume from the last checkpoint; each step's
     reward, KL, validity and novelty go to OUT/log.jsonl. Settings: the defaults, then
-    --quick, then --config, then the flags.
+    --quick, then --config, then the flags. With --audit-every N --judge J, every N steps
+    the judge scores a few of the policy's samples and the reward is corrected where the
+    ensemble was wrong about them (docs/grpo.md, "Judged audits").
     """
     from ..pipeline.overrides import apply, read_config_file
     from ..policy.grpo import QUICK, GRPORunConfig, train_grpo
@@ -94,6 +113,7 @@ def grpo_command(
         "kappa": kappa,
         "learning_rate": learning_rate,
         "seed": seed,
+        "audit_every": audit_every,
     }
     with user_errors():
         config = GRPORunConfig(sft_dir=str(sft), reward_dir=str(reward), out=str(output))
@@ -102,6 +122,7 @@ def grpo_command(
         if config_file is not None:
             config = apply(config, read_config_file(config_file))
         config = replace(config, **{k: v for k, v in flags.items() if v is not None})
+        auditor = _auditor(config.audit_every, judge, judge_opt, reward, negative)
     progress = progress_bar()
     task = progress.add_task("GRPO", total=config.steps)
 
@@ -113,8 +134,26 @@ def grpo_command(
         progress.update(task, completed=int(line["step"]), description=description)
 
     with progress, _interruptible(f"run the same command to resume {output}"), user_errors():
-        policy = train_grpo(config, on_log=on_log)
+        policy = train_grpo(config, on_log=on_log, auditor=auditor)
     out.print(f"GRPO policy -> {policy} (log: {policy / 'log.jsonl'})", highlight=False)
+
+
+def _auditor(
+    audit_every: int, judge: str | None, judge_opt: list[str] | None, reward: Path, negative: str
+) -> Auditor | None:
+    """The judge of GRPO's audits (a `JudgeAuditor`), None without audits."""
+    if audit_every == 0:
+        if judge is not None:
+            raise ValueError("--judge is for the audits; add --audit-every N (or drop --judge)")
+        return None
+    if judge is None:
+        raise ValueError(f"audit_every = {audit_every} needs --judge (the judge of the audits)")
+    from ..judge.loader import load_judge
+    from ..policy.audit import JudgeAuditor
+    from ..reward.store import read_model
+
+    loaded = load_judge(judge, parse_judge_options(judge_opt or []))
+    return JudgeAuditor(loaded.judge, read_model(reward).training_score, negative)
 
 
 @app.command("evaluate")

@@ -102,6 +102,15 @@ def ensemble_paired(policy: Path) -> bool:
     return bool(config.get("pairing") == "ensemble")
 
 
+def audit_calls(policy: Path | None) -> int:
+    """Judge calls a GRPO run spent on its audits (0 without audits, or for another policy):
+    judgements its designs learned from, on top of the triplets behind the ensemble."""
+    if policy is None:
+        return 0
+    result = (read_run_config(policy) or {}).get("result") or {}
+    return int(result.get("audit_calls", 0))
+
+
 def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
     """The methods to run, in report order, and the ones not run with the reason."""
     c, n = src.config, src.data_calls
@@ -146,6 +155,7 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
 
 def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]:
     c, inputs, n = src.config, src.inputs, src.data_calls
+    g = n + audit_calls(inputs.grpo)  # what GRPO and everything built on it learned from
     settings = SamplingSettings(
         c.temperature, c.constrained, c.max_new_tokens, c.batch_size, c.negative
     )
@@ -158,20 +168,20 @@ def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]
     for name, label, path, calls in (
         ("comfygen_ft", "ComfyGen-FT (score-conditioned SFT)", inputs.comfygen_ft, n),
         ("sft", "SFT", inputs.sft, n if inputs.sft and ensemble_paired(inputs.sft) else 0),
-        ("grpo", "GRPO", inputs.grpo, n),
+        ("grpo", "GRPO", inputs.grpo, g),
     ):
         if path is None:
             not_run[name] = f"no {name} policy given"
             continue
         policies[name] = designer(path)
         methods.append(Method(name, label, policies[name], calls))
-    guided = _guided(src, policies, settings, not_run)
+    guided = _guided(src, policies, settings, not_run, g)
     methods += guided
-    selected = _selected(src, guided, not_run)
+    selected = _selected(src, guided, not_run, g)
     if selected is not None:
         methods.append(selected)
-    sources: dict[str, tuple[Sampler, int, str]] = {
-        name: (policy, n, name) for name, policy in policies.items()
+    sources: dict[str, tuple[Sampler, int, str]] = {  # best-of-N ranks with the ensemble
+        name: (policy, g if name == "grpo" else n, name) for name, policy in policies.items()
     }
     if selected is not None and isinstance(selected.designer, SelectedWeightDesigner):
         w = selected.designer.choice.weight
@@ -189,7 +199,9 @@ def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]
     return methods
 
 
-def _selected(src: MethodSources, guided: list[Method], not_run: dict[str, str]) -> Method | None:
+def _selected(
+    src: MethodSources, guided: list[Method], not_run: dict[str, str], data_calls: int
+) -> Method | None:
     """GRPO + guidance at the w the judge prefers on train prompts (`SelectedWeightDesigner`)."""
     c = src.config
     if c.select_prompts == 0:
@@ -213,7 +225,7 @@ def _selected(src: MethodSources, guided: list[Method], not_run: dict[str, str])
     )
     choice = designer.choice
     label = f"GRPO + guidance, w chosen on {choice.prompts} train prompts (w={choice.weight:g})"
-    return Method("grpo_wsel", label, designer, src.data_calls + choice.judge_calls)
+    return Method("grpo_wsel", label, designer, data_calls + choice.judge_calls)
 
 
 def _guided(
@@ -221,6 +233,7 @@ def _guided(
     policies: dict[str, PolicyDesigner],
     settings: SamplingSettings,
     not_run: dict[str, str],
+    data_calls: int,
 ) -> list[Method]:
     grpo, sft = policies.get("grpo"), policies.get("sft")
     if grpo is None or sft is None:
@@ -239,7 +252,7 @@ def _guided(
                 weight=weight,
                 grammar=grpo.grammar if settings.constrained else None,
             ),
-            src.data_calls,
+            data_calls,
         )
         for weight in src.config.guidance_weights
     ]

@@ -22,9 +22,11 @@ from ..data.prompts import fixed_sample, load_prompts
 from ..evaluate.compare import evaluate
 from ..evaluate.config import EvalInputs
 from ..judge.loader import LoadedJudge, load_judge
+from ..policy.audit import JudgeAuditor
 from ..policy.config import ComfyGenFTConfig, SFTRunConfig
 from ..policy.grpo import train_grpo
 from ..policy.sft import run_comfygen_ft, run_sft
+from ..reward.store import read_model
 from ..reward.train import train_ensemble
 from ..workflow.library import build_library, load_seed_library, save_library
 from ..workflow.schema import Catalog
@@ -205,7 +207,11 @@ def grpo_stage(ctx: StageContext) -> dict[str, Any]:
                 f"kl {line['kl']:.3f}, novel {line['novel_share']:.0%}"
             )
 
-    policy = train_grpo(config, on_log=on_log)
+    auditor = None
+    if config.audit_every > 0:  # judged audits: the run's judge, the ensemble's training score
+        score = read_model(ctx.path(REWARD_DIR)).training_score
+        auditor = JudgeAuditor(ctx.judge.judge, score, ctx.config.collect.negative)
+    policy = train_grpo(config, on_log=on_log, auditor=auditor)
     return {"policy": str(policy), "last_step": last}
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -104,14 +105,19 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     record: dict[str, Any],
     wall_seconds: float,
+    files: Mapping[str, str] | None = None,
 ) -> Path:
-    """Write ``checkpoints/step-N`` (module docstring) and drop the older ones."""
+    """Write ``checkpoints/step-N`` (module docstring) and drop the older ones. `files`
+    (name -> text) are written into it too, inside the same atomic rename (a run's other
+    state, such as GRPO's audits)."""
     final = out / CHECKPOINTS / f"step-{step:06d}"
     partial = final.with_name(final.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     save_policy(model, tokenizer, partial, run_config={**record, "checkpoint_step": step})
     torch.save(optimizer.state_dict(), partial / OPTIMIZER_FILE)
     write_json(partial / STATE_FILE, {"step": step, "wall_seconds": wall_seconds})
+    for name, text in (files or {}).items():
+        (partial / name).write_text(text, encoding="utf-8")
     partial.replace(final)
     for old in _checkpoints(out)[:-KEEP]:
         shutil.rmtree(old)

@@ -62,6 +62,7 @@ from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import Bindings, TextFormError, design_hash, from_text
 from flowforge.workflow.validate import validate
 
+from .audit import AUDIT_FILE, AuditLog, Auditor
 from .checkpoint import (
     LOG_FILE,
     RunDirError,
@@ -158,6 +159,14 @@ class GRPORunConfig:
     #: The library the SFT policy was trained on (API JSON directory), for `novel_share`;
     #: None: the one the SFT run's record names (``library_dir`` or its built library).
     library_dir: str | None = None
+    #: Judged audits (``audit.py``): every this many steps, `audit_samples` of the batch go
+    #: to the judge and a correction model learns where the ensemble is wrong about the
+    #: policy's own designs; later rewards subtract its predicted gap. 0: off (no judge).
+    audit_every: int = 0
+    #: Samples of an audited step sent to the judge (one render each).
+    audit_samples: int = 16
+    #: Ridge strength of the correction model (larger: more audits before it moves).
+    audit_ridge: float = 1.0
 
     def __post_init__(self) -> None:
         problems = [message for ok, message in self._checks() if not ok]
@@ -185,6 +194,9 @@ class GRPORunConfig:
             (self.max_grad_norm > 0, f"max_grad_norm must be > 0, got {self.max_grad_norm}"),
             (self.micro_batch >= 1, f"micro_batch must be >= 1, got {self.micro_batch}"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1 or None"),
+            (self.audit_every >= 0, f"audit_every must be >= 0 (0: off), got {self.audit_every}"),
+            (self.audit_samples >= 1, f"audit_samples must be >= 1, got {self.audit_samples}"),
+            (self.audit_ridge > 0, f"audit_ridge must be > 0, got {self.audit_ridge}"),
         ]
 
     @staticmethod
@@ -302,6 +314,8 @@ class _Run:
     prompts: list[str]  # the train split
     library: frozenset[str]  # design hashes of the SFT library
     grammar: Grammar[Any] | None  # the schema constraint, or None (unconstrained)
+    auditor: Auditor | None  # the judge of audits (None: audits off)
+    audits: AuditLog  # what audits found so far, and the correction fitted to it
     designs: dict[str, tuple[str, bool] | None] = field(default_factory=dict)  # by text
 
 
@@ -332,7 +346,11 @@ def _library_designs(config: GRPORunConfig, sft: dict[str, Any], catalog: Catalo
 
 
 def _load(
-    config: GRPORunConfig, out: Path, checkpoint: Path | None, scorer: MemberScorer | None
+    config: GRPORunConfig,
+    out: Path,
+    checkpoint: Path | None,
+    scorer: MemberScorer | None,
+    auditor: Auditor | None,
 ) -> _Run:
     sft = _sft_record(config)
     catalog = load_catalog(sft.get("config", {}).get("object_info"))
@@ -353,7 +371,24 @@ def _load(
         scorer = load_ensemble(config.reward_dir, catalog=catalog)
     grammar = TextFormGrammar(tokenizer, catalog) if config.constrained else None
     prompts = [prompt.text for prompt in load_prompts("train")]
-    return _Run(config, model, reference, tokenizer, catalog, scorer, prompts, library, grammar)
+    audits = (
+        AuditLog.load(checkpoint, config.audit_ridge)
+        if checkpoint is not None
+        else AuditLog(config.audit_ridge)
+    )
+    return _Run(
+        config,
+        model,
+        reference,
+        tokenizer,
+        catalog,
+        scorer,
+        prompts,
+        library,
+        grammar,
+        auditor,
+        audits,
+    )
 
 
 # --- 3. one step ------------------------------------------------------------------------------
@@ -384,6 +419,12 @@ def grpo_step(run: _Run, optimizer: torch.optim.Optimizer, step: int) -> dict[st
     prediction = run.scorer.predict_detail(rollout.prompts, rollout.texts)
     scored = (good if c.usable_only else valid) & prediction.valid  # (B,) not the floor
     rewards = ensemble_reward(prediction.members, scored, c.kappa, c.invalid_reward)
+    audit = _audit(run, step, rollout, prediction, scored) if _audits_at(c, step) else {}
+    correction = np.zeros(len(rewards))
+    if run.audits.gaps:  # the reward minus the gap audits predict for the design
+        texts = [rollout.texts[i] for i in np.flatnonzero(scored)]
+        correction[scored] = run.audits.correction(texts)
+        rewards = rewards - correction
     advantages = group_advantages(rewards, c.group_size)
     stats = _update(run, optimizer, rollout, advantages)
     hashes = [d[0] for d in designs if d is not None]
@@ -402,6 +443,41 @@ def grpo_step(run: _Run, optimizer: torch.optim.Optimizer, step: int) -> dict[st
         "loss": stats["loss"],
         "grad_norm": stats["grad_norm"],
         "clip_share": stats["clip_share"],
+        "correction_mean": float(correction[scored].mean()) if scored.any() else 0.0,
+        "audit_calls": run.audits.judge_calls,
+        **audit,
+    }
+
+
+# --- 3c'. judged audits (audit.py) -----------------------------------------------------------
+def _audits_at(config: GRPORunConfig, step: int) -> bool:
+    return config.audit_every > 0 and step % config.audit_every == 0
+
+
+def _audit(
+    run: _Run, step: int, rollout: Rollout, prediction: RewardPrediction, scored: NDArray[np.bool_]
+) -> dict[str, float]:
+    """Judge `audit_samples` of the step's scored samples (drawn from (seed, step)), add
+    their gaps to the audit log and refit the correction; the audit's numbers for the log."""
+    c = run.config
+    if run.auditor is None:
+        raise GRPOError("audit_every > 0 needs a judge (the auditor)")
+    candidates = np.flatnonzero(scored)
+    if len(candidates) == 0:
+        return {"audit_judged": 0.0}
+    rng = np.random.default_rng([c.seed, step, 0xA0D17])
+    picked = rng.choice(candidates, min(c.audit_samples, len(candidates)), replace=False)
+    seeds = [int(s) for s in rng.integers(0, 2**31, len(picked))]
+    prompts = [rollout.prompts[i] for i in picked]
+    texts = [rollout.texts[i] for i in picked]
+    judged = run.auditor.judge(prompts, texts, seeds)
+    predicted = np.asarray(prediction.members, np.float64)[picked].mean(axis=1)
+    gaps = run.audits.record(texts, list(predicted), judged)
+    scores = [j for j in judged if j is not None]
+    return {
+        "audit_judged": float(len(scores)),
+        "audit_score": float(np.mean(scores)) if scores else float("nan"),
+        "audit_gap": float(np.mean(gaps)) if gaps else float("nan"),
     }
 
 
@@ -511,17 +587,24 @@ def train_grpo(
     on_log: Callable[[dict[str, float]], None] | None = None,
     *,
     scorer: MemberScorer | None = None,
+    auditor: Auditor | None = None,
 ) -> Path:
     """Run GRPO into ``config.out`` (created, resumed, or returned if finished) and return the
     GRPO policy directory (``config.out``). `on_log` gets each step's log line; `scorer`
-    replaces the ensemble of ``config.reward_dir`` (tests, custom rewards)."""
+    replaces the ensemble of ``config.reward_dir`` (tests, custom rewards); `auditor` judges
+    the audits ``audit_every > 0`` asks for (`audit.JudgeAuditor` over a Judge)."""
+    if config.audit_every > 0 and auditor is None:
+        raise GRPOError(
+            f"audit_every = {config.audit_every} needs a judge for the audits; pass one "
+            "(flowforge grpo --judge) or set audit_every = 0"
+        )
     out = Path(config.out)
     try:
         if open_run(out, KIND, asdict(config)):
             return out
         checkpoint = latest_checkpoint(out)
         with _settings(config.threads):
-            run = _load(config, out, checkpoint, scorer)
+            run = _load(config, out, checkpoint, scorer, auditor)
             _train(run, out, checkpoint, on_log)
     except (RunDirError, PolicyLoadError) as err:
         raise GRPOError(str(err)) from None
@@ -548,9 +631,18 @@ def _train(
             log.write(json.dumps(line) + "\n")
             log.flush()
             if step % config.save_every == 0 or step == config.steps:
-                save_checkpoint(out, step, run.model, run.tokenizer, optimizer, record, wall)
+                audits = {AUDIT_FILE: json.dumps(run.audits.to_json())}
+                save_checkpoint(
+                    out, step, run.model, run.tokenizer, optimizer, record, wall, files=audits
+                )
             if on_log is not None:
                 on_log(line)
-    result = {"steps": config.steps, "wall_seconds": wall, "resumed": checkpoint is not None}
+    result = {
+        "steps": config.steps,
+        "wall_seconds": wall,
+        "resumed": checkpoint is not None,
+        "audit_calls": run.audits.judge_calls,
+    }
     save_policy(run.model, run.tokenizer, out)
+    run.audits.save(out)
     write_json(out / RUN_FILE, run_record(KIND, asdict(config), finished=True, result=result))
