@@ -443,6 +443,7 @@ def grpo_step(run: _Run, optimizer: torch.optim.Optimizer, step: int) -> dict[st
         "loss": stats["loss"],
         "grad_norm": stats["grad_norm"],
         "clip_share": stats["clip_share"],
+        "ensemble_reward_mean": float((rewards + correction).mean()),
         "correction_mean": float(correction[scored].mean()) if scored.any() else 0.0,
         "audit_calls": run.audits.judge_calls,
         **audit,
