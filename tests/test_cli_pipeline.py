@@ -5,8 +5,10 @@ one-line errors of bad input."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from typer.testing import CliRunner
 
@@ -41,7 +43,7 @@ def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
     assert load_run_config(run / "config.json") == quick_config()
     again = runner.invoke(app, ["run", "--quick", "--out", str(run)])
     assert again.exit_code == 0, again.output
-    assert again.stderr.count("done before, skipped") == 7
+    assert again.stderr.count("done before, skipped") == 8
     table = printed[printed.index("| method") : printed.index("run ->")]
     assert table in again.stdout  # the same report, not a new one
 
@@ -87,6 +89,29 @@ def test_grpo_with_audits_judges_its_own_samples(
     assert [line["audit_calls"] for line in lines] == [2, 4]
     record = json.loads((out / "flowforge_run.json").read_text())
     assert record["result"]["audit_calls"] == 4 and record["config"]["audit_every"] == 1
+
+
+def test_a_refine_round_judges_grpo_designs_refits_and_is_what_gets_evaluated(
+    quick_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    source, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)  # the stages before refine stay done (same keys)
+    (run / "run.lock").unlink(missing_ok=True)
+    settings = tmp_path / "refine.toml"
+    settings.write_text("[refine]\nenabled = true\nsamples = 1\n")
+    result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("done before, skipped") == 6  # all but refine and evaluate
+    summary = json.loads((run / "refine" / "refine.json").read_text())
+    collected = pq.read_table(run / "refine" / "judged.parquet")
+    assert summary["judge_calls"] == collected.num_rows == 300  # one design per train prompt
+    assert (run / "refine" / "reward" / "config.json").is_file()
+    assert (run / "refine" / "grpo" / "model.safetensors").is_file()
+    report = json.loads((run / "evaluate" / "report.json").read_text())
+    assert report["inputs"]["grpo"] == str(run / "refine" / "grpo")
+    calls = {m["name"]: m["data_calls"] for m in report["methods"]}
+    assert calls["grpo"] == calls["best_fixed"] + 300 and calls["sft"] == 0
 
 
 def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:

@@ -180,6 +180,12 @@ def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() ->
         "grpo",
         "evaluate",
     }
+    # the refine round reads nothing while disabled; enabled, it follows GRPO (and so the
+    # reward, collection and GRPO settings that redo GRPO)
+    assert "refine" not in keys_with_new(base, "grpo")
+    refined = dataclasses.replace(base, refine=dataclasses.replace(base.refine, enabled=True))
+    assert keys_with_new(refined, "grpo") == {"refine", "evaluate"}
+    assert changed_keys(base, refined) == {"refine"}
     off = dataclasses.replace(base, comfygen_ft=dataclasses.replace(scratch, enabled=False))
     assert "comfygen_ft" not in keys_with_new(off, "collect")
     assert "comfygen_ft" in keys_with_new(base, "collect")

@@ -141,6 +141,9 @@ class EvalInputs:
     comfygen_ft: Path | None = None
     #: The GRPO policy directory (with its ``log.jsonl``).
     grpo: Path | None = None
+    #: Judgements GRPO learned from beyond the triplets (a refine round's: the refitted
+    #: ensemble saw them), charged to every GRPO method's data calls.
+    grpo_data_calls: int = 0
 
     def to_json(self) -> dict[str, str | None]:
         return {k: None if v is None else str(v) for k, v in asdict(self).items()}

@@ -155,7 +155,8 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
 
 def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]:
     c, inputs, n = src.config, src.inputs, src.data_calls
-    g = n + audit_calls(inputs.grpo)  # what GRPO and everything built on it learned from
+    # what GRPO and everything built on it learned from: the triplets, a refine round, audits
+    g = n + inputs.grpo_data_calls + audit_calls(inputs.grpo)
     settings = SamplingSettings(
         c.temperature, c.constrained, c.max_new_tokens, c.batch_size, c.negative
     )

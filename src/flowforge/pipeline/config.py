@@ -67,6 +67,28 @@ class CollectStageConfig:
             raise RunConfigError("collect: pairs and seeds must be >= 1, prompts >= 2 or unset")
 
 
+@dataclass(frozen=True)
+class RefineStageConfig:
+    """One active-learning round after GRPO (`pipeline.refine`, docs/evaluation.md): judge
+    the policy's own designs, refit the ensemble, GRPO again from SFT. Off by default: it
+    was measured on two GRPO seeds of two sim worlds only, and adds ~10 minutes."""
+
+    #: Run the round; the evaluation then compares the refined GRPO policy.
+    enabled: bool = False
+    #: Designs sampled per train prompt from the first GRPO policy.
+    samples: int = 2
+    #: Render seeds per design (one judge call each).
+    seeds: int = 1
+    #: Sampling temperature: GRPO's own (1.0), so the judged designs are where it explores.
+    temperature: float = 1.0
+    #: Seed of the sampling and of the render seeds.
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
+            raise RunConfigError("refine: samples and seeds must be >= 1, temperature > 0")
+
+
 def _small_model() -> TrainSettings:
     """SFT's default: the tiny Llama of docs/policy.md."""
     return TrainSettings()
@@ -145,6 +167,7 @@ class RunConfig:
     sft: SFTStageConfig = field(default_factory=SFTStageConfig)
     comfygen_ft: ComfyGenFTStageConfig = field(default_factory=ComfyGenFTStageConfig)
     grpo: GRPORunConfig = field(default_factory=_grpo)
+    refine: RefineStageConfig = field(default_factory=RefineStageConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:

@@ -13,6 +13,9 @@ from pathlib import Path
 #: Stage directories inside a run (the last three also the GRPO section's fixed path fields).
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
 SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
+#: The active-learning round (``[refine]``): RUN/refine/reward and RUN/refine/grpo replace
+#: RUN/reward and RUN/grpo for the evaluation and for ``flowforge design --run`` when present.
+REFINE = "refine"
 #: RUN/evaluate/report.json: the evaluation's report (``evaluate.report.REPORT_JSON``).
 REPORT_JSON = "report.json"
 
@@ -30,7 +33,9 @@ class RunDesign:
 
 def run_design(run: Path) -> RunDesign:
     """The design setup of a finished run; ValueError naming what is missing."""
-    policy = run / GRPO_DIR
+    refined = run / REFINE / GRPO_DIR
+    base = run / REFINE if (refined / "config.json").is_file() else run
+    policy = base / GRPO_DIR
     if not (policy / "config.json").is_file():
         raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")
     report = run / EVALUATE / REPORT_JSON
@@ -39,7 +44,7 @@ def run_design(run: Path) -> RunDesign:
         choice = json.loads(report.read_text(encoding="utf-8")).get("guidance_choice")
         weight = float(choice["weight"]) if choice else None
     reference = run / SFT_DIR if weight is not None and weight != 1.0 else None
-    reward = run / REWARD_DIR
+    reward = base / REWARD_DIR
     return RunDesign(
         policy,
         reference,

@@ -1,10 +1,11 @@
 """The stages of ``flowforge run``, each a call into the package that owns it.
 
-library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> evaluate. A stage reads its
-section of the `RunConfig` and the outputs of earlier stages (fixed directories of the run)
-and writes only ``RUN/<its name>``; it returns a JSON summary that the runner stores in the
-stage's done marker. `resumable` stages continue a run cut short (the collection journal,
-the SFT and GRPO checkpoints); the others are restarted from nothing by the runner.
+library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO (-> refine, when enabled) ->
+evaluate. A stage reads its section of the `RunConfig` and the outputs of earlier stages
+(fixed directories of the run) and writes only ``RUN/<its name>``; it returns a JSON summary
+that the runner stores in the stage's done marker. `resumable` stages continue a run cut
+short (the collection journal, the SFT and GRPO checkpoints, the refine round's judgements);
+the others are restarted from nothing by the runner.
 """
 
 from __future__ import annotations
@@ -31,7 +32,17 @@ from ..reward.train import train_ensemble
 from ..workflow.library import build_library, load_seed_library, save_library
 from ..workflow.schema import Catalog
 from .config import RunConfig
-from .layout import COLLECT, COMFYGEN_FT, EVALUATE, GRPO_DIR, LIBRARY, REWARD_DIR, SFT_DIR
+from .layout import (
+    COLLECT,
+    COMFYGEN_FT,
+    EVALUATE,
+    GRPO_DIR,
+    LIBRARY,
+    REFINE,
+    REWARD_DIR,
+    SFT_DIR,
+)
+from .refine import SUMMARY, RefinePaths, refine
 
 WORKFLOWS = "workflows"  # RUN/library/workflows: the library's API JSON files
 OBJECT_INFO = "object_info.json"  # RUN/library/object_info.json: the judge's catalog
@@ -207,24 +218,60 @@ def grpo_stage(ctx: StageContext) -> dict[str, Any]:
                 f"kl {line['kl']:.3f}, novel {line['novel_share']:.0%}"
             )
 
-    auditor = None
-    if config.audit_every > 0:  # judged audits: the run's judge, the ensemble's training score
-        score = read_model(ctx.path(REWARD_DIR)).training_score
-        auditor = JudgeAuditor(ctx.judge.judge, score, ctx.config.collect.negative)
+    auditor = _auditor(ctx, ctx.path(REWARD_DIR)) if config.audit_every > 0 else None
     policy = train_grpo(config, on_log=on_log, auditor=auditor)
     return {"policy": str(policy), "last_step": last}
 
 
+def _auditor(ctx: StageContext, reward_dir: Path) -> JudgeAuditor:
+    """The judge of GRPO's audits: the run's judge, the ensemble's training score."""
+    score = read_model(reward_dir).training_score
+    return JudgeAuditor(ctx.judge.judge, score, ctx.config.collect.negative)
+
+
+def refine_stage(ctx: StageContext) -> dict[str, Any]:
+    """One active-learning round (`pipeline.refine`), or nothing when disabled."""
+    c = ctx.config
+    if not c.refine.enabled:
+        return {"enabled": False}
+    paths = RefinePaths(
+        collect=ctx.path(COLLECT),
+        sft=ctx.path(SFT_DIR),
+        grpo=ctx.path(GRPO_DIR),
+        library=ctx.path(LIBRARY, WORKFLOWS),
+        out=ctx.path(REFINE),
+    )
+    audits = (lambda reward: _auditor(ctx, reward)) if c.grpo.audit_every > 0 else None
+    return refine(
+        paths,
+        c.refine,
+        c.reward,
+        c.grpo,
+        ctx.judge,
+        ctx.catalog(),
+        c.collect.negative,
+        ctx.say,
+        audits,
+    )
+
+
 def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
     """What a run's evaluation compares: its library, triplets, ensemble and policies
-    (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings)."""
+    (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings). After
+    a refine round, its refitted ensemble and second GRPO policy, and its judge calls."""
+    summary = run / REFINE / SUMMARY
+    base, extra = run, 0
+    if summary.is_file():
+        base = run / REFINE
+        extra = int(json.loads(summary.read_text(encoding="utf-8"))["judge_calls"])
     return EvalInputs(
         library=run / LIBRARY / WORKFLOWS,
         triplets=run / COLLECT,
-        reward=run / REWARD_DIR,
+        reward=base / REWARD_DIR,
         sft=run / SFT_DIR,
         comfygen_ft=run / COMFYGEN_FT if comfygen_ft else None,
-        grpo=run / GRPO_DIR,
+        grpo=base / GRPO_DIR,
+        grpo_data_calls=extra,
     )
 
 
@@ -250,6 +297,13 @@ def _comfygen_ft_unread(config: RunConfig) -> frozenset[str]:
     return frozenset() if c.from_sft else frozenset({SFT_DIR})
 
 
+def _refine_unread(config: RunConfig) -> frozenset[str]:
+    """Disabled, the round reads nothing."""
+    if config.refine.enabled:
+        return frozenset()
+    return frozenset({LIBRARY, COLLECT, SFT_DIR, GRPO_DIR})
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(LIBRARY, ("library", "judge"), (), False, library_stage),
     Stage(COLLECT, ("collect", "judge"), (LIBRARY,), True, collect_stage),
@@ -265,9 +319,17 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(GRPO_DIR, ("grpo",), (SFT_DIR, REWARD_DIR), True, grpo_stage),
     Stage(
+        REFINE,
+        ("refine",),  # its reward, GRPO and negative settings reach it through GRPO_DIR
+        (LIBRARY, COLLECT, SFT_DIR, GRPO_DIR),
+        True,  # judged designs and the second GRPO run resume (pipeline.refine)
+        refine_stage,
+        _refine_unread,
+    ),
+    Stage(
         EVALUATE,
         ("evaluate", "judge"),
-        (LIBRARY, COLLECT, REWARD_DIR, SFT_DIR, COMFYGEN_FT, GRPO_DIR),
+        (LIBRARY, COLLECT, REWARD_DIR, SFT_DIR, COMFYGEN_FT, GRPO_DIR, REFINE),
         False,
         evaluate_stage,
     ),

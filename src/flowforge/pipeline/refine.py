@@ -1,0 +1,205 @@
+"""One active-learning round after GRPO (``[refine] enabled = true``): judge the policy's own
+designs, refit the ensemble on the triplets plus those judgements, GRPO again from SFT.
+
+Why: the ensemble learned from library workflows, and GRPO leaves the library. On some seeds
+it climbs into a family of new designs every member overrates (docs/benchmarks.md, "GRPO's
+spread over seeds"); on others it stalls. Judging what the first GRPO policy writes, on the
+train prompts, shows the ensemble its errors near the policy's path; a second GRPO run from
+SFT then optimises against the refitted ensemble. Measured with `benchmarks/refine_round.py`
+(the same computation): on sim world 0, GRPO seeds 0 and 1 reached 0.507 and 0.503 held-out
+against 0.479 and 0.305 on the run's own ensemble; on world 1 no change beyond the seed
+spread. It costs `samples` x `seeds` judge calls per train prompt (2,660 by default, 13% of the
+collection), charged to every GRPO method's data calls in the evaluation.
+
+``RUN/refine/``: ``judged.parquet`` (the new judgements, the export's columns; written
+atomically, so a killed round does not judge again), ``reward/`` (the refitted ensemble,
+retrained from nothing after a kill), ``grpo/`` (the second GRPO run, resumed from its
+checkpoints), ``refine.json`` (what the round did).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from ..data.export import run_table
+from ..data.plan import SEED_LIMIT, RequestTemplate
+from ..evaluate.designers import PolicyDesigner, SamplingSettings, derive_seed, load_for_design
+from ..files import write_text_atomic
+from ..judge.base import JudgeItem, JudgeResult
+from ..judge.loader import LoadedJudge
+from ..policy.audit import Auditor
+from ..policy.grpo import GRPORunConfig, train_grpo
+from ..policy.sampled import Sample
+from ..reward.config import RewardConfig
+from ..reward.store import CONFIG_FILE as REWARD_CONFIG
+from ..reward.train import train_ensemble
+from ..workflow.schema import Catalog
+from ..workflow.textform import design_hash
+from .config import RefineStageConfig
+
+JUDGED = "judged.parquet"
+SUMMARY = "refine.json"
+PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each)
+
+
+@dataclass(frozen=True)
+class RefinePaths:
+    """What the round reads (the run's stages) and where it writes."""
+
+    collect: Path
+    sft: Path
+    grpo: Path  # the first GRPO policy, whose designs are judged
+    library: Path  # the run's library (API JSON), for GRPO's novelty
+    out: Path
+
+
+def refine(
+    paths: RefinePaths,
+    config: RefineStageConfig,
+    reward: RewardConfig,
+    grpo: GRPORunConfig,
+    judge: LoadedJudge,
+    catalog: Catalog,
+    negative: str,
+    say: Callable[[str], None] = print,
+    auditor: Callable[[Path], Auditor] | None = None,
+) -> dict[str, Any]:
+    """Judge, refit, GRPO again (resuming whatever a killed round finished); the summary.
+    `auditor` makes the judge of the second run's audits from the refitted ensemble's
+    directory (needed when ``grpo.audit_every > 0``)."""
+    paths.out.mkdir(parents=True, exist_ok=True)
+    triplets, _ = run_table(paths.collect)
+    judged_path = paths.out / JUDGED
+    if not judged_path.is_file():
+        judged = judge_designs(
+            paths.grpo, triplets, config, judge, catalog, negative, grpo.max_completion_length, say
+        )
+        partial = judged_path.with_name(judged_path.name + ".partial")
+        pq.write_table(judged, partial)
+        os.replace(partial, judged_path)
+    judged = pq.read_table(judged_path)
+    reward_dir = paths.out / "reward"
+    if not (reward_dir / REWARD_CONFIG).is_file():
+        combined = paths.out / "refit-data.parquet"  # the refit's data, removed afterwards
+        pq.write_table(pa.concat_tables([triplets, judged.select(triplets.column_names)]), combined)
+        say(f"refine: refitting the ensemble on {triplets.num_rows + judged.num_rows} judgements")
+        started = time.perf_counter()
+        try:
+            train_ensemble(combined, reward_dir, reward, catalog=catalog)
+        finally:
+            combined.unlink(missing_ok=True)
+        say(f"refine: ensemble refitted in {time.perf_counter() - started:.0f} s")
+    second = replace(
+        grpo,
+        sft_dir=str(paths.sft),
+        reward_dir=str(reward_dir),
+        out=str(paths.out / "grpo"),
+        library_dir=str(paths.library),
+    )
+    say("refine: GRPO again from SFT against the refitted ensemble")
+    train_grpo(second, auditor=auditor(reward_dir) if auditor is not None else None)
+    errors = judged.column("error").to_pylist()
+    summary = {
+        "judge_calls": judged.num_rows,
+        "judge_errors": sum(e is not None for e in errors),
+        "distinct_designs": len(set(judged.column("workflow_hash").to_pylist())),
+        "reward": str(reward_dir),
+        "grpo": str(paths.out / "grpo"),
+    }
+    write_text_atomic(paths.out / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def judge_designs(
+    policy: Path,
+    triplets: Any,
+    config: RefineStageConfig,
+    judge: LoadedJudge,
+    catalog: Catalog,
+    negative: str,
+    max_new_tokens: int,
+    say: Callable[[str], None] = print,
+) -> Any:
+    """`config.samples` designs of `policy` for each train prompt of `triplets` (a table with
+    the export's columns), each judged on `config.seeds` render seeds, as a table with the same
+    columns (item numbers continue the triplets'; invalid designs are not judged)."""
+    prompts = dict(
+        zip(
+            triplets.column("prompt_id").to_pylist(),
+            triplets.column("prompt").to_pylist(),
+            strict=True,
+        )
+    )
+    ids = sorted(prompts)
+    designer = PolicyDesigner(
+        load_for_design(policy),
+        catalog,
+        SamplingSettings(config.temperature, True, max_new_tokens, PROMPT_CHUNK, negative),
+    )
+    samples: list[tuple[str, Sample]] = []
+    for start in range(0, len(ids), PROMPT_CHUNK):
+        chunk = ids[start : start + PROMPT_CHUNK]
+        seeds = [derive_seed("refine", config.seed, i) for i in chunk]
+        drawn = designer.sample([prompts[i] for i in chunk], seeds, config.samples)
+        samples += [(chunk[k // config.samples], s) for k, s in enumerate(drawn)]
+        say(f"refine: sampled designs for {start + len(chunk)}/{len(ids)} train prompts")
+    rng = np.random.default_rng([config.seed, 0x5EED])
+    rows: list[dict[str, Any]] = []
+    items: list[JudgeItem] = []
+    for prompt_id, sample in samples:
+        if not sample.valid or sample.workflow is None:
+            continue
+        template = RequestTemplate(sample.text, negative)
+        for seed in rng.integers(0, SEED_LIMIT, config.seeds):
+            api = template.fill(sample.prompt, int(seed))
+            items.append(JudgeItem(sample.prompt, api, int(seed)))
+            rows.append(
+                {
+                    "prompt_id": prompt_id,
+                    "prompt": sample.prompt,
+                    "negative": negative,
+                    "workflow_hash": design_hash(sample.workflow, catalog),
+                    "workflow_api": json.dumps(api, separators=(",", ":"), ensure_ascii=False),
+                    "workflow_text": sample.text,
+                    "seed": int(seed),
+                    "judge_id": judge.judge_id,
+                }
+            )
+    results: list[JudgeResult] = []
+    for start in range(0, len(items), 256):
+        results += judge.judge.score(items[start : start + 256])
+    if len(results) != len(items):
+        raise ValueError(f"the judge returned {len(results)} results for {len(items)} items")
+    say(f"refine: judged {len(items)} renders of {len(samples)} sampled designs")
+    return _table(triplets, rows, results)
+
+
+def _table(like: Any, rows: Sequence[dict[str, Any]], results: Sequence[JudgeResult]) -> Any:
+    """Rows and their results as a table of `like`'s schema (the export's columns)."""
+    first = (max(like.column("item").to_pylist()) + 1) if like.num_rows else 0
+    names = [n for n in like.column_names if n.startswith("score_")]
+    now = int(time.time() * 1e6)
+    columns: dict[str, list[Any]] = {n: [] for n in like.column_names}
+    for offset, (row, result) in enumerate(zip(rows, results, strict=True)):
+        scores = result.scores or {}
+        values = {
+            **row,
+            "item": first + offset,
+            "error": result.error,
+            "attempts": 1,
+            "judged_at": now,
+            **{name: scores.get(name.removeprefix("score_")) for name in names},
+        }
+        for name in like.column_names:
+            columns[name].append(values[name])
+    return pa.table(columns, schema=like.schema)
