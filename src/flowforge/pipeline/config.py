@@ -70,8 +70,9 @@ class CollectStageConfig:
 @dataclass(frozen=True)
 class RefineStageConfig:
     """One active-learning round after GRPO (`pipeline.refine`, docs/evaluation.md): judge
-    the policy's own designs, refit the ensemble, GRPO again from SFT. Off by default: it
-    was measured on two GRPO seeds of two sim worlds only, and adds ~10 minutes."""
+    the policy's own designs, refit the ensemble, GRPO again from SFT. Off by default: on
+    three GRPO seeds of two sim worlds it removed reward hacking but reached the 70% target
+    on none, and it adds ~10 minutes."""
 
     #: Run the round; the evaluation then compares the refined GRPO policy.
     enabled: bool = False

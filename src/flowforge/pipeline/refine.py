@@ -6,10 +6,11 @@ it climbs into a family of new designs every member overrates (docs/benchmarks.m
 spread over seeds"); on others it stalls. Judging what the first GRPO policy writes, on the
 train prompts, shows the ensemble its errors near the policy's path; a second GRPO run from
 SFT then optimises against the refitted ensemble. Measured with `benchmarks/refine_round.py`
-(the same computation): on sim world 0, GRPO seeds 0 and 1 reached 0.507 and 0.503 held-out
-against 0.479 and 0.305 on the run's own ensemble; on world 1 no change beyond the seed
-spread. It costs `samples` x `seeds` judge calls per train prompt (2,660 by default, 13% of the
-collection), charged to every GRPO method's data calls in the evaluation.
+(the same computation): on sim world 0, GRPO seeds 0, 1 and 2 reached 0.507, 0.503 and 0.320
+held-out against 0.479, 0.305 and 0.030 on the run's own ensemble (seed 2's reward hacking
+removed); on world 1 no change beyond the seed spread. It costs `samples` x `seeds` judge
+calls per train prompt (2,660 by default, 13% of the collection), charged to every GRPO
+method's data calls in the evaluation.
 
 ``RUN/refine/``: ``judged.parquet`` (the new judgements, the export's columns; written
 atomically, so a killed round does not judge again), ``reward/`` (the refitted ensemble,
