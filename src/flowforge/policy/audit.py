@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..data.plan import RequestTemplate
+from ..evaluate.metrics import text_bag
 from ..judge.base import Judge, JudgeItem
 from ..reward.target import TrainingScore
 
@@ -79,19 +80,15 @@ class JudgeAuditor:
 
 
 def text_pieces(text: str) -> set[str]:
-    """The pieces of a design's text form: ``Class`` and ``Class.input=value`` per node line
-    (links ``@n.k`` and placeholders ``$...`` are left out: they name positions, not choices)."""
+    """The pieces of a design's text form the report's similarity reads (`metrics.text_bag`:
+    ``Class`` and ``Class.input=value`` per node line) without links ``@n.k`` and
+    placeholders ``$...``: those name positions, not choices."""
     pieces: set[str] = set()
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        node = parts[1]
-        pieces.add(node)
-        for assignment in parts[2:]:
-            name, _, value = assignment.partition("=")
-            if value and not value.startswith(("@", "$")):
-                pieces.add(f"{node}.{name}={value}")
+    for piece in text_bag(text):
+        _, dot, part = piece.partition(".")
+        value = part.partition("=")[2]
+        if not dot or (value and not value.startswith(("@", "$"))):
+            pieces.add(piece)
     return pieces
 
 
