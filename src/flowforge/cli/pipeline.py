@@ -150,10 +150,9 @@ def _auditor(
         raise ValueError(f"audit_every = {audit_every} needs --judge (the judge of the audits)")
     from ..judge.loader import load_judge
     from ..policy.audit import JudgeAuditor
-    from ..reward.store import read_model
 
     loaded = load_judge(judge, parse_judge_options(judge_opt or []))
-    return JudgeAuditor(loaded.judge, read_model(reward).training_score, negative)
+    return JudgeAuditor.for_ensemble(loaded.judge, reward, negative)
 
 
 @app.command("evaluate")

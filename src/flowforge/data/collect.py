@@ -315,11 +315,11 @@ def _score(judge: LoadedJudge, items: list[JudgeItem]) -> list[JudgeResult]:
         message = " ".join(str(error).split())[:500]
         transient = JudgeResult(None, f"{TRANSIENT_PREFIX} {type(error).__name__}: {message}")
         return [transient] * len(items)
-    _check_results(judge.judge_id, results, len(items))
+    check_results(judge.judge_id, results, len(items))
     return list(results)
 
 
-def _check_results(judge_id: str, results: object, expected: int) -> None:
+def check_results(judge_id: str, results: object, expected: int) -> None:
     """Raise JudgeContractError unless `results` are `expected` JudgeResults with finite scores."""
     if not isinstance(results, Sequence) or len(results) != expected:
         found = len(results) if isinstance(results, Sequence) else type(results).__name__

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from ..data.collect import check_results
 from ..data.export import run_table
 from ..data.plan import SEED_LIMIT, RequestTemplate
 from ..evaluate.designers import PolicyDesigner, SamplingSettings, derive_seed, load_for_design
@@ -178,9 +179,9 @@ def judge_designs(
             )
     results: list[JudgeResult] = []
     for start in range(0, len(items), 256):
-        results += judge.judge.score(items[start : start + 256])
-    if len(results) != len(items):
-        raise ValueError(f"the judge returned {len(results)} results for {len(items)} items")
+        batch = judge.judge.score(items[start : start + 256])
+        check_results(judge.judge_id, batch, len(items[start : start + 256]))
+        results += batch
     say(f"refine: judged {len(items)} renders of {len(samples)} sampled designs")
     return _table(triplets, rows, results)
 

@@ -27,7 +27,6 @@ from ..policy.audit import JudgeAuditor
 from ..policy.config import ComfyGenFTConfig, SFTRunConfig
 from ..policy.grpo import train_grpo
 from ..policy.sft import run_comfygen_ft, run_sft
-from ..reward.store import read_model
 from ..reward.train import train_ensemble
 from ..workflow.library import build_library, load_seed_library, save_library
 from ..workflow.schema import Catalog
@@ -225,8 +224,7 @@ def grpo_stage(ctx: StageContext) -> dict[str, Any]:
 
 def _auditor(ctx: StageContext, reward_dir: Path) -> JudgeAuditor:
     """The judge of GRPO's audits: the run's judge, the ensemble's training score."""
-    score = read_model(reward_dir).training_score
-    return JudgeAuditor(ctx.judge.judge, score, ctx.config.collect.negative)
+    return JudgeAuditor.for_ensemble(ctx.judge.judge, reward_dir, ctx.config.collect.negative)
 
 
 def refine_stage(ctx: StageContext) -> dict[str, Any]:

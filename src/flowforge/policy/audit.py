@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from ..data.plan import RequestTemplate
 from ..evaluate.metrics import text_bag
 from ..judge.base import Judge, JudgeItem
+from ..reward.store import read_model
 from ..reward.target import TrainingScore
 
 AUDIT_FILE = "audits.json"
@@ -60,6 +61,12 @@ class JudgeAuditor:
         self.judge_ = judge
         self.training_score = training_score
         self.negative = negative
+
+    @staticmethod
+    def for_ensemble(judge: Judge, reward_dir: Path, negative: str = "") -> JudgeAuditor:
+        """The auditor of a GRPO run against the ensemble in `reward_dir`: the judged scores
+        become that ensemble's training score (what its predictions are in)."""
+        return JudgeAuditor(judge, read_model(reward_dir).training_score, negative)
 
     def judge(
         self, prompts: Sequence[str], texts: Sequence[str], seeds: Sequence[int]
