@@ -28,7 +28,8 @@ from machine import command_line, describe_machine
 
 from flowforge.judge.loader import load_judge
 from flowforge.pipeline.config import RefineStageConfig, load_run_config
-from flowforge.pipeline.refine import JUDGED, SUMMARY, RefinePaths, refine
+from flowforge.pipeline.layout import REFINE_SUMMARY
+from flowforge.pipeline.refine import JUDGED, RefinePaths, refine
 from flowforge.reward.ensemble import RewardEnsemble, load_ensemble
 from flowforge.workflow.schema import load_catalog
 
@@ -70,7 +71,7 @@ def main() -> None:
         "machine": describe_machine(),
         "command": command_line(),
     }
-    (args.out / SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
+    (args.out / REFINE_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
     print(json.dumps(summary, indent=1))
 
 

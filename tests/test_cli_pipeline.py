@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from flowforge.cli import app
 from flowforge.pipeline.config import load_run_config, quick_config
+from flowforge.pipeline.layout import run_design
 
 runner = CliRunner()
 LABELS = ("default (sdxl_base)", "best fixed", "retrieval", "ComfyGen-FT", "SFT", "GRPO")
@@ -110,6 +111,9 @@ def test_a_refine_round_judges_grpo_designs_refits_and_is_what_gets_evaluated(
     assert (run / "refine" / "grpo" / "model.safetensors").is_file()
     report = json.loads((run / "evaluate" / "report.json").read_text())
     assert report["inputs"]["grpo"] == str(run / "refine" / "grpo")
+    assert report["inputs"]["grpo_data_calls"] == 300
+    design = run_design(run)  # what `flowforge design --run RUN` uses
+    assert design.policy == run / "refine" / "grpo" and design.reward == run / "refine" / "reward"
     calls = {m["name"]: m["data_calls"] for m in report["methods"]}
     assert calls["grpo"] == calls["best_fixed"] + 300 and calls["sft"] == 0
 

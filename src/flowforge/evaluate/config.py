@@ -145,5 +145,5 @@ class EvalInputs:
     #: ensemble saw them), charged to every GRPO method's data calls.
     grpo_data_calls: int = 0
 
-    def to_json(self) -> dict[str, str | None]:
-        return {k: None if v is None else str(v) for k, v in asdict(self).items()}
+    def to_json(self) -> dict[str, str | int | None]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 #: Stage directories inside a run (the last three also the GRPO section's fixed path fields).
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
@@ -16,6 +17,8 @@ SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
 #: The active-learning round (``[refine]``): RUN/refine/reward and RUN/refine/grpo replace
 #: RUN/reward and RUN/grpo for the evaluation and for ``flowforge design --run`` when present.
 REFINE = "refine"
+#: RUN/refine/refine.json: written when the round finished (`refine_summary` reads it).
+REFINE_SUMMARY = "refine.json"
 #: RUN/evaluate/report.json: the evaluation's report (``evaluate.report.REPORT_JSON``).
 REPORT_JSON = "report.json"
 
@@ -31,10 +34,19 @@ class RunDesign:
     reward: Path | None
 
 
+def refine_summary(run: Path) -> dict[str, Any] | None:
+    """What a finished refine round did (``RUN/refine/refine.json``), None without one: then
+    the run's own ensemble and GRPO policy are the ones to evaluate and design with."""
+    path = run / REFINE / REFINE_SUMMARY
+    if not path.is_file():
+        return None
+    summary: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return summary
+
+
 def run_design(run: Path) -> RunDesign:
     """The design setup of a finished run; ValueError naming what is missing."""
-    refined = run / REFINE / GRPO_DIR
-    base = run / REFINE if (refined / "config.json").is_file() else run
+    base = run / REFINE if refine_summary(run) is not None else run
     policy = base / GRPO_DIR
     if not (policy / "config.json").is_file():
         raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")

@@ -48,9 +48,9 @@ from ..reward.train import train_ensemble
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .config import RefineStageConfig
+from .layout import REFINE_SUMMARY
 
 JUDGED = "judged.parquet"
-SUMMARY = "refine.json"
 PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each)
 
 
@@ -118,7 +118,7 @@ def refine(
         "reward": str(reward_dir),
         "grpo": str(paths.out / "grpo"),
     }
-    write_text_atomic(paths.out / SUMMARY, json.dumps(summary, indent=1) + "\n")
+    write_text_atomic(paths.out / REFINE_SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
 
 

@@ -40,8 +40,9 @@ from .layout import (
     REFINE,
     REWARD_DIR,
     SFT_DIR,
+    refine_summary,
 )
-from .refine import SUMMARY, RefinePaths, refine
+from .refine import RefinePaths, refine
 
 WORKFLOWS = "workflows"  # RUN/library/workflows: the library's API JSON files
 OBJECT_INFO = "object_info.json"  # RUN/library/object_info.json: the judge's catalog
@@ -257,11 +258,9 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
     """What a run's evaluation compares: its library, triplets, ensemble and policies
     (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings). After
     a refine round, its refitted ensemble and second GRPO policy, and its judge calls."""
-    summary = run / REFINE / SUMMARY
-    base, extra = run, 0
-    if summary.is_file():
-        base = run / REFINE
-        extra = int(json.loads(summary.read_text(encoding="utf-8"))["judge_calls"])
+    summary = refine_summary(run)
+    base = run if summary is None else run / REFINE
+    extra = 0 if summary is None else int(summary["judge_calls"])
     return EvalInputs(
         library=run / LIBRARY / WORKFLOWS,
         triplets=run / COLLECT,
