@@ -130,13 +130,15 @@ def test_a_changed_setting_restarts_a_killed_resumable_stage_from_nothing(
     assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"
 
 
-def changed_keys(before: RunConfig, after: RunConfig) -> set[str]:
-    """The real stages whose own key differs (inputs' fingerprints held equal)."""
-    fingerprints = {stage.name: "f" for stage in STAGES}
+def changed_keys(before: RunConfig, after: RunConfig, redone: str | None = None) -> set[str]:
+    """The real stages whose own key differs between the configs, when stage `redone` (if
+    any) also gets a new fingerprint (the other inputs' fingerprints held equal)."""
+    old = {stage.name: "f" for stage in STAGES}
+    new = old if redone is None else {**old, redone: "g"}
     return {
         stage.name
         for stage in STAGES
-        if stage_key(stage, before, fingerprints) != stage_key(stage, after, fingerprints)
+        if stage_key(stage, before, old) != stage_key(stage, after, new)
     }
 
 
@@ -157,13 +159,7 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
 
 def keys_with_new(config: RunConfig, redone: str) -> set[str]:
     """The real stages whose key changes when stage `redone` gets a new fingerprint."""
-    before = {stage.name: "f" for stage in STAGES}
-    after = {**before, redone: "g"}
-    return {
-        stage.name
-        for stage in STAGES
-        if stage_key(stage, config, before) != stage_key(stage, config, after)
-    }
+    return changed_keys(config, config, redone)
 
 
 def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() -> None:
