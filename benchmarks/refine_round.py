@@ -1,16 +1,19 @@
-"""One active-learning round on a finished run: judge GRPO's own designs, refit the ensemble,
-GRPO again; prints the ensemble's error on the judged designs before and after the refit.
+"""Active-learning rounds on a finished run: judge GRPO's own designs, refit the ensemble,
+GRPO again; prints the ensemble's error on each round's judged designs before and after its
+refit.
 
 Usage: ``python benchmarks/refine_round.py --run RUN --out OUT [--judge sim:1]
-[--samples 2] [--seeds 1] [--temperature 1.0]``, then
+[--rounds 1] [--samples 2] [--seeds 1] [--temperature 1.0] [--audit-every N [--two-sided]]``, then
 ``flowforge evaluate --library RUN/library/workflows --data RUN/collect --sft RUN/sft
---comfygen-ft RUN/comfygen_ft --reward OUT/reward --grpo OUT/grpo --out OUT/evaluate``.
+--comfygen-ft RUN/comfygen_ft --reward OUT/round-N/reward --grpo OUT/round-N/grpo
+--out OUT/evaluate`` (N the last round).
 
 It runs `flowforge.pipeline.refine.refine` (what ``[refine] enabled = true`` does inside
 ``flowforge run``) on a run that was made without it, into OUT rather than RUN/refine, so a
-run's stages stay untouched; OUT/refine.json gets the round's numbers, the mean gap
-(ensemble mean prediction - judged training score, in each ensemble's own units) over the
-judged designs before and after the refit, and the machine. Why the round: docs/evaluation.md
+run's stages stay untouched; OUT/refine.json gets the rounds' numbers, each round's mean gap
+(ensemble mean prediction - judged training score, in each ensemble's own units) over its
+judged designs before its refit (the previous round's ensemble, the run's for the first) and
+after, and the machine. Why the round: docs/evaluation.md
 ("The refine round"); results: docs/benchmarks.md.
 """
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +32,9 @@ from machine import command_line, describe_machine
 
 from flowforge.judge.loader import load_judge
 from flowforge.pipeline.config import RefineStageConfig, load_run_config
-from flowforge.pipeline.layout import REFINE_SUMMARY
+from flowforge.pipeline.layout import REFINE_SUMMARY, round_dir
 from flowforge.pipeline.refine import JUDGED, RefinePaths, refine
+from flowforge.policy.audit import JudgeAuditor
 from flowforge.reward.ensemble import RewardEnsemble, load_ensemble
 from flowforge.workflow.schema import load_catalog
 
@@ -37,11 +42,18 @@ from flowforge.workflow.schema import load_catalog
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="a finished `flowforge run`")
-    parser.add_argument("--out", required=True, type=Path, help="directory for the round")
+    parser.add_argument("--out", required=True, type=Path, help="directory for the rounds")
     parser.add_argument("--judge", default=None, help="the run's judge (default: its config)")
+    parser.add_argument("--rounds", type=int, default=1, help="active-learning rounds")
     parser.add_argument("--samples", type=int, default=2, help="designs per train prompt")
     parser.add_argument("--seeds", type=int, default=1, help="render seeds per design")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument(
+        "--audit-every", type=int, default=None, help="judged audits in each round's GRPO"
+    )
+    parser.add_argument(
+        "--two-sided", action="store_true", help="audits also raise underrated designs"
+    )
     args = parser.parse_args()
 
     config = load_run_config(args.run / "config.json")
@@ -55,18 +67,35 @@ def main() -> None:
         out=args.out,
     )
     settings = RefineStageConfig(
-        enabled=True, samples=args.samples, seeds=args.seeds, temperature=args.temperature
+        enabled=True,
+        rounds=args.rounds,
+        samples=args.samples,
+        seeds=args.seeds,
+        temperature=args.temperature,
     )
+    grpo = config.grpo
+    if args.audit_every is not None:
+        grpo = replace(grpo, audit_every=args.audit_every, audit_two_sided=args.two_sided)
+    negative = config.collect.negative
     started = time.perf_counter()
     summary = refine(
-        paths, settings, config.reward, config.grpo, loaded, catalog, config.collect.negative
+        paths,
+        settings,
+        config.reward,
+        grpo,
+        loaded,
+        catalog,
+        negative,
+        auditor=lambda reward: JudgeAuditor.for_ensemble(loaded.judge, reward, negative),
     )
-    judged = pq.read_table(args.out / JUDGED).to_pylist()
     before = load_ensemble(args.run / "reward", catalog=catalog)
-    after = load_ensemble(args.out / "reward", catalog=catalog)
+    for number, line in enumerate(summary["rounds"], start=1):
+        here = args.out / round_dir(number)
+        judged = pq.read_table(here / JUDGED).to_pylist()
+        after = load_ensemble(here / "reward", catalog=catalog)
+        line |= {"gap_before": _gap(before, judged), "gap_after_refit": _gap(after, judged)}
+        before = after
     summary |= {
-        "gap_before": _gap(before, judged),
-        "gap_after_refit": _gap(after, judged),
         "seconds": round(time.perf_counter() - started, 1),
         "machine": describe_machine(),
         "command": command_line(),

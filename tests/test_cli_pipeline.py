@@ -92,7 +92,7 @@ def test_grpo_with_audits_judges_its_own_samples(
     assert record["result"]["audit_calls"] == 4 and record["config"]["audit_every"] == 1
 
 
-def test_a_refine_round_judges_grpo_designs_refits_and_is_what_gets_evaluated(
+def test_refine_rounds_judge_grpo_designs_refit_and_the_last_is_what_gets_evaluated(
     quick_run: tuple[Path, str], tmp_path: Path
 ) -> None:
     source, _ = quick_run
@@ -100,22 +100,45 @@ def test_a_refine_round_judges_grpo_designs_refits_and_is_what_gets_evaluated(
     shutil.copytree(source, run)  # the stages before refine stay done (same keys)
     (run / "run.lock").unlink(missing_ok=True)
     settings = tmp_path / "refine.toml"
-    settings.write_text("[refine]\nenabled = true\nsamples = 1\n")
+    settings.write_text(
+        "[grpo]\naudit_every = 1\naudit_samples = 2\n"
+        "[refine]\nenabled = true\nrounds = 2\nsamples = 1\n"
+    )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
-    assert result.stderr.count("done before, skipped") == 6  # all but refine and evaluate
+    assert result.stderr.count("done before, skipped") == 5  # all but GRPO, refine, evaluate
     summary = json.loads((run / "refine" / "refine.json").read_text())
-    collected = pq.read_table(run / "refine" / "judged.parquet")
-    assert summary["judge_calls"] == collected.num_rows == 300  # one design per train prompt
-    assert (run / "refine" / "reward" / "config.json").is_file()
-    assert (run / "refine" / "grpo" / "model.safetensors").is_file()
+    first, second = (
+        pq.read_table(run / "refine" / f"round-{n}" / "judged.parquet") for n in (1, 2)
+    )
+    assert [r["judge_calls"] for r in summary["rounds"]] == [300, 300]  # a design per prompt
+    assert first.num_rows == second.num_rows == 300
+    # every GRPO run audits; the evaluated run's audits are read from its own record, the
+    # earlier runs' (which chose what the rounds judged) are charged through the summary
+    audits = [
+        json.loads((d / "flowforge_run.json").read_text())["result"]["audit_calls"]
+        for d in (
+            run / "grpo",
+            run / "refine" / "round-1" / "grpo",
+            run / "refine" / "round-2" / "grpo",
+        )
+    ]
+    assert audits[0] > 0
+    assert summary["judge_calls"] == 600 + audits[0] + audits[1]
+    items = first.column("item").to_pylist() + second.column("item").to_pylist()
+    assert len(set(items)) == 600  # the second round's judgements continue the first's
+    # each round draws its own designs (its own seeds, its own policy)
+    assert first.column("workflow_text").to_pylist() != second.column("workflow_text").to_pylist()
+    last = run / "refine" / "round-2"
+    assert (last / "reward" / "config.json").is_file()
+    assert (last / "grpo" / "model.safetensors").is_file()
     report = json.loads((run / "evaluate" / "report.json").read_text())
-    assert report["inputs"]["grpo"] == str(run / "refine" / "grpo")
-    assert report["inputs"]["grpo_data_calls"] == 300
+    assert report["inputs"]["grpo"] == str(last / "grpo")
+    assert report["inputs"]["grpo_data_calls"] == summary["judge_calls"]
     design = run_design(run)  # what `flowforge design --run RUN` uses
-    assert design.policy == run / "refine" / "grpo" and design.reward == run / "refine" / "reward"
+    assert design.policy == last / "grpo" and design.reward == last / "reward"
     calls = {m["name"]: m["data_calls"] for m in report["methods"]}
-    assert calls["grpo"] == calls["best_fixed"] + 300 and calls["sft"] == 0
+    assert calls["grpo"] == calls["best_fixed"] + 600 + sum(audits) and calls["sft"] == 0
 
 
 def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:

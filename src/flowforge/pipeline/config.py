@@ -69,13 +69,15 @@ class CollectStageConfig:
 
 @dataclass(frozen=True)
 class RefineStageConfig:
-    """One active-learning round after GRPO (`pipeline.refine`, docs/evaluation.md): judge
-    the policy's own designs, refit the ensemble, GRPO again from SFT. Off by default: on
-    three GRPO seeds of two sim worlds it removed reward hacking but reached the 70% target
-    on none, and it adds ~10 minutes."""
+    """Active-learning rounds after GRPO (`pipeline.refine`, docs/evaluation.md): judge the
+    policy's own designs, refit the ensemble, GRPO again from SFT. Off by default: on three
+    GRPO seeds of two sim worlds one round removed reward hacking but reached the 70% target
+    on none, and it adds ~10 minutes a round."""
 
-    #: Run the round; the evaluation then compares the refined GRPO policy.
+    #: Run the rounds; the evaluation then compares the last round's GRPO policy.
     enabled: bool = False
+    #: Rounds, each judging the previous round's policy (the first: the run's GRPO).
+    rounds: int = 1
     #: Designs sampled per train prompt from the first GRPO policy.
     samples: int = 2
     #: Render seeds per design (one judge call each).
@@ -86,8 +88,8 @@ class RefineStageConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
-            raise RunConfigError("refine: samples and seeds must be >= 1, temperature > 0")
+        if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
+            raise RunConfigError("refine: rounds, samples and seeds must be >= 1, temperature > 0")
 
 
 def _small_model() -> TrainSettings:

@@ -14,10 +14,11 @@ from typing import Any
 #: Stage directories inside a run (the last three also the GRPO section's fixed path fields).
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
 SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
-#: The active-learning round (``[refine]``): RUN/refine/reward and RUN/refine/grpo replace
-#: RUN/reward and RUN/grpo for the evaluation and for ``flowforge design --run`` when present.
+#: The active-learning rounds (``[refine]``): RUN/refine/round-N/reward and .../grpo of the
+#: last round replace RUN/reward and RUN/grpo for the evaluation and for ``flowforge design
+#: --run`` when present.
 REFINE = "refine"
-#: RUN/refine/refine.json: written when the round finished (`refine_summary` reads it).
+#: RUN/refine/refine.json: written when the rounds finished (`refine_summary` reads it).
 REFINE_SUMMARY = "refine.json"
 #: RUN/evaluate/report.json: the evaluation's report (``evaluate.report.REPORT_JSON``).
 REPORT_JSON = "report.json"
@@ -44,9 +45,21 @@ def refine_summary(run: Path) -> dict[str, Any] | None:
     return summary
 
 
+def round_dir(number: int) -> str:
+    """The directory of refine round `number` (from 1) inside RUN/refine."""
+    return f"round-{number}"
+
+
+def refined(run: Path) -> Path:
+    """Where the run's final ensemble and GRPO policy live: the last refine round's directory
+    after finished refine rounds, else the run itself."""
+    summary = refine_summary(run)
+    return run if summary is None else run / REFINE / str(summary["final"])
+
+
 def run_design(run: Path) -> RunDesign:
     """The design setup of a finished run; ValueError naming what is missing."""
-    base = run / REFINE if refine_summary(run) is not None else run
+    base = refined(run)
     policy = base / GRPO_DIR
     if not (policy / "config.json").is_file():
         raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")

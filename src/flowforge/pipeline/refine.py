@@ -36,6 +36,7 @@ from ..data.collect import check_results
 from ..data.export import run_table
 from ..data.plan import SEED_LIMIT, RequestTemplate
 from ..evaluate.designers import PolicyDesigner, SamplingSettings, derive_seed, load_for_design
+from ..evaluate.methods import audit_calls
 from ..files import write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import LoadedJudge
@@ -48,7 +49,7 @@ from ..reward.train import train_ensemble
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .config import RefineStageConfig
-from .layout import REFINE_SUMMARY
+from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
 
 JUDGED = "judged.parquet"
 PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each)
@@ -76,50 +77,102 @@ def refine(
     say: Callable[[str], None] = print,
     auditor: Callable[[Path], Auditor] | None = None,
 ) -> dict[str, Any]:
-    """Judge, refit, GRPO again (resuming whatever a killed round finished); the summary.
-    `auditor` makes the judge of the second run's audits from the refitted ensemble's
-    directory (needed when ``grpo.audit_every > 0``)."""
+    """`config.rounds` rounds of judge, refit, GRPO again (resuming whatever a killed run
+    finished); the summary. Round k judges the policy of round k-1 (the run's GRPO for the
+    first) and refits on the triplets plus every round's judgements so far, so the ensemble
+    keeps what earlier rounds showed it. `auditor` makes the judge of each round's GRPO
+    audits from that round's refitted ensemble directory (needed when ``grpo.audit_every >
+    0``)."""
     paths.out.mkdir(parents=True, exist_ok=True)
     triplets, _ = run_table(paths.collect)
-    judged_path = paths.out / JUDGED
-    if not judged_path.is_file():
-        judged = judge_designs(
-            paths.grpo, triplets, config, judge, catalog, negative, grpo.max_completion_length, say
+    data, policy, rounds = triplets, paths.grpo, []
+    for number in range(1, config.rounds + 1):
+        here = paths.out / round_dir(number)
+        say(f"refine: round {number}/{config.rounds}")
+        judged = _judged(here, policy, data, config, number, judge, catalog, negative, grpo, say)
+        data = pa.concat_tables([data, judged.select(data.column_names)])
+        reward_dir = here / REWARD_DIR
+        if not (reward_dir / REWARD_CONFIG).is_file():
+            _refit(data, here, reward_dir, reward, catalog, say)
+        policy = here / GRPO_DIR
+        again = replace(
+            grpo,
+            sft_dir=str(paths.sft),
+            reward_dir=str(reward_dir),
+            out=str(policy),
+            library_dir=str(paths.library),
         )
-        partial = judged_path.with_name(judged_path.name + ".partial")
-        pq.write_table(judged, partial)
-        os.replace(partial, judged_path)
-    judged = pq.read_table(judged_path)
-    reward_dir = paths.out / "reward"
-    if not (reward_dir / REWARD_CONFIG).is_file():
-        combined = paths.out / "refit-data.parquet"  # the refit's data, removed afterwards
-        pq.write_table(pa.concat_tables([triplets, judged.select(triplets.column_names)]), combined)
-        say(f"refine: refitting the ensemble on {triplets.num_rows + judged.num_rows} judgements")
-        started = time.perf_counter()
-        try:
-            train_ensemble(combined, reward_dir, reward, catalog=catalog)
-        finally:
-            combined.unlink(missing_ok=True)
-        say(f"refine: ensemble refitted in {time.perf_counter() - started:.0f} s")
-    second = replace(
-        grpo,
-        sft_dir=str(paths.sft),
-        reward_dir=str(reward_dir),
-        out=str(paths.out / "grpo"),
-        library_dir=str(paths.library),
-    )
-    say("refine: GRPO again from SFT against the refitted ensemble")
-    train_grpo(second, auditor=auditor(reward_dir) if auditor is not None else None)
-    errors = judged.column("error").to_pylist()
+        say(f"refine: round {number}: GRPO again from SFT against the refitted ensemble")
+        train_grpo(again, auditor=auditor(reward_dir) if auditor is not None else None)
+        errors = judged.column("error").to_pylist()
+        rounds.append(
+            {
+                "judge_calls": judged.num_rows,
+                "judge_errors": sum(e is not None for e in errors),
+                "distinct_designs": len(set(judged.column("workflow_hash").to_pylist())),
+            }
+        )
+    # Every GRPO run before the last shaped the final policy through the designs a round
+    # judged; their audits count like the judged designs. The evaluation reads the last run's
+    # audits from its own record (`evaluate.methods.audit_calls`).
+    earlier = [paths.grpo] + [paths.out / round_dir(n) / GRPO_DIR for n in range(1, config.rounds)]
+    audits = sum(audit_calls(p) for p in earlier)
+    judged_calls = sum(r["judge_calls"] for r in rounds)
     summary = {
-        "judge_calls": judged.num_rows,
-        "judge_errors": sum(e is not None for e in errors),
-        "distinct_designs": len(set(judged.column("workflow_hash").to_pylist())),
-        "reward": str(reward_dir),
-        "grpo": str(paths.out / "grpo"),
+        "judge_calls": judged_calls + audits,
+        "judged_designs_calls": judged_calls,
+        "earlier_audit_calls": audits,
+        "final": round_dir(config.rounds),
+        "rounds": rounds,
     }
     write_text_atomic(paths.out / REFINE_SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _judged(
+    here: Path,
+    policy: Path,
+    data: Any,
+    config: RefineStageConfig,
+    number: int,
+    judge: LoadedJudge,
+    catalog: Catalog,
+    negative: str,
+    grpo: GRPORunConfig,
+    say: Callable[[str], None],
+) -> Any:
+    """The round's judgements of `policy`'s designs: read back when a killed run had them
+    (the file is written atomically, so a half-judged round judges again from the start)."""
+    path = here / JUDGED
+    if not path.is_file():
+        here.mkdir(parents=True, exist_ok=True)
+        table = judge_designs(
+            policy, data, config, judge, catalog, negative, grpo.max_completion_length, say, number
+        )
+        partial = path.with_name(path.name + ".partial")
+        pq.write_table(table, partial)
+        os.replace(partial, path)
+    return pq.read_table(path)
+
+
+def _refit(
+    data: Any,
+    here: Path,
+    reward_dir: Path,
+    reward: RewardConfig,
+    catalog: Catalog,
+    say: Callable[[str], None],
+) -> None:
+    """Train the ensemble again from nothing on `data` (the run's reward settings)."""
+    combined = here / "refit-data.parquet"  # the refit's data, removed afterwards
+    pq.write_table(data, combined)
+    say(f"refine: refitting the ensemble on {data.num_rows} judgements")
+    started = time.perf_counter()
+    try:
+        train_ensemble(combined, reward_dir, reward, catalog=catalog)
+    finally:
+        combined.unlink(missing_ok=True)
+    say(f"refine: ensemble refitted in {time.perf_counter() - started:.0f} s")
 
 
 def judge_designs(
@@ -131,10 +184,12 @@ def judge_designs(
     negative: str,
     max_new_tokens: int,
     say: Callable[[str], None] = print,
+    round_number: int = 1,
 ) -> Any:
     """`config.samples` designs of `policy` for each train prompt of `triplets` (a table with
     the export's columns), each judged on `config.seeds` render seeds, as a table with the same
-    columns (item numbers continue the triplets'; invalid designs are not judged)."""
+    columns (item numbers continue the triplets'; invalid designs are not judged). Sampling
+    and render seeds follow `config.seed` and `round_number`, so rounds draw independently."""
     prompts = dict(
         zip(
             triplets.column("prompt_id").to_pylist(),
@@ -151,11 +206,11 @@ def judge_designs(
     samples: list[tuple[str, Sample]] = []
     for start in range(0, len(ids), PROMPT_CHUNK):
         chunk = ids[start : start + PROMPT_CHUNK]
-        seeds = [derive_seed("refine", config.seed, i) for i in chunk]
+        seeds = [derive_seed("refine", config.seed, round_number, i) for i in chunk]
         drawn = designer.sample([prompts[i] for i in chunk], seeds, config.samples)
         samples += [(chunk[k // config.samples], s) for k, s in enumerate(drawn)]
         say(f"refine: sampled designs for {start + len(chunk)}/{len(ids)} train prompts")
-    rng = np.random.default_rng([config.seed, 0x5EED])
+    rng = np.random.default_rng([config.seed, round_number, 0x5EED])
     rows: list[dict[str, Any]] = []
     items: list[JudgeItem] = []
     for prompt_id, sample in samples:

@@ -41,6 +41,7 @@ from .layout import (
     REWARD_DIR,
     SFT_DIR,
     refine_summary,
+    refined,
 )
 from .refine import RefinePaths, refine
 
@@ -229,7 +230,7 @@ def _auditor(ctx: StageContext, reward_dir: Path) -> JudgeAuditor:
 
 
 def refine_stage(ctx: StageContext) -> dict[str, Any]:
-    """One active-learning round (`pipeline.refine`), or nothing when disabled."""
+    """The active-learning rounds (`pipeline.refine`), or nothing when disabled."""
     c = ctx.config
     if not c.refine.enabled:
         return {"enabled": False}
@@ -259,7 +260,7 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
     (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings). After
     a refine round, its refitted ensemble and second GRPO policy, and its judge calls."""
     summary = refine_summary(run)
-    base = run if summary is None else run / REFINE
+    base = refined(run)
     extra = 0 if summary is None else int(summary["judge_calls"])
     return EvalInputs(
         library=run / LIBRARY / WORKFLOWS,
