@@ -3,7 +3,8 @@ GRPO again; prints the ensemble's error on each round's judged designs before an
 refit.
 
 Usage: ``python benchmarks/refine_round.py --run RUN --out OUT [--judge sim:1]
-[--rounds 1] [--samples 2] [--seeds 1] [--temperature 1.0] [--audit-every N [--two-sided]]``, then
+[--rounds 1] [--samples 2] [--seeds 1] [--temperature 1.0]
+[--audit-every N [--two-sided] [--audit-ridge R]]``, then
 ``flowforge evaluate --library RUN/library/workflows --data RUN/collect --sft RUN/sft
 --comfygen-ft RUN/comfygen_ft --reward OUT/round-N/reward --grpo OUT/round-N/grpo
 --out OUT/evaluate`` (N the last round).
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument(
         "--two-sided", action="store_true", help="audits also raise underrated designs"
     )
+    parser.add_argument("--audit-ridge", type=float, default=None, help="the audits' ridge")
     args = parser.parse_args()
 
     config = load_run_config(args.run / "config.json")
@@ -76,6 +78,8 @@ def main() -> None:
     grpo = config.grpo
     if args.audit_every is not None:
         grpo = replace(grpo, audit_every=args.audit_every, audit_two_sided=args.two_sided)
+    if args.audit_ridge is not None:
+        grpo = replace(grpo, audit_ridge=args.audit_ridge)
     negative = config.collect.negative
     started = time.perf_counter()
     summary = refine(
