@@ -163,7 +163,8 @@ def keys_with_new(config: RunConfig, redone: str) -> set[str]:
 
 
 def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() -> None:
-    base = quick_config()
+    refined = quick_config()
+    base = dataclasses.replace(refined, refine=dataclasses.replace(refined.refine, enabled=False))
     # random pairing does not read the ensemble: a new ensemble leaves SFT (and ComfyGen-FT) be
     assert base.sft.pairing == "random"
     assert keys_with_new(base, "reward") == {"grpo", "evaluate"}
@@ -176,11 +177,11 @@ def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() ->
         "grpo",
         "evaluate",
     }
-    # the refine round reads nothing while disabled; enabled, it follows GRPO (and so the
+    # the refine rounds read nothing while disabled; enabled, they follow GRPO (and so the
     # reward, collection and GRPO settings that redo GRPO)
     assert "refine" not in keys_with_new(base, "grpo")
-    refined = dataclasses.replace(base, refine=dataclasses.replace(base.refine, enabled=True))
     assert keys_with_new(refined, "grpo") == {"refine", "evaluate"}
+    assert keys_with_new(refined, "sft") == {"comfygen_ft", "grpo", "refine", "evaluate"}
     assert changed_keys(base, refined) == {"refine"}
     off = dataclasses.replace(base, comfygen_ft=dataclasses.replace(scratch, enabled=False))
     assert "comfygen_ft" not in keys_with_new(off, "collect")

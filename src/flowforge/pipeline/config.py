@@ -70,14 +70,16 @@ class CollectStageConfig:
 @dataclass(frozen=True)
 class RefineStageConfig:
     """Active-learning rounds after GRPO (`pipeline.refine`, docs/evaluation.md): judge the
-    policy's own designs, refit the ensemble, GRPO again from SFT. Off by default: on three
-    GRPO seeds of two sim worlds one round removed reward hacking but reached the 70% target
-    on none, and it adds ~10 minutes a round."""
+    policy's own designs, refit the ensemble, GRPO again from SFT. On by default, two rounds:
+    over GRPO seeds 0-2 of two sim worlds they turned reward hacking (0.030 held-out) into the
+    level of the other seeds (0.509) and never lost to GRPO alone by more than its seed spread
+    (docs/benchmarks.md, "Active-learning rounds"); each round costs ~10 minutes and 2,660
+    judge calls (13% of the collection)."""
 
     #: Run the rounds; the evaluation then compares the last round's GRPO policy.
-    enabled: bool = False
+    enabled: bool = True
     #: Rounds, each judging the previous round's policy (the first: the run's GRPO).
-    rounds: int = 1
+    rounds: int = 2
     #: Designs sampled per train prompt from the first GRPO policy.
     samples: int = 2
     #: Render seeds per design (one judge call each).
@@ -221,6 +223,7 @@ def quick_config() -> RunConfig:
         sft=SFTStageConfig(pairs=800, train=train),
         comfygen_ft=ComfyGenFTStageConfig(train=replace(train, epochs=0.3)),
         grpo=apply(_grpo(), GRPO_QUICK),
+        refine=RefineStageConfig(samples=1),  # two rounds of one design per train prompt
         evaluate=EvalConfig(
             prompts=30,
             seeds=1,
