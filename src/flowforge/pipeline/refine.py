@@ -1,21 +1,22 @@
-"""One active-learning round after GRPO (``[refine] enabled = true``): judge the policy's own
-designs, refit the ensemble on the triplets plus those judgements, GRPO again from SFT.
+"""Active-learning rounds after GRPO (``[refine]``, two by default): judge the policy's own
+designs, refit the ensemble on the triplets plus those judgements, GRPO again from SFT; the
+next round judges that policy.
 
 Why: the ensemble learned from library workflows, and GRPO leaves the library. On some seeds
 it climbs into a family of new designs every member overrates (docs/benchmarks.md, "GRPO's
-spread over seeds"); on others it stalls. Judging what the first GRPO policy writes, on the
-train prompts, shows the ensemble its errors near the policy's path; a second GRPO run from
-SFT then optimises against the refitted ensemble. Measured with `benchmarks/refine_round.py`
-(the same computation): on sim world 0, GRPO seeds 0, 1 and 2 reached 0.507, 0.503 and 0.320
-held-out against 0.479, 0.305 and 0.030 on the run's own ensemble (seed 2's reward hacking
-removed); on world 1 no change beyond the seed spread. It costs `samples` x `seeds` judge
-calls per train prompt (2,660 by default, 13% of the collection), charged to every GRPO
-method's data calls in the evaluation.
+spread over seeds"); on others it stalls. Judging what the GRPO policy writes, on the train
+prompts, shows the ensemble its errors near the policy's path; GRPO from SFT then optimises
+against the refitted ensemble. Measured with `benchmarks/refine_round.py` (the same
+computation): on sim world 0 one round took GRPO seeds 0, 1 and 2 to 0.507, 0.503 and 0.320
+held-out (0.479, 0.305 and 0.030 on the run's own ensemble), and a second round took seed 2
+to 0.509; on world 1 the changes stay within the seed spread (docs/benchmarks.md). A round
+costs `samples` x `seeds` judge calls per train prompt (2,660 by default, 13% of the
+collection), charged to every GRPO method's data calls in the evaluation.
 
-``RUN/refine/``: ``judged.parquet`` (the new judgements, the export's columns; written
-atomically, so a killed round does not judge again), ``reward/`` (the refitted ensemble,
-retrained from nothing after a kill), ``grpo/`` (the second GRPO run, resumed from its
-checkpoints), ``refine.json`` (what the round did).
+``RUN/refine/round-N/``: ``judged.parquet`` (the round's judgements, the export's columns;
+written atomically, so a killed round does not judge again), ``reward/`` (the refitted
+ensemble, retrained from nothing after a kill), ``grpo/`` (the round's GRPO run, resumed
+from its checkpoints); ``RUN/refine/refine.json`` (what the rounds did, written last).
 """
 
 from __future__ import annotations
