@@ -14,8 +14,8 @@ It runs `flowforge.pipeline.refine.refine` (what ``[refine] enabled = true`` doe
 run's stages stay untouched; OUT/refine.json gets the rounds' numbers, each round's mean gap
 (ensemble mean prediction - judged training score, in each ensemble's own units) over its
 judged designs before its refit (the previous round's ensemble, the run's for the first) and
-after, and the machine. Why the round: docs/evaluation.md
-("The refine round"); results: docs/benchmarks.md.
+after, and the machine. Why the rounds: docs/evaluation.md
+("The refine rounds"); results: docs/benchmarks.md.
 """
 
 from __future__ import annotations

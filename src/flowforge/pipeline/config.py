@@ -71,16 +71,16 @@ class CollectStageConfig:
 class RefineStageConfig:
     """Active-learning rounds after GRPO (`pipeline.refine`, docs/evaluation.md): judge the
     policy's own designs, refit the ensemble, GRPO again from SFT. On by default, two rounds:
-    over GRPO seeds 0-2 of two sim worlds they turned reward hacking (0.030 held-out) into the
-    level of the other seeds (0.509) and never lost to GRPO alone by more than its seed spread
-    (docs/benchmarks.md, "Active-learning rounds"); each round costs ~10 minutes and 2,660
-    judge calls (13% of the collection)."""
+    on sim world 0 they took GRPO seeds 0-2 from 0.479 / 0.305 / 0.030 held-out to 0.504 /
+    0.377 / 0.509 (the collapses gone); on world 1, seeds 0-1 from 0.497 / 0.487 to 0.456 /
+    0.607 (docs/benchmarks.md, "Two active-learning rounds"). Each round costs ~10 minutes
+    and 2,660 judge calls (13% of the collection)."""
 
     #: Run the rounds; the evaluation then compares the last round's GRPO policy.
     enabled: bool = True
     #: Rounds, each judging the previous round's policy (the first: the run's GRPO).
     rounds: int = 2
-    #: Designs sampled per train prompt from the first GRPO policy.
+    #: Designs sampled per train prompt from the previous policy, each round.
     samples: int = 2
     #: Render seeds per design (one judge call each).
     seeds: int = 1

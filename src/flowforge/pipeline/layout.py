@@ -36,7 +36,7 @@ class RunDesign:
 
 
 def refine_summary(run: Path) -> dict[str, Any] | None:
-    """What a finished refine round did (``RUN/refine/refine.json``), None without one: then
+    """What finished refine rounds did (``RUN/refine/refine.json``), None without: then
     the run's own ensemble and GRPO policy are the ones to evaluate and design with."""
     path = run / REFINE / REFINE_SUMMARY
     if not path.is_file():

@@ -62,7 +62,7 @@ class RefinePaths:
 
     collect: Path
     sft: Path
-    grpo: Path  # the first GRPO policy, whose designs are judged
+    grpo: Path  # the run's GRPO policy, whose designs the first round judges
     library: Path  # the run's library (API JSON), for GRPO's novelty
     out: Path
 
@@ -82,15 +82,26 @@ def refine(
     finished); the summary. Round k judges the policy of round k-1 (the run's GRPO for the
     first) and refits on the triplets plus every round's judgements so far, so the ensemble
     keeps what earlier rounds showed it. `auditor` makes the judge of each round's GRPO
-    audits from that round's refitted ensemble directory (needed when ``grpo.audit_every >
-    0``)."""
+    audits from that round's refitted ensemble directory; it is called only when
+    ``grpo.audit_every > 0`` (and then needed)."""
     paths.out.mkdir(parents=True, exist_ok=True)
     triplets, _ = run_table(paths.collect)
     data, policy, rounds = triplets, paths.grpo, []
     for number in range(1, config.rounds + 1):
         here = paths.out / round_dir(number)
         say(f"refine: round {number}/{config.rounds}")
-        judged = _judged(here, policy, data, config, number, judge, catalog, negative, grpo, say)
+        judged = _judged(
+            here,
+            policy,
+            data,
+            config,
+            number,
+            judge,
+            catalog,
+            negative,
+            grpo.max_completion_length,
+            say,
+        )
         data = pa.concat_tables([data, judged.select(data.column_names)])
         reward_dir = here / REWARD_DIR
         if not (reward_dir / REWARD_CONFIG).is_file():
@@ -104,7 +115,8 @@ def refine(
             library_dir=str(paths.library),
         )
         say(f"refine: round {number}: GRPO again from SFT against the refitted ensemble")
-        train_grpo(again, auditor=auditor(reward_dir) if auditor is not None else None)
+        audited = auditor if grpo.audit_every > 0 else None
+        train_grpo(again, auditor=audited(reward_dir) if audited is not None else None)
         errors = judged.column("error").to_pylist()
         rounds.append(
             {
@@ -139,7 +151,7 @@ def _judged(
     judge: LoadedJudge,
     catalog: Catalog,
     negative: str,
-    grpo: GRPORunConfig,
+    max_new_tokens: int,
     say: Callable[[str], None],
 ) -> Any:
     """The round's judgements of `policy`'s designs: read back when a killed run had them
@@ -148,7 +160,7 @@ def _judged(
     if not path.is_file():
         here.mkdir(parents=True, exist_ok=True)
         table = judge_designs(
-            policy, data, config, judge, catalog, negative, grpo.max_completion_length, say, number
+            policy, data, config, judge, catalog, negative, max_new_tokens, say, number
         )
         partial = path.with_name(path.name + ".partial")
         pq.write_table(table, partial)

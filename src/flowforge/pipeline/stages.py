@@ -1,10 +1,10 @@
 """The stages of ``flowforge run``, each a call into the package that owns it.
 
-library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO (-> refine, when enabled) ->
+library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> refine (unless disabled) ->
 evaluate. A stage reads its section of the `RunConfig` and the outputs of earlier stages
 (fixed directories of the run) and writes only ``RUN/<its name>``; it returns a JSON summary
 that the runner stores in the stage's done marker. `resumable` stages continue a run cut
-short (the collection journal, the SFT and GRPO checkpoints, the refine round's judgements);
+short (the collection journal, the SFT and GRPO checkpoints, the refine rounds' judgements);
 the others are restarted from nothing by the runner.
 """
 
@@ -241,7 +241,6 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         library=ctx.path(LIBRARY, WORKFLOWS),
         out=ctx.path(REFINE),
     )
-    audits = (lambda reward: _auditor(ctx, reward)) if c.grpo.audit_every > 0 else None
     return refine(
         paths,
         c.refine,
@@ -251,14 +250,14 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.catalog(),
         c.collect.negative,
         ctx.say,
-        audits,
+        lambda reward: _auditor(ctx, reward),  # used only with audits on
     )
 
 
 def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
     """What a run's evaluation compares: its library, triplets, ensemble and policies
     (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings). After
-    a refine round, its refitted ensemble and second GRPO policy, and its judge calls."""
+    refine rounds, the last round's refitted ensemble and GRPO policy, and their judge calls."""
     summary = refine_summary(run)
     base = refined(run)
     extra = 0 if summary is None else int(summary["judge_calls"])
@@ -296,7 +295,7 @@ def _comfygen_ft_unread(config: RunConfig) -> frozenset[str]:
 
 
 def _refine_unread(config: RunConfig) -> frozenset[str]:
-    """Disabled, the round reads nothing."""
+    """Disabled, the rounds read nothing."""
     if config.refine.enabled:
         return frozenset()
     return frozenset({LIBRARY, COLLECT, SFT_DIR, GRPO_DIR})
@@ -320,7 +319,7 @@ STAGES: tuple[Stage, ...] = (
         REFINE,
         ("refine",),  # its reward, GRPO and negative settings reach it through GRPO_DIR
         (LIBRARY, COLLECT, SFT_DIR, GRPO_DIR),
-        True,  # judged designs and the second GRPO run resume (pipeline.refine)
+        True,  # judged designs and each round's GRPO run resume (pipeline.refine)
         refine_stage,
         _refine_unread,
     ),
