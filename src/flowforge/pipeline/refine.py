@@ -8,8 +8,9 @@ spread over seeds"); on others it stalls. Judging what the GRPO policy writes, o
 prompts, shows the ensemble its errors near the policy's path; GRPO from SFT then optimises
 against the refitted ensemble. Measured with `benchmarks/refine_round.py` (the same
 computation): on sim world 0 one round took GRPO seeds 0, 1 and 2 to 0.507, 0.503 and 0.320
-held-out (0.479, 0.305 and 0.030 on the run's own ensemble), and a second round took seed 2
-to 0.509; on world 1 the changes stay within the seed spread (docs/benchmarks.md). A round
+held-out (0.479, 0.305 and 0.030 on the run's own ensemble), and two rounds took them to
+0.504, 0.377 and 0.509; on world 1 two rounds gave seeds 0 and 1 0.456 and 0.607 (0.497 and
+0.487 without; docs/benchmarks.md, "Two active-learning rounds"). A round
 costs `samples` x `seeds` judge calls per train prompt (2,660 by default, 13% of the
 collection), charged to every GRPO method's data calls in the evaluation.
 
