@@ -63,13 +63,18 @@ class FakeStages:
         ]
 
 
+def in_order() -> RunConfig:
+    """The quick config run stage after stage in this process (the fakes are closures)."""
+    return dataclasses.replace(quick_config(), jobs=1)
+
+
 def statuses(result: Any) -> list[str]:
     return [outcome.status for outcome in result.stages]
 
 
 def test_a_finished_run_is_skipped_stage_by_stage(tmp_path: Path) -> None:
     fake = FakeStages()
-    config = quick_config()
+    config = in_order()
     first = run_pipeline(config, tmp_path, stages=fake.all())
     assert statuses(first) == ["ran", "ran", "ran"] and fake.calls == ["a", "b", "c"]
     second = run_pipeline(config, tmp_path, stages=fake.all())
@@ -83,7 +88,7 @@ def test_a_finished_run_is_skipped_stage_by_stage(tmp_path: Path) -> None:
 
 def test_a_changed_section_redoes_its_stage_and_every_stage_after_it(tmp_path: Path) -> None:
     fake = FakeStages()
-    config = quick_config()
+    config = in_order()
     run_pipeline(config, tmp_path, stages=fake.all())
     changed = dataclasses.replace(config, collect=CollectStageConfig(pairs=99, prompts=10))
     result = run_pipeline(changed, tmp_path, stages=fake.all())
@@ -99,7 +104,7 @@ def test_a_killed_resumable_stage_resumes_and_a_killed_other_stage_restarts(
     tmp_path: Path,
 ) -> None:
     fake = FakeStages()
-    config = quick_config()
+    config = in_order()
     fake.kill = "b"
     with pytest.raises(Killed):
         run_pipeline(config, tmp_path, stages=fake.all())
@@ -123,9 +128,9 @@ def test_a_changed_setting_restarts_a_killed_resumable_stage_from_nothing(
     fake = FakeStages()
     fake.kill = "b"
     with pytest.raises(Killed):
-        run_pipeline(quick_config(), tmp_path, stages=fake.all())
+        run_pipeline(in_order(), tmp_path, stages=fake.all())
     fake.kill = None
-    changed = dataclasses.replace(quick_config(), collect=CollectStageConfig(pairs=7))
+    changed = dataclasses.replace(in_order(), collect=CollectStageConfig(pairs=7))
     assert statuses(run_pipeline(changed, tmp_path, stages=fake.all())) == ["skipped", "ran", "ran"]
     assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"
 
@@ -155,6 +160,7 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     judged = {"library", "collect", "evaluate"}
     assert changed_keys(base, dataclasses.replace(base, judge="sim:1")) == judged
     assert changed_keys(base, dataclasses.replace(base, threads=2)) == set()
+    assert changed_keys(base, dataclasses.replace(base, jobs=1)) == set()  # results the same
 
 
 def keys_with_new(config: RunConfig, redone: str) -> set[str]:
@@ -190,4 +196,4 @@ def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() ->
 
 def test_a_second_run_of_the_same_directory_is_refused_while_one_runs(tmp_path: Path) -> None:
     with run_lock(tmp_path), pytest.raises(RunError, match="another process"):
-        run_pipeline(quick_config(), tmp_path, stages=FakeStages().all())
+        run_pipeline(in_order(), tmp_path, stages=FakeStages().all())

@@ -2,4 +2,5 @@
 
 from flowforge.cli import app
 
-app()
+if __name__ == "__main__":  # not when a spawned stage process imports this module
+    app()

@@ -272,6 +272,7 @@ def run_command(
     """
     from ..pipeline.config import load_run_config
     from ..pipeline.runner import RunError, run_pipeline
+    from ..pipeline.workers import StageProcessError
 
     with user_errors():
         config = load_run_config(config_file, quick=quick, judge=judge)
@@ -281,7 +282,7 @@ def run_command(
     try:
         with _interruptible(f"run the same command to resume {output}"), user_errors():
             result = run_pipeline(config, output, say=lambda m: err.print(m, highlight=False))
-    except RunError as error:
+    except (RunError, StageProcessError) as error:
         fail(str(error))
     for stage in result.stages:
         err.print(f"{stage.name:12s} {stage.status:8s} {stage.seconds:8.1f} s", highlight=False)

@@ -166,6 +166,11 @@ class RunConfig:
     #: ``threads`` setting wins inside it); None keeps torch's. On a shared 2-core machine
     #: the tiny models measured up to 10x faster with 1 thread than with 2.
     threads: int | None = 1
+    #: Stages run at once, each in a process of its own, when the stages they read are
+    #: done (reward beside SFT, ComfyGen-FT beside GRPO and refine); 1 runs them one after
+    #: another in this process. Results do not depend on it; with `threads` 1, 2 keeps
+    #: both cores of this machine busy. Not part of any stage's key.
+    jobs: int = 2
     library: LibraryStageConfig = field(default_factory=LibraryStageConfig)
     collect: CollectStageConfig = field(default_factory=CollectStageConfig)
     reward: RewardConfig = field(default_factory=_reward)
@@ -189,6 +194,8 @@ class RunConfig:
             problems.append("reward.heldout_scorer and evaluate.heldout_scorer must be equal")
         if self.threads is not None and self.threads < 1:
             problems.append(f"threads must be >= 1 or unset, got {self.threads}")
+        if self.jobs < 1:
+            problems.append(f"jobs must be >= 1, got {self.jobs}")
         if problems:
             raise RunConfigError("; ".join(problems))
 

@@ -31,15 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import __version__
 from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
-from ..reward.model import torch_threads
 from .config import RunConfig
 from .layout import EVALUATE
 from .stages import STAGES, Stage, StageContext
+from .workers import StageProcess, Timed, execute, new_queue, receive
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -132,45 +130,154 @@ def run_pipeline(
         (run / STAGES_DIR).mkdir(exist_ok=True)
         _write_json(run / CONFIG_FILE, config.to_json())  # a valid --config file itself
         ctx = StageContext(run, config, message)
-        fingerprints: dict[str, str] = {}
-        outcomes = []
-        for stage in stages:
-            outcome, fingerprints[stage.name] = _run_stage(ctx, stage, fingerprints)
-            outcomes.append(outcome)
+        if config.jobs == 1:
+            outcomes = _run_in_order(ctx, stages)
+        else:
+            outcomes = _run_concurrently(ctx, stages, config.jobs)
         elapsed = time.perf_counter() - started
         _write_json(run / RUN_FILE, _summary(outcomes, elapsed))
     return RunResult(run, tuple(outcomes), report_table(run), elapsed)
 
 
-def _run_stage(
-    ctx: StageContext, stage: Stage, fingerprints: dict[str, str]
-) -> tuple[StageOutcome, str]:
+def _run_in_order(ctx: StageContext, stages: Sequence[Stage]) -> list[StageOutcome]:
+    """``jobs = 1``: every stage in this process, one after another, in the given order."""
+    fingerprints: dict[str, str] = {}
+    outcomes = []
+    for stage in stages:
+        started = _start(ctx, stage, fingerprints)
+        if isinstance(started, _Skipped):
+            outcome, fingerprints[stage.name] = started.outcome, started.fingerprint
+        else:
+            outcome, fingerprints[stage.name] = _finish(ctx, started, execute(stage, ctx))
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _run_concurrently(ctx: StageContext, stages: Sequence[Stage], jobs: int) -> list[StageOutcome]:
+    """``jobs > 1``: each stage that runs gets a process of its own (`pipeline.workers`) as
+    soon as every stage it reads is done and fewer than `jobs` run; ready stages start in
+    the given order. The first failure stops the others (their markers stay ``running``,
+    so the next call resumes them) and is raised here."""
+    fingerprints: dict[str, str] = {}
+    outcomes: dict[str, StageOutcome] = {}
+    waiting = list(stages)
+    running: dict[str, tuple[_Started, StageProcess]] = {}
+    messages = new_queue()
+    try:
+        while waiting or running:
+            for stage in _ready(waiting, fingerprints, ctx.config, jobs - len(running)):
+                waiting.remove(stage)
+                started = _start(ctx, stage, fingerprints)
+                if isinstance(started, _Skipped):
+                    outcomes[stage.name] = started.outcome
+                    fingerprints[stage.name] = started.fingerprint
+                else:
+                    process = StageProcess(stage, ctx.run, ctx.config, messages)
+                    running[stage.name] = (started, process)
+            if not running:
+                if waiting and not _ready(waiting, fingerprints, ctx.config, 1):
+                    names = ", ".join(stage.name for stage in waiting)
+                    raise RunError(f"stages {names} read stages that are not in this run")
+                continue  # skipped stages made others ready
+            _wait_for_one(ctx, running, messages, fingerprints, outcomes)
+    except BaseException:
+        for _, process in running.values():
+            process.stop(grace=2.0)
+        raise
+    return [outcomes[stage.name] for stage in stages]
+
+
+def _ready(
+    waiting: Sequence[Stage], fingerprints: dict[str, str], config: RunConfig, slots: int
+) -> list[Stage]:
+    """Up to `slots` waiting stages whose read stages are all done, in the given order."""
+    ready = [s for s in waiting if all(name in fingerprints for name in s.reads(config))]
+    return ready[: max(0, slots)]
+
+
+def _wait_for_one(
+    ctx: StageContext,
+    running: dict[str, tuple[_Started, StageProcess]],
+    messages: Any,
+    fingerprints: dict[str, str],
+    outcomes: dict[str, StageOutcome],
+) -> None:
+    """Relay messages until one running stage is done (recorded) or failed (raised)."""
+    while True:
+        message = receive(messages, timeout=1.0)
+        if message is None:
+            dead = [process for _, process in running.values() if not process.alive()]
+            if not dead:
+                continue
+            message = receive(messages, timeout=1.0)  # what it sent may still be in the pipe
+            if message is None:
+                raise dead[0].died()
+        if message.kind == "say":
+            text = message.payload
+            ctx.say(text if text.startswith(message.stage) else f"{message.stage}: {text}")
+            continue
+        started, process = running.pop(message.stage)
+        process.stop()  # after its result or error it is exiting anyway
+        if message.kind == "failed":
+            raise message.payload
+        outcome, fingerprints[message.stage] = _finish(ctx, started, message.payload)
+        outcomes[message.stage] = outcome
+        return
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """A stage done before with the same key."""
+
+    outcome: StageOutcome
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class _Started:
+    """A stage whose ``running`` marker is written: what its done marker needs."""
+
+    stage: Stage
+    key: str
+    resume: bool
+    record: dict[str, Any]
+
+
+def _start(ctx: StageContext, stage: Stage, fingerprints: dict[str, str]) -> _Skipped | _Started:
+    """Skip a stage done with the same key; else clear it (unless it resumes) and mark it
+    ``running``."""
     key = stage_key(stage, ctx.config, fingerprints)
     marker = read_marker(ctx.run, stage.name)
     same = marker is not None and marker.get("key") == key
     if same and marker is not None and marker.get("status") == "done":
         ctx.say(f"{stage.name}: done before, skipped")
         skipped = StageOutcome(stage.name, "skipped", 0.0, 0.0, marker["result"])
-        return skipped, marker["fingerprint"]
+        return _Skipped(skipped, marker["fingerprint"])
     resume = same and stage.resumable
     if not resume:
         clear_stage(ctx.run, stage.name)
-    path = ctx.run / STAGES_DIR / f"{stage.name}.json"
     record = {"stage": stage.name, "key": key, "status": "running", "started_at": time.time()}
     record["settings"] = {name: ctx.config.section(name) for name in stage.sections}
-    _write_json(path, record)
+    _write_json(_marker_path(ctx.run, stage.name), record)
     ctx.say(f"{stage.name}: {'resuming' if resume else 'running'}")
-    start, cpu = time.perf_counter(), time.process_time()
-    with torch_threads(ctx.config.threads or torch.get_num_threads()):
-        result = stage.run(ctx)
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    fingerprint = hashlib.sha256(f"{key}:{uuid.uuid4()}".encode()).hexdigest()
-    record |= {"status": "done", "fingerprint": fingerprint, "result": result}
+    return _Started(stage, key, resume, record)
+
+
+def _finish(ctx: StageContext, started: _Started, timed: Timed) -> tuple[StageOutcome, str]:
+    """Mark a stage done with a new fingerprint; its outcome and that fingerprint."""
+    result, seconds, cpu = timed
+    name = started.stage.name
+    fingerprint = hashlib.sha256(f"{started.key}:{uuid.uuid4()}".encode()).hexdigest()
+    record = started.record | {"status": "done", "fingerprint": fingerprint, "result": result}
     record |= {"seconds": seconds, "cpu_seconds": cpu, "load_average": os.getloadavg()}
-    _write_json(path, record)
-    ctx.say(f"{stage.name}: done in {seconds:.1f} s (cpu {cpu:.1f} s)")
-    outcome = StageOutcome(stage.name, "resumed" if resume else "ran", seconds, cpu, result)
+    _write_json(_marker_path(ctx.run, name), record)
+    ctx.say(f"{name}: done in {seconds:.1f} s (cpu {cpu:.1f} s)")
+    outcome = StageOutcome(name, "resumed" if started.resume else "ran", seconds, cpu, result)
     return outcome, fingerprint
+
+
+def _marker_path(run: Path, name: str) -> Path:
+    return run / STAGES_DIR / f"{name}.json"
 
 
 def _summary(outcomes: Sequence[StageOutcome], elapsed: float) -> dict[str, Any]:

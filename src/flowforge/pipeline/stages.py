@@ -167,7 +167,7 @@ def sft_stage(ctx: StageContext) -> dict[str, Any]:
         reward_dir=str(ctx.path(REWARD_DIR)),
         pairing_temperature=c.pairing_temperature,
     )
-    return _policy_result(asdict(run_sft(config)))
+    return _policy_result(asdict(run_sft(config, progress=False, say=_prefixed(ctx, "sft"))))
 
 
 def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
@@ -184,7 +184,13 @@ def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
         train=c.train,
         init_from=str(ctx.path(SFT_DIR)) if c.from_sft else None,
     )
-    return _policy_result(asdict(run_comfygen_ft(config)))
+    result = run_comfygen_ft(config, progress=False, say=_prefixed(ctx, COMFYGEN_FT))
+    return _policy_result(asdict(result))
+
+
+def _prefixed(ctx: StageContext, name: str) -> Callable[[str], None]:
+    """`ctx.say` with the stage's name in front (two stages may print at once)."""
+    return lambda text: ctx.say(f"{name} {text}")
 
 
 def _training_scorers(ctx: StageContext) -> tuple[str, ...]:

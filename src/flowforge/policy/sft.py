@@ -42,7 +42,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainerState
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl.trainer.callbacks import RichProgressCallback
@@ -219,9 +219,11 @@ def _train(
     train: TrainSettings,
     out_dir: Path,
     progress: bool,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[int, float, bool]:
     """Train `model` in place with SFTTrainer, resuming from the last checkpoint if any;
-    returns steps, mean training loss and whether it resumed."""
+    returns steps, mean training loss and whether it resumed. `progress` draws a Rich bar;
+    `say` gets about 20 lines of progress instead (`flowforge run`'s log)."""
     from datasets import Dataset  # type: ignore[import-untyped]
     from datasets.utils import logging as datasets_logging  # type: ignore[import-untyped]
 
@@ -249,7 +251,7 @@ def _train(
         max_length=train.max_length,
         completion_only_loss=True,
         report_to="none",
-        disable_tqdm=progress,  # the Rich bar replaces tqdm
+        disable_tqdm=True,  # the Rich bar or `say` lines instead
         dataloader_num_workers=0,
         train_sampling_strategy="group_by_length" if train.group_by_length else "random",
     )
@@ -259,14 +261,51 @@ def _train(
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer.hf,
-        callbacks=[RichProgressCallback()] if progress else None,  # type: ignore[no-untyped-call]
+        callbacks=_progress_callbacks(progress, say),
     )
-    if progress:  # the Rich panel shows the logs; the printer would repeat them on stdout
+    if progress or say:  # they show the logs; the printer would repeat them on stdout
         trainer.remove_callback(PrinterCallback)
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None  # type: ignore[no-untyped-call]
     with no_progress_bars():  # "Writing model shards" at every checkpoint
         output = trainer.train(resume_from_checkpoint=last)
     return output.global_step, float(output.training_loss), last is not None
+
+
+def _progress_callbacks(
+    progress: bool, say: Callable[[str], None] | None
+) -> list[TrainerCallback] | None:
+    callbacks: list[TrainerCallback] = []
+    if progress:
+        callbacks.append(RichProgressCallback())  # type: ignore[no-untyped-call]
+    if say is not None:
+        callbacks.append(SayProgress(say))
+    return callbacks or None
+
+
+class SayProgress(TrainerCallback):
+    """The training loss about every 5% of the steps as one line of text: progress for a
+    log or a process whose output is not a terminal (a stage of ``flowforge run``)."""
+
+    def __init__(self, say: Callable[[str], None], lines: int = 20) -> None:
+        self.say = say
+        self.lines = lines
+        self.said = 0  # the step of the last line
+
+    def on_log(
+        self,
+        args: Any,
+        state: TrainerState,
+        control: Any,
+        logs: dict[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not logs or "loss" not in logs:
+            return
+        every = max(1, state.max_steps // self.lines)
+        step = state.global_step
+        if step // every > self.said // every or step == state.max_steps:
+            self.said = step
+            self.say(f"step {step}/{state.max_steps}: loss {logs['loss']:.3f}")
 
 
 def _finish(
@@ -289,6 +328,7 @@ def _run(
     train: TrainSettings,
     progress: bool,
     init_from: Path | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> SFTResult:
     """Steps 1-6 for either kind; `examples_of(catalog)` -> (texts, examples, data stats)."""
     done = _open_run(out_dir, kind, config_json)
@@ -304,7 +344,7 @@ def _run(
             f"the policy's vocabulary cannot write a training workflow ({err}); "
             "fine-tune a policy trained on the library these examples were drawn from"
         ) from None
-    steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress)
+    steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress, say)
     record = {
         "kind": kind,
         "config": config_json,
@@ -342,8 +382,11 @@ def _result(out_dir: Path, record: dict[str, Any], resumed: bool) -> SFTResult:
     )
 
 
-def run_sft(config: SFTRunConfig, progress: bool = True) -> SFTResult:
-    """Phase-1 SFT into ``config.out_dir`` (created, resumed, or returned if finished)."""
+def run_sft(
+    config: SFTRunConfig, progress: bool = True, say: Callable[[str], None] | None = None
+) -> SFTResult:
+    """Phase-1 SFT into ``config.out_dir`` (created, resumed, or returned if finished);
+    `progress` draws Rich bars, `say` gets lines of progress instead."""
     catalog = load_catalog(config.object_info)
 
     def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
@@ -366,9 +409,9 @@ def run_sft(config: SFTRunConfig, progress: bool = True) -> SFTResult:
         }
         return texts, examples, stats
 
-    return _run(
-        "sft", asdict(config), examples_of, Path(config.out_dir), catalog, config.train, progress
-    )
+    out_dir = Path(config.out_dir)
+    train = config.train
+    return _run("sft", asdict(config), examples_of, out_dir, catalog, train, progress, say=say)
 
 
 def ensemble_rewards(
@@ -401,8 +444,11 @@ def ensemble_rewards(
     return rows
 
 
-def run_comfygen_ft(config: ComfyGenFTConfig, progress: bool = True) -> SFTResult:
-    """The ComfyGen-FT baseline into ``config.out_dir``; bins saved in its run record."""
+def run_comfygen_ft(
+    config: ComfyGenFTConfig, progress: bool = True, say: Callable[[str], None] | None = None
+) -> SFTResult:
+    """The ComfyGen-FT baseline into ``config.out_dir``; bins saved in its run record
+    (`progress` and `say` as in `run_sft`)."""
     from flowforge.data.export import load_triplets
 
     catalog = load_catalog(config.object_info)
@@ -431,4 +477,5 @@ def run_comfygen_ft(config: ComfyGenFTConfig, progress: bool = True) -> SFTResul
         config.train,
         progress,
         None if config.init_from is None else Path(config.init_from),
+        say,
     )

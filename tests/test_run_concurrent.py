@@ -1,0 +1,114 @@
+"""``flowforge run`` with ``jobs > 1``: independent stages in processes of their own, at
+once; failures and dead processes stop the run cleanly and leave it resumable (fake stages
+from pipeline_fakes.py; the real ``--quick`` run uses the default ``jobs = 2`` in
+test_cli_pipeline.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pipeline_fakes import diamond, write_plan
+
+from flowforge.pipeline.config import quick_config
+from flowforge.pipeline.runner import read_marker, run_pipeline
+from flowforge.pipeline.workers import StageProcessError
+
+CONFIG = dataclasses.replace(quick_config(), jobs=2)
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def wait_gone(pid: int, seconds: float = 30.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not gone(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_independent_stages_run_at_once_each_in_a_process_of_its_own(tmp_path: Path) -> None:
+    # b waits for c to have started and c for b: run one after another, neither would finish
+    write_plan(tmp_path, {"b": {"wait_for": "c"}, "c": {"wait_for": "b"}})
+    said: list[str] = []
+    result = run_pipeline(CONFIG, tmp_path, stages=diamond(), say=said.append)
+    assert [o.status for o in result.stages] == ["ran"] * 4
+    pids = {o.name: o.result["pid"] for o in result.stages}
+    assert len(set(pids.values()) | {os.getpid()}) == 5  # a fresh process per stage
+    # messages come back through the runner, prefixed with the stage; prints go to its log
+    assert "b: hello from b" in said and "c: hello from c" in said
+    assert "printed by b" in (tmp_path / "stages" / "b.log").read_text()
+    assert "printed by b" not in (tmp_path / "stages" / "c.log").read_text()
+    # d started only after both of its inputs were done
+    done = [line.split(":")[0] for line in said if ": done in" in line]
+    assert done.index("d") > max(done.index("b"), done.index("c"))
+    again = run_pipeline(CONFIG, tmp_path, stages=diamond())
+    assert [o.status for o in again.stages] == ["skipped"] * 4
+
+
+def test_a_failing_stage_stops_the_one_beside_it_and_the_run_resumes(tmp_path: Path) -> None:
+    write_plan(tmp_path, {"b": {"hang": True}, "c": {"wait_for": "b", "fail": "c broke"}})
+    with pytest.raises(ValueError, match="c broke"):  # the stage's own error, as itself
+        run_pipeline(CONFIG, tmp_path, stages=diamond())
+    b_pid = int((tmp_path / "b" / "pid").read_text())
+    assert wait_gone(b_pid)  # the hanging stage beside it was stopped, not left running
+    for name in ("b", "c"):
+        marker = read_marker(tmp_path, name)
+        assert marker is not None and marker["status"] == "running"
+    assert "ValueError: c broke" in (tmp_path / "stages" / "c.log").read_text()
+    write_plan(tmp_path, {})
+    result = run_pipeline(CONFIG, tmp_path, stages=diamond())
+    assert [o.status for o in result.stages] == ["skipped", "resumed", "ran", "ran"]
+
+
+def test_a_stage_process_that_dies_is_an_error_naming_the_stage(tmp_path: Path) -> None:
+    write_plan(tmp_path, {"c": {"exit": 9}})
+    with pytest.raises(StageProcessError, match="stage c: its process ended with exit code 9"):
+        run_pipeline(CONFIG, tmp_path, stages=diamond())
+    marker = read_marker(tmp_path, "c")
+    assert marker is not None and marker["status"] == "running"
+
+
+RUNNER = """
+import dataclasses, sys
+from pathlib import Path
+from pipeline_fakes import diamond
+from flowforge.pipeline.config import quick_config
+from flowforge.pipeline.runner import run_pipeline
+if __name__ == "__main__":
+    run_pipeline(dataclasses.replace(quick_config(), jobs=2), Path(sys.argv[1]), stages=diamond())
+"""
+
+
+def test_stage_processes_exit_when_the_run_is_killed(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_plan(run, {"b": {"hang": True}})
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    runner = subprocess.Popen([sys.executable, str(script), str(run)], env=env)
+    try:
+        pid_file = run / "b" / "pid"
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline and runner.poll() is None, "b never started"
+            time.sleep(0.1)
+        stage_pid = int(pid_file.read_text())
+        runner.kill()  # SIGKILL: no cleanup in the runner at all
+        runner.wait()
+        assert wait_gone(stage_pid), "the stage process outlived its run"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
