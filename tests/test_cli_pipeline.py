@@ -22,11 +22,11 @@ LABELS = ("default (sdxl_base)", "best fixed", "retrieval", "ComfyGen-FT", "SFT"
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A finished ``flowforge run --quick`` and what it printed."""
+    """A finished ``flowforge run --quick`` and what it printed (stdout, then stderr)."""
     run = tmp_path_factory.mktemp("quick") / "run"
     result = runner.invoke(app, ["run", "--quick", "--out", str(run)])
     assert result.exit_code == 0, result.output
-    return run, result.stdout
+    return run, result.stdout + result.stderr
 
 
 def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
@@ -42,6 +42,12 @@ def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
         assert (run / "evaluate" / name).is_file()
     assert list((run / "evaluate").glob("*.png"))
     assert load_run_config(run / "config.json") == quick_config()
+    # two stages at a time, each in its own process: their progress comes back as lines,
+    # what they printed themselves is in their logs
+    assert quick_config().jobs == 2
+    for line in ("sft step", "comfygen_ft step", "grpo step 8/8", "refine: round 2/2"):
+        assert line in printed
+    assert {p.name for p in (run / "stages").glob("*.log")} >= {"sft.log", "evaluate.log"}
     again = runner.invoke(app, ["run", "--quick", "--out", str(run)])
     assert again.exit_code == 0, again.output
     assert again.stderr.count("done before, skipped") == 8

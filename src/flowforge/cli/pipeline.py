@@ -263,12 +263,15 @@ def run_command(
         typer.Option("--show-config", help="Print the resolved config as JSON and exit."),
     ] = False,
 ) -> None:
-    """library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> evaluate, into --out.
+    """library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> refine -> evaluate,
+    into --out.
 
     Settings: the embedded defaults (or --quick), then --config FILE, then --judge. Run
     the same command again after a kill, or after changing a setting: finished stages whose
     settings and inputs did not change are skipped, a killed stage resumes from its
-    checkpoints, and only what depends on a change is redone. Prints the report's table.
+    checkpoints, and only what depends on a change is redone. Stages that do not read each
+    other run at once, each in its own process (`jobs`, default 2; its output in
+    RUN/stages/<stage>.log). Prints the report's table.
     """
     from ..pipeline.config import load_run_config
     from ..pipeline.runner import RunError, run_pipeline

@@ -14,6 +14,12 @@ that key. When the run starts again:
 A stage that finishes gets a new fingerprint, so every stage after it that read its output
 is redone. The resolved config is saved as ``RUN/config.json`` and the stages' times as
 ``RUN/run.json``; one ``flowforge run`` at a time holds ``RUN/run.lock``.
+
+With ``jobs > 1`` (the default 2) a stage starts as soon as the stages it reads are done,
+each in a spawned process of its own (`pipeline.workers`), so reward trains beside SFT and
+ComfyGen-FT beside GRPO and the refine rounds; the markers, keys and fingerprints are the
+same as one after another, and so are the results. ``jobs = 1`` runs every stage here, in
+order.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from ..files import write_text_atomic
 from .config import RunConfig
 from .layout import EVALUATE
 from .stages import STAGES, Stage, StageContext
-from .workers import StageProcess, Timed, execute, new_queue, receive
+from .workers import StageProcess, Timed, execute, receive_any
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
@@ -162,7 +168,6 @@ def _run_concurrently(ctx: StageContext, stages: Sequence[Stage], jobs: int) -> 
     outcomes: dict[str, StageOutcome] = {}
     waiting = list(stages)
     running: dict[str, tuple[_Started, StageProcess]] = {}
-    messages = new_queue()
     try:
         while waiting or running:
             for stage in _ready(waiting, fingerprints, ctx.config, jobs - len(running)):
@@ -172,17 +177,16 @@ def _run_concurrently(ctx: StageContext, stages: Sequence[Stage], jobs: int) -> 
                     outcomes[stage.name] = started.outcome
                     fingerprints[stage.name] = started.fingerprint
                 else:
-                    process = StageProcess(stage, ctx.run, ctx.config, messages)
-                    running[stage.name] = (started, process)
+                    running[stage.name] = (started, StageProcess(stage, ctx.run, ctx.config))
             if not running:
                 if waiting and not _ready(waiting, fingerprints, ctx.config, 1):
                     names = ", ".join(stage.name for stage in waiting)
                     raise RunError(f"stages {names} read stages that are not in this run")
                 continue  # skipped stages made others ready
-            _wait_for_one(ctx, running, messages, fingerprints, outcomes)
+            _wait_for_one(ctx, running, fingerprints, outcomes)
     except BaseException:
         for _, process in running.values():
-            process.stop(grace=2.0)
+            process.stop(grace=0.0)  # they ignore Ctrl-C; terminated, they resume next time
         raise
     return [outcomes[stage.name] for stage in stages]
 
@@ -198,31 +202,31 @@ def _ready(
 def _wait_for_one(
     ctx: StageContext,
     running: dict[str, tuple[_Started, StageProcess]],
-    messages: Any,
     fingerprints: dict[str, str],
     outcomes: dict[str, StageOutcome],
 ) -> None:
-    """Relay messages until one running stage is done (recorded) or failed (raised)."""
+    """Relay messages until at least one running stage is done (recorded) or failed or
+    died (raised)."""
     while True:
-        message = receive(messages, timeout=1.0)
-        if message is None:
-            dead = [process for _, process in running.values() if not process.alive()]
-            if not dead:
+        ended = False
+        processes = [process for _, process in running.values()]
+        for process, message in receive_any(processes, timeout=1.0):
+            name = process.stage.name
+            if message.kind == "say":
+                text = message.payload
+                ctx.say(text if text.startswith(name) else f"{name}: {text}")
                 continue
-            message = receive(messages, timeout=1.0)  # what it sent may still be in the pipe
-            if message is None:
-                raise dead[0].died()
-        if message.kind == "say":
-            text = message.payload
-            ctx.say(text if text.startswith(message.stage) else f"{message.stage}: {text}")
-            continue
-        started, process = running.pop(message.stage)
-        process.stop()  # after its result or error it is exiting anyway
-        if message.kind == "failed":
-            raise message.payload
-        outcome, fingerprints[message.stage] = _finish(ctx, started, message.payload)
-        outcomes[message.stage] = outcome
-        return
+            started, _ = running.pop(name)
+            process.stop()  # after its result or error it is exiting anyway
+            if message.kind == "failed":
+                raise message.payload
+            if message.kind == "died":
+                raise process.died()
+            outcome, fingerprints[name] = _finish(ctx, started, message.payload)
+            outcomes[name] = outcome
+            ended = True
+        if ended:
+            return
 
 
 @dataclass(frozen=True)

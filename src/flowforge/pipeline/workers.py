@@ -7,8 +7,9 @@ another. The process
 
 - writes its stdout and stderr (progress bars, library warnings) to
   ``RUN/stages/<name>.log``, so two stages never draw over each other in the terminal;
-- sends the stage's messages, then its result (or its exception), to the runner over one
-  `multiprocessing` queue shared by all stage processes;
+- sends the stage's messages, then its result (or its exception), to the runner over a pipe
+  of its own (the runner sees the pipe close if the process dies without a word);
+- ignores Ctrl-C, which interrupts the runner, which then terminates it;
 - exits by itself when the runner dies (a watchdog thread compares the parent's pid), so a
   killed run leaves no stage writing into the run directory when it is started again.
 
@@ -20,11 +21,15 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import queue
+import signal
 import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as connection_wait
 from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
@@ -62,29 +67,35 @@ def log_path(run: Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class Message:
-    """What a stage process sends: ``say`` (text), ``done`` (a `Timed`) or ``failed``."""
+    """What a stage process sends: ``say`` (text), ``done`` (a `Timed`) or ``failed`` (the
+    exception); ``died`` is the runner's own, for a pipe that closed without a result."""
 
-    stage: str
     kind: str
     payload: Any
 
 
 class StageProcess:
-    """One stage running in a spawned process; `messages` is the runner's shared queue."""
+    """One stage running in a spawned process, and the pipe it reports on."""
 
-    def __init__(
-        self, stage: Stage, run: Path, config: RunConfig, messages: multiprocessing.Queue[Any]
-    ) -> None:
+    def __init__(self, stage: Stage, run: Path, config: RunConfig) -> None:
         self.stage = stage
+        self.connection, sender = _SPAWN.Pipe(duplex=False)
         self.process: SpawnProcess = _SPAWN.Process(
             target=_main,
-            args=(stage, run, config, messages, os.getpid()),
+            args=(stage, run, config, sender, os.getpid()),
             name=f"flowforge-{stage.name}",
         )
-        self.process.start()
+        with _sigint_ignored():  # inherited through exec: Ctrl-C reaches the runner only
+            self.process.start()
+        sender.close()  # the child has its own copy; ours would keep the pipe from closing
 
-    def alive(self) -> bool:
-        return self.process.is_alive()
+    def receive(self) -> Message:
+        """The next message (call when `receive_any` says one is there)."""
+        try:
+            message: Message = self.connection.recv()
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return Message("died", None)
+        return message
 
     def died(self) -> StageProcessError:
         """The error for a process that ended without sending its result."""
@@ -105,27 +116,40 @@ class StageProcess:
         if self.process.is_alive():
             self.process.kill()
             self.process.join()
+        self.connection.close()
 
 
-def new_queue() -> multiprocessing.Queue[Any]:
-    """The queue every stage process of a run sends its messages on."""
-    return _SPAWN.Queue()
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while a stage process is started, so that it starts ignoring it too.
 
-
-def receive(messages: multiprocessing.Queue[Any], timeout: float) -> Message | None:
-    """The next message, or None when none arrived within `timeout` seconds."""
+    Ctrl-C goes to the terminal's whole process group; a stage process would die with a
+    KeyboardInterrupt traceback on the terminal (it may still be importing, before its
+    output goes to its log). Instead the runner alone is interrupted and terminates the
+    stage processes; their markers say ``running`` and the next call resumes them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set handlers; a runner off it has no Ctrl-C
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        message: Message = messages.get(timeout=timeout)
-    except queue.Empty:
-        return None
-    return message
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def receive_any(
+    processes: list[StageProcess], timeout: float
+) -> list[tuple[StageProcess, Message]]:
+    """One message from each process that has one (or has died) within `timeout` seconds."""
+    ready = set(connection_wait([p.connection for p in processes], timeout))
+    return [(p, p.receive()) for p in processes if p.connection in ready]
 
 
 def _main(
     stage: Stage,
     run: Path,
     config: RunConfig,
-    messages: multiprocessing.Queue[Any],
+    sender: Connection,
     parent: int,
 ) -> None:
     """The stage process: output to its log, watchdog on, run, report."""
@@ -136,15 +160,27 @@ def _main(
 
     def say(text: str) -> None:
         print(text, flush=True)  # the log keeps the messages too, in order with the rest
-        messages.put(Message(stage.name, "say", text))
+        sender.send(Message("say", text))
 
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
         timed = execute(stage, StageContext(run, config, say))
+    except _Terminated:
+        raise SystemExit(143) from None  # the runner stopped it: nobody to tell
     except BaseException as error:  # sent back whatever it is, then exit
         traceback.print_exc()
-        messages.put(Message(stage.name, "failed", _sendable(error)))
+        sender.send(Message("failed", _sendable(error)))
         raise SystemExit(1) from None
-    messages.put(Message(stage.name, "done", timed))
+    sender.send(Message("done", timed))
+
+
+class _Terminated(BaseException):
+    """SIGTERM from the runner, raised in the stage so that its `finally` blocks and
+    Python's exit handlers run (semaphores and temporary files released, not leaked)."""
+
+
+def _exit_on_terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 def _sendable(error: BaseException) -> BaseException:
