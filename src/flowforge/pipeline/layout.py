@@ -20,6 +20,9 @@ SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
 REFINE = "refine"
 #: RUN/refine/refine.json: written when the rounds finished (`refine_summary` reads it).
 REFINE_SUMMARY = "refine.json"
+#: RUN/stages/: each stage's marker (<stage>.json) and, run in its own process, its output
+#: (<stage>.log).
+STAGES_DIR = "stages"
 #: RUN/evaluate/report.json: the evaluation's report (``evaluate.report.REPORT_JSON``).
 REPORT_JSON = "report.json"
 

@@ -41,14 +41,13 @@ from .. import __version__
 from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
 from .config import RunConfig
-from .layout import EVALUATE
+from .layout import EVALUATE, STAGES_DIR
 from .stages import STAGES, Stage, StageContext
 from .workers import StageProcess, Timed, execute, receive_any
 
 CONFIG_FILE = "config.json"
 RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
-STAGES_DIR = "stages"
 
 
 class RunError(RuntimeError):

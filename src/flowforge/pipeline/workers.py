@@ -38,6 +38,7 @@ import torch
 
 from ..reward.model import torch_threads
 from .config import RunConfig
+from .layout import STAGES_DIR
 from .stages import Stage, StageContext
 
 #: A stage's result as the runner records it: (result, wall seconds, CPU seconds).
@@ -62,7 +63,7 @@ def execute(stage: Stage, ctx: StageContext) -> Timed:
 
 def log_path(run: Path, name: str) -> Path:
     """Where a stage process writes its stdout and stderr."""
-    return run / "stages" / f"{name}.log"
+    return run / STAGES_DIR / f"{name}.log"
 
 
 @dataclass(frozen=True)
