@@ -34,8 +34,7 @@ from machine import command_line, describe_machine
 from flowforge.judge.loader import load_judge
 from flowforge.pipeline.config import RefineStageConfig, load_run_config
 from flowforge.pipeline.layout import REFINE_SUMMARY, round_dir
-from flowforge.pipeline.refine import JUDGED, RefinePaths, refine
-from flowforge.policy.audit import JudgeAuditor
+from flowforge.pipeline.refine import JUDGED, AuditJudge, RefinePaths, refine
 from flowforge.reward.ensemble import RewardEnsemble, load_ensemble
 from flowforge.workflow.schema import load_catalog
 
@@ -49,6 +48,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2, help="designs per train prompt")
     parser.add_argument("--seeds", type=int, default=1, help="render seeds per design")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    parser.add_argument(
+        "--policies", type=int, default=1, help="GRPO runs per round, the judge keeps one"
+    )
     parser.add_argument(
         "--audit-every", type=int, default=None, help="judged audits in each round's GRPO"
     )
@@ -74,6 +76,7 @@ def main() -> None:
         samples=args.samples,
         seeds=args.seeds,
         temperature=args.temperature,
+        policies=args.policies,
     )
     grpo = config.grpo
     if args.audit_every is not None:
@@ -90,7 +93,7 @@ def main() -> None:
         loaded,
         catalog,
         negative,
-        auditor=lambda reward: JudgeAuditor.for_ensemble(loaded.judge, reward, negative),
+        audits=AuditJudge(args.judge or config.judge, config.judge_opt, negative),
     )
     before = load_ensemble(args.run / "reward", catalog=catalog)
     for number, line in enumerate(summary["rounds"], start=1):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -15,6 +16,9 @@ from typer.testing import CliRunner
 from flowforge.cli import app
 from flowforge.pipeline.config import load_run_config, quick_config
 from flowforge.pipeline.layout import run_design
+from flowforge.pipeline.refine import train_at_once
+from flowforge.pipeline.workers import StageProcessError
+from flowforge.policy.grpo import GRPORunConfig
 
 runner = CliRunner()
 LABELS = ("default (sdxl_base)", "best fixed", "retrieval", "ComfyGen-FT", "SFT", "GRPO")
@@ -98,7 +102,7 @@ def test_grpo_with_audits_judges_its_own_samples(
     assert record["result"]["audit_calls"] == 4 and record["config"]["audit_every"] == 1
 
 
-def test_refine_rounds_judge_grpo_designs_refit_and_the_last_is_what_gets_evaluated(
+def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets_evaluated(
     quick_run: tuple[Path, str], tmp_path: Path
 ) -> None:
     source, _ = quick_run
@@ -108,43 +112,66 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_last_is_what_gets_evalua
     settings = tmp_path / "refine.toml"
     settings.write_text(
         "[grpo]\naudit_every = 1\naudit_samples = 2\n"
-        "[refine]\nenabled = true\nrounds = 2\nsamples = 1\n"
+        "[refine]\nenabled = true\nrounds = 2\nsamples = 1\npolicies = 2\n"
     )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
     assert result.stderr.count("done before, skipped") == 5  # all but GRPO, refine, evaluate
+    # round 2 takes its one design per prompt in turn from round 1's two GRPO runs
+    assert "sampled designs for 300/300" in result.stderr
+    for name in ("grpo", "grpo-2"):
+        assert f"sampled designs of {name} for 150/150" in result.stderr
     summary = json.loads((run / "refine" / "refine.json").read_text())
     first, second = (
         pq.read_table(run / "refine" / f"round-{n}" / "judged.parquet") for n in (1, 2)
     )
     assert [r["judge_calls"] for r in summary["rounds"]] == [300, 300]  # a design per prompt
     assert first.num_rows == second.num_rows == 300
-    # every GRPO run audits; the evaluated run's audits are read from its own record, the
-    # earlier runs' (which chose what the rounds judged) are charged through the summary
-    audits = [
-        json.loads((d / "flowforge_run.json").read_text())["result"]["audit_calls"]
-        for d in (
-            run / "grpo",
-            run / "refine" / "round-1" / "grpo",
-            run / "refine" / "round-2" / "grpo",
-        )
-    ]
-    assert audits[0] > 0
-    assert summary["judge_calls"] == 600 + audits[0] + audits[1]
     items = first.column("item").to_pylist() + second.column("item").to_pylist()
     assert len(set(items)) == 600  # the second round's judgements continue the first's
-    # each round draws its own designs (its own seeds, its own policy)
+    # each round draws its own designs (its own seeds, its own policies)
     assert first.column("workflow_text").to_pylist() != second.column("workflow_text").to_pylist()
+    # two GRPO runs per round, GRPO seeds 0 and 1; the judge keeps one of the last round's
     last = run / "refine" / "round-2"
+    runs = [run / "grpo"] + [
+        run / "refine" / f"round-{n}" / name for n in (1, 2) for name in ("grpo", "grpo-2")
+    ]
+    records = [json.loads((d / "flowforge_run.json").read_text()) for d in runs]
+    assert [r["config"]["seed"] for r in records[1:]] == [0, 1, 0, 1]
+    choice = json.loads((last / "choice.json").read_text())
+    assert summary["choice"] == choice and set(choice["scores"]) == {"grpo", "grpo-2"}
+    best = max(choice["scores"].values())
+    assert choice["chosen"] == summary["policy"] and choice["scores"][choice["chosen"]] == best
+    assert choice["prompts"] == 20 and 0 < choice["judge_calls"] <= 40
+    kept = last / summary["policy"]
+    # every GRPO run audits; the kept run's audits are read from its own record, the
+    # others' (which chose what the rounds judged, or competed for the choice) are charged
+    # through the summary, with the choice's judge calls
+    audits = {d: r["result"]["audit_calls"] for d, r in zip(runs, records, strict=True)}
+    assert all(n > 0 for n in audits.values())
+    others = sum(n for d, n in audits.items() if d != kept)
+    assert summary["judge_calls"] == 600 + others + choice["judge_calls"]
     assert (last / "reward" / "config.json").is_file()
-    assert (last / "grpo" / "model.safetensors").is_file()
+    assert (kept / "model.safetensors").is_file()
     report = json.loads((run / "evaluate" / "report.json").read_text())
-    assert report["inputs"]["grpo"] == str(last / "grpo")
+    assert report["inputs"]["grpo"] == str(kept)
     assert report["inputs"]["grpo_data_calls"] == summary["judge_calls"]
     design = run_design(run)  # what `flowforge design --run RUN` uses
-    assert design.policy == last / "grpo" and design.reward == last / "reward"
+    assert design.policy == kept and design.reward == last / "reward"
     calls = {m["name"]: m["data_calls"] for m in report["methods"]}
-    assert calls["grpo"] == calls["best_fixed"] + 600 + sum(audits) and calls["sft"] == 0
+    assert calls["grpo"] == calls["best_fixed"] + 600 + sum(audits.values()) + choice["judge_calls"]
+    assert calls["sft"] == 0
+
+
+def test_a_refine_grpo_run_that_fails_in_its_process_is_an_error_naming_it(
+    quick_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    source, _ = quick_run
+    record = json.loads((source / "grpo" / "flowforge_run.json").read_text())
+    finished = GRPORunConfig(**record["config"])  # returns at once: it is done
+    broken = replace(finished, seed=1, sft_dir=str(tmp_path / "missing"), out=str(tmp_path / "b"))
+    with pytest.raises(StageProcessError, match=f"GRPO in {tmp_path / 'b'} .*exit code 1"):
+        train_at_once([finished, broken], None, source / "reward")
 
 
 def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:

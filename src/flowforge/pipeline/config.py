@@ -88,10 +88,28 @@ class RefineStageConfig:
     temperature: float = 1.0
     #: Seed of the sampling and of the render seeds.
     seed: int = 0
+    #: GRPO runs per round, with GRPO seeds `grpo.seed`, `grpo.seed` + 1, ..., trained at
+    #: once (each extra run in a process of its own, so two use this machine's two cores in
+    #: the time of one). The next round judges designs of all of them (its `samples` per
+    #: prompt taken in turn); after the last round the judge chooses which one the run keeps
+    #: (`choose_prompts`). Why: the GRPO seed moved the held-out score more than any setting
+    #: (docs/evaluation.md, "What was tried"), and only the judge can tell a good seed from
+    #: one that climbed into the ensemble's errors.
+    policies: int = 2
+    #: Train prompts on which the judge compares the last round's policies (one design per
+    #: prompt and policy at `choose_temperature`, one render each; the best mean training
+    #: score is kept). Only with `policies` > 1.
+    choose_prompts: int = 200
+    #: Sampling temperature of the designs the choice judges: `flowforge design`'s.
+    choose_temperature: float = 0.7
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
             raise RunConfigError("refine: rounds, samples and seeds must be >= 1, temperature > 0")
+        if self.policies < 1 or self.choose_prompts < 1 or not self.choose_temperature > 0:
+            raise RunConfigError(
+                "refine: policies and choose_prompts must be >= 1, choose_temperature > 0"
+            )
 
 
 def _small_model() -> TrainSettings:
@@ -230,7 +248,8 @@ def quick_config() -> RunConfig:
         sft=SFTStageConfig(pairs=800, train=train),
         comfygen_ft=ComfyGenFTStageConfig(train=replace(train, epochs=0.3)),
         grpo=apply(_grpo(), GRPO_QUICK),
-        refine=RefineStageConfig(samples=1),  # two rounds of one design per train prompt
+        # two rounds of one design per train prompt, two policies each, chosen on 20 prompts
+        refine=RefineStageConfig(samples=1, choose_prompts=20),
         evaluate=EvalConfig(
             prompts=30,
             seeds=1,

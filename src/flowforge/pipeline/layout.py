@@ -60,10 +60,18 @@ def refined(run: Path) -> Path:
     return run if summary is None else run / REFINE / str(summary["final"])
 
 
+def final_policy(run: Path) -> Path:
+    """The run's GRPO policy to evaluate and design with: the one the judge kept in the last
+    refine round (``policy`` of refine.json: ``grpo``, or ``grpo-2``... with several per
+    round), else the run's own."""
+    summary = refine_summary(run)
+    return refined(run) / (GRPO_DIR if summary is None else str(summary.get("policy", GRPO_DIR)))
+
+
 def run_design(run: Path) -> RunDesign:
     """The design setup of a finished run; ValueError naming what is missing."""
     base = refined(run)
-    policy = base / GRPO_DIR
+    policy = final_policy(run)
     if not (policy / "config.json").is_file():
         raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")
     report = run / EVALUATE / REPORT_JSON

@@ -41,8 +41,8 @@ from ..evaluate.designers import PolicyDesigner, SamplingSettings, derive_seed, 
 from ..evaluate.methods import audit_calls
 from ..files import write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
-from ..judge.loader import LoadedJudge
-from ..policy.audit import Auditor
+from ..judge.loader import LoadedJudge, load_judge
+from ..policy.audit import Auditor, JudgeAuditor
 from ..policy.grpo import GRPORunConfig, train_grpo
 from ..policy.sampled import Sample
 from ..reward.config import RewardConfig
@@ -52,8 +52,10 @@ from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .config import RefineStageConfig
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
+from .spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 
 JUDGED = "judged.parquet"
+CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's choice
 PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each)
 
 
@@ -68,6 +70,26 @@ class RefinePaths:
     out: Path
 
 
+@dataclass(frozen=True)
+class AuditJudge:
+    """What the rounds' GRPO audits need (`grpo.audit_every` > 0), in a form a spawned GRPO
+    process can rebuild: the run's judge spec and options, and the negative prompt."""
+
+    spec: str
+    options: tuple[tuple[str, str], ...] = ()
+    negative: str = ""
+
+    def auditor(self, reward_dir: Path) -> Auditor:
+        """The audits' judge against the ensemble in `reward_dir` (its training score)."""
+        loaded = load_judge(self.spec, dict(self.options))
+        return JudgeAuditor.for_ensemble(loaded.judge, reward_dir, self.negative)
+
+
+def policy_dir(index: int) -> str:
+    """A round's GRPO run `index` (from 0, seed ``grpo.seed + index``): ``grpo``, ``grpo-2``."""
+    return GRPO_DIR if index == 0 else f"{GRPO_DIR}-{index + 1}"
+
+
 def refine(
     paths: RefinePaths,
     config: RefineStageConfig,
@@ -77,23 +99,26 @@ def refine(
     catalog: Catalog,
     negative: str,
     say: Callable[[str], None] = print,
-    auditor: Callable[[Path], Auditor] | None = None,
+    audits: AuditJudge | None = None,
 ) -> dict[str, Any]:
     """`config.rounds` rounds of judge, refit, GRPO again (resuming whatever a killed run
-    finished); the summary. Round k judges the policy of round k-1 (the run's GRPO for the
+    finished); the summary. Round k judges the policies of round k-1 (the run's GRPO for the
     first) and refits on the triplets plus every round's judgements so far, so the ensemble
-    keeps what earlier rounds showed it. `auditor` makes the judge of each round's GRPO
-    audits from that round's refitted ensemble directory; it is called only when
-    ``grpo.audit_every > 0`` (and then needed)."""
+    keeps what earlier rounds showed it; it then trains `config.policies` GRPO runs at once.
+    After the last round the judge chooses among them (`choose`). `audits` is needed only
+    when ``grpo.audit_every > 0``."""
+    if grpo.audit_every > 0 and audits is None:
+        raise ValueError("the rounds' GRPO audits (audit_every > 0) need an AuditJudge")
     paths.out.mkdir(parents=True, exist_ok=True)
     triplets, _ = run_table(paths.collect)
-    data, policy, rounds = triplets, paths.grpo, []
+    data, policies, rounds = triplets, [paths.grpo], []
+    spent = [paths.grpo]  # every GRPO run, in order (their audits are the method's calls)
     for number in range(1, config.rounds + 1):
         here = paths.out / round_dir(number)
         say(f"refine: round {number}/{config.rounds}")
         judged = _judged(
             here,
-            policy,
+            policies,
             data,
             config,
             number,
@@ -107,45 +132,219 @@ def refine(
         reward_dir = here / REWARD_DIR
         if not (reward_dir / REWARD_CONFIG).is_file():
             _refit(data, here, reward_dir, reward, catalog, say)
-        policy = here / GRPO_DIR
-        again = replace(
-            grpo,
-            sft_dir=str(paths.sft),
-            reward_dir=str(reward_dir),
-            out=str(policy),
-            library_dir=str(paths.library),
+        runs = [
+            replace(
+                grpo,
+                seed=grpo.seed + index,
+                sft_dir=str(paths.sft),
+                reward_dir=str(reward_dir),
+                out=str(here / policy_dir(index)),
+                library_dir=str(paths.library),
+            )
+            for index in range(config.policies)
+        ]
+        seeds = ", ".join(str(r.seed) for r in runs)
+        say(
+            f"refine: round {number}: GRPO again from SFT against the refitted ensemble "
+            f"(seed{'s' if len(runs) > 1 else ''} {seeds})"
         )
-        say(f"refine: round {number}: GRPO again from SFT against the refitted ensemble")
-        audited = auditor if grpo.audit_every > 0 else None
-        train_grpo(again, auditor=audited(reward_dir) if audited is not None else None)
+        train_at_once(runs, audits, reward_dir)
+        policies = [Path(r.out) for r in runs]
+        spent += policies
         errors = judged.column("error").to_pylist()
         rounds.append(
             {
                 "judge_calls": judged.num_rows,
                 "judge_errors": sum(e is not None for e in errors),
                 "distinct_designs": len(set(judged.column("workflow_hash").to_pylist())),
+                "policies": len(runs),
             }
         )
-    # Every GRPO run before the last shaped the final policy through the designs a round
-    # judged; their audits count like the judged designs. The evaluation reads the last run's
-    # audits from its own record (`evaluate.methods.audit_calls`).
-    earlier = [paths.grpo] + [paths.out / round_dir(n) / GRPO_DIR for n in range(1, config.rounds)]
-    audits = sum(audit_calls(p) for p in earlier)
+    last = paths.out / round_dir(config.rounds)
+    choice = None
+    if len(policies) > 1:
+        choice = _chosen(
+            last,
+            policies,
+            triplets,
+            config,
+            judge,
+            catalog,
+            negative,
+            grpo.max_completion_length,
+            say,
+        )
+    final = last / (choice["chosen"] if choice is not None else policy_dir(0))
+    # Every GRPO run but the kept one shaped it (through the designs the rounds judged) or
+    # competed with it for the choice; their audits count like the judged designs. The
+    # evaluation reads the kept run's audits from its own record (`audit_calls`).
+    audit_total = sum(audit_calls(p) for p in spent if p != final)
     judged_calls = sum(r["judge_calls"] for r in rounds)
+    choice_calls = 0 if choice is None else int(choice["judge_calls"])
     summary = {
-        "judge_calls": judged_calls + audits,
+        "judge_calls": judged_calls + audit_total + choice_calls,
         "judged_designs_calls": judged_calls,
-        "earlier_audit_calls": audits,
+        "earlier_audit_calls": audit_total,
+        "choice_calls": choice_calls,
         "final": round_dir(config.rounds),
+        "policy": final.name,
+        "choice": choice,
         "rounds": rounds,
     }
     write_text_atomic(paths.out / REFINE_SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
+def train_at_once(
+    runs: Sequence[GRPORunConfig], audits: AuditJudge | None, reward_dir: Path
+) -> None:
+    """Train ``runs[0]`` in this process and every other run in a spawned process of its own,
+    all at once (each resumes from its checkpoints); a failed run is an error naming it.
+
+    The helpers ignore Ctrl-C and exit when this process dies (`pipeline.spawned`); if this
+    process stops for any reason (an error, SIGTERM from the runner, Ctrl-C with ``jobs =
+    1``) they are terminated, and the next call resumes them."""
+    helpers = []
+    with sigint_ignored():
+        for run in runs[1:]:
+            helper = SPAWN.Process(
+                target=_train_helper,
+                args=(run, audits, reward_dir, os.getpid()),
+                name=f"flowforge-grpo-seed-{run.seed}",
+            )
+            helper.start()
+            helpers.append(helper)
+    try:
+        first = runs[0]
+        train_grpo(first, auditor=_auditor(first, audits, reward_dir))
+        for helper in helpers:
+            helper.join()
+    finally:
+        for helper in helpers:
+            if helper.is_alive():
+                helper.terminate()
+                helper.join(timeout=30)
+    failed = [(r, h.exitcode) for r, h in zip(runs[1:], helpers, strict=True) if h.exitcode]
+    if failed:
+        names = ", ".join(f"{r.out} (exit code {code})" for r, code in failed)
+        raise StageProcessError(
+            f"refine: GRPO in {names} failed in its process; its traceback is in the stage's "
+            "log (RUN/stages/refine.log) or above. Run the same command again to resume."
+        )
+
+
+def _auditor(run: GRPORunConfig, audits: AuditJudge | None, reward_dir: Path) -> Auditor | None:
+    return audits.auditor(reward_dir) if audits is not None and run.audit_every > 0 else None
+
+
+def _train_helper(
+    run: GRPORunConfig, audits: AuditJudge | None, reward_dir: Path, parent: int
+) -> None:
+    """A spawned helper: one GRPO run (its output goes where the parent's goes)."""
+    watch_parent(parent)
+    train_grpo(run, auditor=_auditor(run, audits, reward_dir))
+
+
+def _chosen(
+    here: Path,
+    policies: Sequence[Path],
+    triplets: Any,
+    config: RefineStageConfig,
+    judge: LoadedJudge,
+    catalog: Catalog,
+    negative: str,
+    max_new_tokens: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The judge's choice among the last round's policies (`choose`), read back when a
+    killed run had made it (``round-N/choice.json``, written atomically)."""
+    path = here / CHOICE
+    if path.is_file():
+        recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return recorded
+    made = choose(
+        policies, triplets, config, judge, here / REWARD_DIR, catalog, negative, max_new_tokens
+    )
+    scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
+    say(f"refine: judged the last round's policies on {made['prompts']} train prompts: {scores}")
+    say(f"refine: keeping {made['chosen']}")
+    write_text_atomic(path, json.dumps(made, indent=1) + "\n")
+    return made
+
+
+def choose(
+    policies: Sequence[Path],
+    triplets: Any,
+    config: RefineStageConfig,
+    judge: LoadedJudge,
+    reward_dir: Path,
+    catalog: Catalog,
+    negative: str,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """Which of `policies` designs best, by the judge: each designs once for the same
+    `config.choose_prompts` train prompts (a seeded sample; the evaluation's held-out prompts
+    are never looked at) at `config.choose_temperature` with the same sampling and render
+    seeds, each design judged once; the best mean training score (the ensemble in
+    `reward_dir` defines it) wins, ties to the earlier policy. A design that cannot be judged
+    (invalid, or a judge error) counts as the worst score seen.
+
+    Why the judge and not the ensemble: the runs differ most where one climbed into designs
+    every member overrates (docs/evaluation.md), which is exactly what the ensemble cannot
+    see."""
+    ids = sorted(set(triplets.column("prompt_id").to_pylist()))
+    texts = dict(
+        zip(
+            triplets.column("prompt_id").to_pylist(),
+            triplets.column("prompt").to_pylist(),
+            strict=True,
+        )
+    )
+    rng = np.random.default_rng([config.seed, 0xC4005E])
+    picked = sorted(rng.choice(ids, size=min(config.choose_prompts, len(ids)), replace=False))
+    prompts = [texts[i] for i in picked]
+    design_seeds = [derive_seed("refine-choose", config.seed, i) for i in picked]
+    render_seeds = [derive_seed("refine-choose-render", config.seed, i) for i in picked]
+    auditor = JudgeAuditor.for_ensemble(judge.judge, reward_dir, negative)
+    settings = SamplingSettings(
+        config.choose_temperature, True, max_new_tokens, PROMPT_CHUNK, negative
+    )
+    scores, calls = {}, 0
+    for policy in policies:
+        designer = PolicyDesigner(load_for_design(policy), catalog, settings)
+        samples = [
+            sample
+            for start in range(0, len(prompts), PROMPT_CHUNK)
+            for sample in designer.sample(
+                prompts[start : start + PROMPT_CHUNK],
+                design_seeds[start : start + PROMPT_CHUNK],
+                1,
+            )
+        ]
+        valid = [k for k, s in enumerate(samples) if s.valid and s.workflow is not None]
+        judged = auditor.judge(
+            [prompts[k] for k in valid],
+            [samples[k].text for k in valid],
+            [render_seeds[k] for k in valid],
+        )
+        calls += len(valid)
+        values = [v for v in judged if v is not None]
+        worst = min(values, default=0.0)
+        total = sum(values) + worst * (len(prompts) - len(values))
+        scores[policy.name] = total / len(prompts)
+    chosen = max(scores, key=lambda name: scores[name])  # max keeps the first of equals
+    return {
+        "prompts": len(prompts),
+        "judge_calls": calls,
+        "temperature": config.choose_temperature,
+        "scores": scores,
+        "chosen": chosen,
+    }
+
+
 def _judged(
     here: Path,
-    policy: Path,
+    policies: Sequence[Path],
     data: Any,
     config: RefineStageConfig,
     number: int,
@@ -155,13 +354,13 @@ def _judged(
     max_new_tokens: int,
     say: Callable[[str], None],
 ) -> Any:
-    """The round's judgements of `policy`'s designs: read back when a killed run had them
+    """The round's judgements of the `policies`' designs: read back when a killed run had them
     (the file is written atomically, so a half-judged round judges again from the start)."""
     path = here / JUDGED
     if not path.is_file():
         here.mkdir(parents=True, exist_ok=True)
         table = judge_designs(
-            policy, data, config, judge, catalog, negative, max_new_tokens, say, number
+            policies, data, config, judge, catalog, negative, max_new_tokens, say, number
         )
         partial = path.with_name(path.name + ".partial")
         pq.write_table(table, partial)
@@ -190,7 +389,7 @@ def _refit(
 
 
 def judge_designs(
-    policy: Path,
+    policies: Sequence[Path],
     triplets: Any,
     config: RefineStageConfig,
     judge: LoadedJudge,
@@ -200,10 +399,13 @@ def judge_designs(
     say: Callable[[str], None] = print,
     round_number: int = 1,
 ) -> Any:
-    """`config.samples` designs of `policy` for each train prompt of `triplets` (a table with
-    the export's columns), each judged on `config.seeds` render seeds, as a table with the same
-    columns (item numbers continue the triplets'; invalid designs are not judged). Sampling
-    and render seeds follow `config.seed` and `round_number`, so rounds draw independently."""
+    """`config.samples` designs for each train prompt of `triplets` (a table with the
+    export's columns), drawn in turn from `policies` (design j of prompt i from policy
+    ``(i * samples + j) % len(policies)``: with 2 samples and 2 policies, one of each), each
+    judged on `config.seeds` render seeds, as a table with the same columns (item numbers
+    continue the triplets'; invalid designs are not judged). Sampling and render seeds follow
+    `config.seed`, `round_number` and the policy's place, so rounds and policies draw
+    independently (the first policy's draws are those of a round with one policy)."""
     prompts = dict(
         zip(
             triplets.column("prompt_id").to_pylist(),
@@ -212,18 +414,34 @@ def judge_designs(
         )
     )
     ids = sorted(prompts)
-    designer = PolicyDesigner(
-        load_for_design(policy),
-        catalog,
-        SamplingSettings(config.temperature, True, max_new_tokens, PROMPT_CHUNK, negative),
-    )
     samples: list[tuple[str, Sample]] = []
-    for start in range(0, len(ids), PROMPT_CHUNK):
-        chunk = ids[start : start + PROMPT_CHUNK]
-        seeds = [derive_seed("refine", config.seed, round_number, i) for i in chunk]
-        drawn = designer.sample([prompts[i] for i in chunk], seeds, config.samples)
-        samples += [(chunk[k // config.samples], s) for k, s in enumerate(drawn)]
-        say(f"refine: sampled designs for {start + len(chunk)}/{len(ids)} train prompts")
+    for place, policy in enumerate(policies):
+        counts: dict[int, list[str]] = {}  # designs from this policy -> its prompts
+        for position, prompt_id in enumerate(ids):
+            draws = range(position * config.samples, (position + 1) * config.samples)
+            n = sum(1 for g in draws if g % len(policies) == place)
+            if n:
+                counts.setdefault(n, []).append(prompt_id)
+        designer = PolicyDesigner(
+            load_for_design(policy),
+            catalog,
+            SamplingSettings(config.temperature, True, max_new_tokens, PROMPT_CHUNK, negative),
+        )
+        done, total = 0, sum(len(chosen) for chosen in counts.values())
+        for n, chosen in sorted(counts.items()):
+            for start in range(0, len(chosen), PROMPT_CHUNK):
+                chunk = chosen[start : start + PROMPT_CHUNK]
+                seeds = [
+                    derive_seed("refine", config.seed, round_number, i)
+                    if place == 0
+                    else derive_seed("refine", config.seed, round_number, i, "policy", place)
+                    for i in chunk
+                ]
+                drawn = designer.sample([prompts[i] for i in chunk], seeds, n)
+                samples += [(chunk[k // n], s) for k, s in enumerate(drawn)]
+                done += len(chunk)
+                which = f" of {policy.name}" if len(policies) > 1 else ""
+                say(f"refine: sampled designs{which} for {done}/{total} train prompts")
     rng = np.random.default_rng([config.seed, round_number, 0x5EED])
     rows: list[dict[str, Any]] = []
     items: list[JudgeItem] = []

@@ -40,10 +40,11 @@ from .layout import (
     REFINE,
     REWARD_DIR,
     SFT_DIR,
+    final_policy,
     refine_summary,
     refined,
 )
-from .refine import RefinePaths, refine
+from .refine import AuditJudge, RefinePaths, refine
 
 WORKFLOWS = "workflows"  # RUN/library/workflows: the library's API JSON files
 OBJECT_INFO = "object_info.json"  # RUN/library/object_info.json: the judge's catalog
@@ -256,7 +257,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.catalog(),
         c.collect.negative,
         ctx.say,
-        lambda reward: _auditor(ctx, reward),  # used only with audits on
+        AuditJudge(c.judge, c.judge_opt, c.collect.negative),  # used only with audits on
     )
 
 
@@ -273,7 +274,7 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
         reward=base / REWARD_DIR,
         sft=run / SFT_DIR,
         comfygen_ft=run / COMFYGEN_FT if comfygen_ft else None,
-        grpo=base / GRPO_DIR,
+        grpo=final_policy(run),
         grpo_data_calls=extra,
     )
 

@@ -18,15 +18,11 @@ The runner (`pipeline.runner`) decides what runs when; this module only runs one
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import signal
-import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
@@ -39,18 +35,21 @@ import torch
 from ..reward.model import torch_threads
 from .config import RunConfig
 from .layout import STAGES_DIR
+from .spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from .stages import Stage, StageContext
+
+__all__ = [  # StageProcessError lives in spawned.py (the refine rounds' helpers raise it too)
+    "Message",
+    "StageProcess",
+    "StageProcessError",
+    "Timed",
+    "execute",
+    "log_path",
+    "receive_any",
+]
 
 #: A stage's result as the runner records it: (result, wall seconds, CPU seconds).
 Timed = tuple[dict[str, Any], float, float]
-
-_SPAWN = multiprocessing.get_context("spawn")
-_WATCHDOG_SECONDS = 1.0
-
-
-class StageProcessError(RuntimeError):
-    """A stage process that failed with an error that could not be sent back as itself,
-    or died without a word (killed, out of memory); the message holds what is known."""
 
 
 def execute(stage: Stage, ctx: StageContext) -> Timed:
@@ -80,13 +79,13 @@ class StageProcess:
 
     def __init__(self, stage: Stage, run: Path, config: RunConfig) -> None:
         self.stage = stage
-        self.connection, sender = _SPAWN.Pipe(duplex=False)
-        self.process: SpawnProcess = _SPAWN.Process(
+        self.connection, sender = SPAWN.Pipe(duplex=False)
+        self.process: SpawnProcess = SPAWN.Process(
             target=_main,
             args=(stage, run, config, sender, os.getpid()),
             name=f"flowforge-{stage.name}",
         )
-        with _sigint_ignored():  # inherited through exec: Ctrl-C reaches the runner only
+        with sigint_ignored():  # inherited through exec: Ctrl-C reaches the runner only
             self.process.start()
         sender.close()  # the child has its own copy; ours would keep the pipe from closing
 
@@ -120,24 +119,6 @@ class StageProcess:
         self.connection.close()
 
 
-@contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """Ignore SIGINT while a stage process is started, so that it starts ignoring it too.
-
-    Ctrl-C goes to the terminal's whole process group; a stage process would die with a
-    KeyboardInterrupt traceback on the terminal (it may still be importing, before its
-    output goes to its log). Instead the runner alone is interrupted and terminates the
-    stage processes; their markers say ``running`` and the next call resumes them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # only the main thread may set handlers; a runner off it has no Ctrl-C
-        return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
 def receive_any(
     processes: list[StageProcess], timeout: float
 ) -> list[tuple[StageProcess, Message]]:
@@ -154,7 +135,7 @@ def _main(
     parent: int,
 ) -> None:
     """The stage process: output to its log, watchdog on, run, report."""
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    watch_parent(parent)
     log = open(log_path(run, stage.name), "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
@@ -193,10 +174,3 @@ def _sendable(error: BaseException) -> BaseException:
         text = "".join(traceback.format_exception(error))
         return StageProcessError(f"{type(error).__name__}: {error}\n{text}")
     return error
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit at once when the runner is gone (the process was re-parented)."""
-    while os.getppid() == parent:
-        time.sleep(_WATCHDOG_SECONDS)
-    os._exit(70)
