@@ -14,11 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from flowforge.cli import app
+from flowforge.evaluate.designers import SamplingSettings
 from flowforge.pipeline.config import load_run_config, quick_config
+from flowforge.pipeline.draws import Draw, draw
 from flowforge.pipeline.layout import run_design
 from flowforge.pipeline.refine import train_at_once
 from flowforge.pipeline.workers import StageProcessError
 from flowforge.policy.grpo import GRPORunConfig
+from flowforge.workflow.schema import load_catalog
 
 runner = CliRunner()
 LABELS = ("default (sdxl_base)", "best fixed", "retrieval", "ComfyGen-FT", "SFT", "GRPO")
@@ -172,6 +175,25 @@ def test_a_refine_grpo_run_that_fails_in_its_process_is_an_error_naming_it(
     broken = replace(finished, seed=1, sft_dir=str(tmp_path / "missing"), out=str(tmp_path / "b"))
     with pytest.raises(StageProcessError, match=f"GRPO in {tmp_path / 'b'} .*exit code 1"):
         train_at_once([finished, broken], None, source / "reward")
+
+
+def test_refine_sampling_gives_the_same_designs_in_one_process_or_spread_over_two(
+    quick_run: tuple[Path, str],
+) -> None:
+    source, _ = quick_run
+    catalog = load_catalog(source / "library" / "object_info.json")
+    settings = SamplingSettings(1.0, True, 120, 8, "")
+    draws = [
+        Draw(source / name, ("a red fox at dawn", "a castle in fog"), (1, 2), n)
+        for name, n in (("grpo", 2), ("sft", 1), ("grpo", 1))
+    ]
+    alone = draw(draws, catalog, settings, processes=1)
+    heard: list[Draw] = []
+    spread = draw(draws, catalog, settings, processes=2, on_done=heard.append)
+    assert [[s.text for s in found] for found in spread] == [
+        [s.text for s in found] for found in alone
+    ]
+    assert [len(found) for found in spread] == [4, 2, 2] and heard == draws
 
 
 def test_run_show_config_prints_the_resolved_settings(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """Active-learning rounds after GRPO (``[refine]``, two by default): judge the policy's own
-designs, refit the ensemble on the triplets plus those judgements, GRPO again from SFT; the
-next round judges that policy.
+designs, refit the ensemble on the triplets plus those judgements, GRPO again from SFT with
+`policies` seeds at once; the next round judges those policies, and after the last round
+the judge keeps the one that designs best on train prompts.
 
 Why: the ensemble learned from library workflows, and GRPO leaves the library. On some seeds
 it climbs into a family of new designs every member overrates (docs/benchmarks.md, "GRPO's
@@ -10,14 +11,19 @@ against the refitted ensemble. Measured with `benchmarks/refine_round.py` (the s
 computation): on sim world 0 one round took GRPO seeds 0, 1 and 2 to 0.507, 0.503 and 0.320
 held-out (0.479, 0.305 and 0.030 on the run's own ensemble), and two rounds took them to
 0.504, 0.377 and 0.509; on world 1 two rounds gave seeds 0 and 1 0.456 and 0.607 (0.497 and
-0.487 without; docs/benchmarks.md, "Two active-learning rounds"). A round
+0.487 without; docs/benchmarks.md, "Two active-learning rounds"). The seed still decides
+much, so each round trains two (the second in a process of its own, on the core that
+otherwise idles) and the judge chooses between the last two (`choose`). A round
 costs `samples` x `seeds` judge calls per train prompt (2,660 by default, 13% of the
-collection), charged to every GRPO method's data calls in the evaluation.
+collection), the choice `choose_prompts` per policy; all are charged to every GRPO method's
+data calls in the evaluation.
 
 ``RUN/refine/round-N/``: ``judged.parquet`` (the round's judgements, the export's columns;
 written atomically, so a killed round does not judge again), ``reward/`` (the refitted
-ensemble, retrained from nothing after a kill), ``grpo/`` (the round's GRPO run, resumed
-from its checkpoints); ``RUN/refine/refine.json`` (what the rounds did, written last).
+ensemble, retrained from nothing after a kill), ``grpo/``, ``grpo-2/``, ... (the round's GRPO
+runs, seeds ``grpo.seed``, +1, ..., resumed from their checkpoints), ``choice.json`` (the last
+round: the judge's scores of its policies and the one kept); ``RUN/refine/refine.json`` (what
+the rounds did and which policy the run keeps, written last).
 """
 
 from __future__ import annotations
@@ -37,20 +43,20 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from ..data.collect import check_results
 from ..data.export import run_table
 from ..data.plan import SEED_LIMIT, RequestTemplate
-from ..evaluate.designers import PolicyDesigner, SamplingSettings, derive_seed, load_for_design
+from ..evaluate.designers import SamplingSettings, derive_seed
 from ..evaluate.methods import audit_calls
 from ..files import write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import LoadedJudge, load_judge
 from ..policy.audit import Auditor, JudgeAuditor
 from ..policy.grpo import GRPORunConfig, train_grpo
-from ..policy.sampled import Sample
 from ..reward.config import RewardConfig
 from ..reward.store import CONFIG_FILE as REWARD_CONFIG
 from ..reward.train import train_ensemble
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .config import RefineStageConfig
+from .draws import Draw, draw
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
 from .spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 
@@ -100,13 +106,15 @@ def refine(
     negative: str,
     say: Callable[[str], None] = print,
     audits: AuditJudge | None = None,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """`config.rounds` rounds of judge, refit, GRPO again (resuming whatever a killed run
     finished); the summary. Round k judges the policies of round k-1 (the run's GRPO for the
     first) and refits on the triplets plus every round's judgements so far, so the ensemble
     keeps what earlier rounds showed it; it then trains `config.policies` GRPO runs at once.
     After the last round the judge chooses among them (`choose`). `audits` is needed only
-    when ``grpo.audit_every > 0``."""
+    when ``grpo.audit_every > 0``; `processes` is how many processes sample designs (the
+    run's `jobs`; the results do not depend on it)."""
     if grpo.audit_every > 0 and audits is None:
         raise ValueError("the rounds' GRPO audits (audit_every > 0) need an AuditJudge")
     paths.out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +135,7 @@ def refine(
             negative,
             grpo.max_completion_length,
             say,
+            processes,
         )
         data = pa.concat_tables([data, judged.select(data.column_names)])
         reward_dir = here / REWARD_DIR
@@ -173,6 +182,7 @@ def refine(
             negative,
             grpo.max_completion_length,
             say,
+            processes,
         )
     final = last / (choice["chosen"] if choice is not None else policy_dir(0))
     # Every GRPO run but the kept one shaped it (through the designs the rounds judged) or
@@ -255,6 +265,7 @@ def _chosen(
     negative: str,
     max_new_tokens: int,
     say: Callable[[str], None],
+    processes: int,
 ) -> dict[str, Any]:
     """The judge's choice among the last round's policies (`choose`), read back when a
     killed run had made it (``round-N/choice.json``, written atomically)."""
@@ -263,7 +274,15 @@ def _chosen(
         recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return recorded
     made = choose(
-        policies, triplets, config, judge, here / REWARD_DIR, catalog, negative, max_new_tokens
+        policies,
+        triplets,
+        config,
+        judge,
+        here / REWARD_DIR,
+        catalog,
+        negative,
+        max_new_tokens,
+        processes,
     )
     scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
     say(f"refine: judged the last round's policies on {made['prompts']} train prompts: {scores}")
@@ -281,6 +300,7 @@ def choose(
     catalog: Catalog,
     negative: str,
     max_new_tokens: int,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """Which of `policies` designs best, by the judge: each designs once for the same
     `config.choose_prompts` train prompts (a seeded sample; the evaluation's held-out prompts
@@ -309,18 +329,22 @@ def choose(
     settings = SamplingSettings(
         config.choose_temperature, True, max_new_tokens, PROMPT_CHUNK, negative
     )
+    chunks = range(0, len(prompts), PROMPT_CHUNK)
+    draws = [
+        Draw(
+            policy,
+            tuple(prompts[start : start + PROMPT_CHUNK]),
+            tuple(design_seeds[start : start + PROMPT_CHUNK]),
+            1,
+        )
+        for policy in policies
+        for start in chunks
+    ]
+    drawn = draw(draws, catalog, settings, processes)
     scores, calls = {}, 0
-    for policy in policies:
-        designer = PolicyDesigner(load_for_design(policy), catalog, settings)
-        samples = [
-            sample
-            for start in range(0, len(prompts), PROMPT_CHUNK)
-            for sample in designer.sample(
-                prompts[start : start + PROMPT_CHUNK],
-                design_seeds[start : start + PROMPT_CHUNK],
-                1,
-            )
-        ]
+    for place, policy in enumerate(policies):
+        mine = drawn[place * len(chunks) : (place + 1) * len(chunks)]
+        samples = [sample for found in mine for sample in found]
         valid = [k for k, s in enumerate(samples) if s.valid and s.workflow is not None]
         judged = auditor.judge(
             [prompts[k] for k in valid],
@@ -353,6 +377,7 @@ def _judged(
     negative: str,
     max_new_tokens: int,
     say: Callable[[str], None],
+    processes: int,
 ) -> Any:
     """The round's judgements of the `policies`' designs: read back when a killed run had them
     (the file is written atomically, so a half-judged round judges again from the start)."""
@@ -360,7 +385,7 @@ def _judged(
     if not path.is_file():
         here.mkdir(parents=True, exist_ok=True)
         table = judge_designs(
-            policies, data, config, judge, catalog, negative, max_new_tokens, say, number
+            policies, data, config, judge, catalog, negative, max_new_tokens, say, number, processes
         )
         partial = path.with_name(path.name + ".partial")
         pq.write_table(table, partial)
@@ -398,6 +423,7 @@ def judge_designs(
     max_new_tokens: int,
     say: Callable[[str], None] = print,
     round_number: int = 1,
+    processes: int = 1,
 ) -> Any:
     """`config.samples` designs for each train prompt of `triplets` (a table with the
     export's columns), drawn in turn from `policies` (design j of prompt i from policy
@@ -405,7 +431,8 @@ def judge_designs(
     judged on `config.seeds` render seeds, as a table with the same columns (item numbers
     continue the triplets'; invalid designs are not judged). Sampling and render seeds follow
     `config.seed`, `round_number` and the policy's place, so rounds and policies draw
-    independently (the first policy's draws are those of a round with one policy)."""
+    independently (the first policy's draws are those of a round with one policy). The
+    sampling runs over `processes` processes (`draws.draw`: the same samples either way)."""
     prompts = dict(
         zip(
             triplets.column("prompt_id").to_pylist(),
@@ -414,34 +441,43 @@ def judge_designs(
         )
     )
     ids = sorted(prompts)
-    samples: list[tuple[str, Sample]] = []
+    draws: list[tuple[int, tuple[str, ...], Draw]] = []  # (policy's place, prompt ids, draw)
     for place, policy in enumerate(policies):
         counts: dict[int, list[str]] = {}  # designs from this policy -> its prompts
         for position, prompt_id in enumerate(ids):
-            draws = range(position * config.samples, (position + 1) * config.samples)
-            n = sum(1 for g in draws if g % len(policies) == place)
+            turns = range(position * config.samples, (position + 1) * config.samples)
+            n = sum(1 for g in turns if g % len(policies) == place)
             if n:
                 counts.setdefault(n, []).append(prompt_id)
-        designer = PolicyDesigner(
-            load_for_design(policy),
-            catalog,
-            SamplingSettings(config.temperature, True, max_new_tokens, PROMPT_CHUNK, negative),
-        )
-        done, total = 0, sum(len(chosen) for chosen in counts.values())
         for n, chosen in sorted(counts.items()):
             for start in range(0, len(chosen), PROMPT_CHUNK):
-                chunk = chosen[start : start + PROMPT_CHUNK]
-                seeds = [
+                chunk = tuple(chosen[start : start + PROMPT_CHUNK])
+                seeds = tuple(
                     derive_seed("refine", config.seed, round_number, i)
                     if place == 0
                     else derive_seed("refine", config.seed, round_number, i, "policy", place)
                     for i in chunk
-                ]
-                drawn = designer.sample([prompts[i] for i in chunk], seeds, n)
-                samples += [(chunk[k // n], s) for k, s in enumerate(drawn)]
-                done += len(chunk)
-                which = f" of {policy.name}" if len(policies) > 1 else ""
-                say(f"refine: sampled designs{which} for {done}/{total} train prompts")
+                )
+                draws.append(
+                    (place, chunk, Draw(policy, tuple(prompts[i] for i in chunk), seeds, n))
+                )
+    totals = [sum(len(c) for p, c, _ in draws if p == place) for place in range(len(policies))]
+    done = [0] * len(policies)
+    places = {id(d): (p, len(c)) for p, c, d in draws}
+
+    def progress(one: Draw) -> None:
+        place, size = places[id(one)]
+        done[place] += size
+        which = f" of {one.policy.name}" if len(policies) > 1 else ""
+        say(f"refine: sampled designs{which} for {done[place]}/{totals[place]} train prompts")
+
+    settings = SamplingSettings(config.temperature, True, max_new_tokens, PROMPT_CHUNK, negative)
+    drawn = draw([d for _, _, d in draws], catalog, settings, processes, progress)
+    samples = [
+        (chunk[k // one.n], sample)
+        for (_, chunk, one), found in zip(draws, drawn, strict=True)
+        for k, sample in enumerate(found)
+    ]
     rng = np.random.default_rng([config.seed, round_number, 0x5EED])
     rows: list[dict[str, Any]] = []
     items: list[JudgeItem] = []

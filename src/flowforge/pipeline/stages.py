@@ -258,6 +258,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         c.collect.negative,
         ctx.say,
         AuditJudge(c.judge, c.judge_opt, c.collect.negative),  # used only with audits on
+        processes=c.jobs,
     )
 
 
