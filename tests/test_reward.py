@@ -91,6 +91,29 @@ def test_save_load_round_trip_gives_identical_predictions(trained: TrainResult) 
     assert loaded.training_score == trained.ensemble.training_score
 
 
+def test_members_trained_at_once_in_workers_are_the_members_trained_in_turn(
+    trained: TrainResult, tmp_path: Path
+) -> None:
+    heard: list[tuple[int, int, float]] = []
+    at_once = train_ensemble(
+        triplets(),
+        tmp_path / "model",
+        SMALL,
+        encoder=FakeEncoder(),
+        processes=2,
+        on_progress=lambda k, epoch, loss: heard.append((k, epoch, loss)),
+    )
+    texts = list(design_texts())
+    prompts = ["an unseen prompt about a lighthouse"] * len(texts)
+    before = trained.ensemble.predict_detail(prompts, texts)
+    after = at_once.ensemble.predict_detail(prompts, texts)
+    assert np.array_equal(before.members, after.members, equal_nan=True)
+    assert at_once.losses == trained.losses
+    assert [(k, epoch) for k, epoch, _ in heard] == [
+        (k, e) for k in range(SMALL.members) for e in range(SMALL.epochs)
+    ]
+
+
 def _break(model: Path, damage: str) -> None:
     config = model / "config.json"
     if damage == "no config":

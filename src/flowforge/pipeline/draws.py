@@ -20,8 +20,8 @@ import torch
 
 from ..evaluate.designers import PolicyDesigner, SamplingSettings, load_for_design
 from ..policy.sampled import Sample
+from ..spawned import SPAWN, sigint_ignored, watch_parent
 from ..workflow.schema import Catalog
-from .spawned import SPAWN, sigint_ignored, watch_parent
 
 
 @dataclass(frozen=True)

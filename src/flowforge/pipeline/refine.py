@@ -53,12 +53,12 @@ from ..policy.grpo import GRPORunConfig, train_grpo
 from ..reward.config import RewardConfig
 from ..reward.store import CONFIG_FILE as REWARD_CONFIG
 from ..reward.train import train_ensemble
+from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .config import RefineStageConfig
 from .draws import Draw, draw
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
-from .spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 
 JUDGED = "judged.parquet"
 CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's choice
@@ -140,7 +140,7 @@ def refine(
         data = pa.concat_tables([data, judged.select(data.column_names)])
         reward_dir = here / REWARD_DIR
         if not (reward_dir / REWARD_CONFIG).is_file():
-            _refit(data, here, reward_dir, reward, catalog, say)
+            _refit(data, here, reward_dir, reward, catalog, say, processes)
         runs = [
             replace(
                 grpo,
@@ -400,14 +400,16 @@ def _refit(
     reward: RewardConfig,
     catalog: Catalog,
     say: Callable[[str], None],
+    processes: int,
 ) -> None:
-    """Train the ensemble again from nothing on `data` (the run's reward settings)."""
+    """Train the ensemble again from nothing on `data` (the run's reward settings), its
+    members `processes` at once."""
     combined = here / "refit-data.parquet"  # the refit's data, removed afterwards
     pq.write_table(data, combined)
     say(f"refine: refitting the ensemble on {data.num_rows} judgements")
     started = time.perf_counter()
     try:
-        train_ensemble(combined, reward_dir, reward, catalog=catalog)
+        train_ensemble(combined, reward_dir, reward, catalog=catalog, processes=processes)
     finally:
         combined.unlink(missing_ok=True)
     say(f"refine: ensemble refitted in {time.perf_counter() - started:.0f} s")

@@ -33,9 +33,9 @@ from typing import Any
 import torch
 
 from ..reward.model import torch_threads
+from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from .config import RunConfig
 from .layout import STAGES_DIR
-from .spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from .stages import Stage, StageContext
 
 __all__ = [  # StageProcessError lives in spawned.py (the refine rounds' helpers raise it too)

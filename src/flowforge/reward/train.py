@@ -25,9 +25,11 @@ workflow text) without rendering, and GRPO optimises against them. The story, to
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -39,6 +41,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from ..data.export import Triplet, load_triplets
+from ..spawned import SPAWN, sigint_ignored, watch_parent
 from ..workflow.graph import Workflow
 from ..workflow.schema import Catalog, default_catalog
 from .backbone import Backbone, Design, HFBackbone, MiniLMBackbone, TextEncoder
@@ -248,25 +251,32 @@ def _train_members(
     targets: NDArray[np.float64],
     config: RewardConfig,
     on_progress: ProgressFn | None,
+    processes: int = 1,
 ) -> tuple[list[nn.Module], list[list[float]]]:
-    """Step 5: member k on its bootstrap sample of (prompt, design) groups, seed seed + k."""
+    """Step 5: member k on its bootstrap sample of (prompt, design) groups, seed seed + k;
+    with `processes` > 1 that many members at once, each in a spawned worker (the members
+    are the same: each seeds its own generators and runs on `config.threads` threads)."""
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, row in enumerate(rows):
         groups[(row.prompt, row.workflow_text)].append(i)
+    jobs = []
+    for k in range(config.members):
+        rng = np.random.default_rng([config.seed, k])
+        sample = (
+            bootstrap_rows(list(groups.values()), rng) if config.bootstrap else np.arange(len(rows))
+        )
+        prompts = [rows[i].prompt for i in sample]
+        jobs.append((prompts, [designs[rows[i].workflow_text] for i in sample], targets[sample]))
+    if processes > 1 and config.members > 1:
+        return _train_members_at_once(backbone, jobs, config, on_progress, processes)
     members, losses = [], []
     with torch_threads(config.threads):
-        for k in range(config.members):
-            rng = np.random.default_rng([config.seed, k])
-            sample = (
-                bootstrap_rows(list(groups.values()), rng)
-                if config.bootstrap
-                else np.arange(len(rows))
-            )
+        for k, (prompts, chosen, y) in enumerate(jobs):
             member, member_losses = fit_member(
                 backbone,
-                [rows[i].prompt for i in sample],
-                [designs[rows[i].workflow_text] for i in sample],
-                targets[sample],
+                prompts,
+                chosen,
+                y,
                 config,
                 seed=config.seed + k,
                 on_epoch=_member_progress(on_progress, k),
@@ -274,6 +284,57 @@ def _train_members(
             members.append(member)
             losses.append(member_losses)
     return members, losses
+
+
+def _train_members_at_once(
+    backbone: Backbone,
+    jobs: Sequence[tuple[list[str], list[Design], NDArray[np.float64]]],
+    config: RewardConfig,
+    on_progress: ProgressFn | None,
+    processes: int,
+) -> tuple[list[nn.Module], list[list[float]]]:
+    """`_train_members` over `processes` spawned workers; a member's epochs are reported
+    when it is back."""
+    workers = min(processes, len(jobs))
+    setup = (backbone, config.threads, os.getpid())
+    pool = ProcessPoolExecutor(workers, SPAWN, initializer=_start_member_worker, initargs=setup)
+    try:
+        with sigint_ignored():  # workers start on submit; Ctrl-C goes to the runner only
+            futures = [
+                pool.submit(_fit_in_worker, prompts, chosen, y, config, config.seed + k)
+                for k, (prompts, chosen, y) in enumerate(jobs)
+            ]
+        members, losses = [], []
+        for k, future in enumerate(futures):
+            member, member_losses = future.result()
+            members.append(member)
+            losses.append(member_losses)
+            report = _member_progress(on_progress, k)
+            for epoch, loss in enumerate(member_losses):
+                if report is not None:
+                    report(epoch, loss)
+        return members, losses
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER_BACKBONE: list[Backbone] = []  # a member worker's copy of the backbone
+
+
+def _start_member_worker(backbone: Backbone, threads: int, parent: int) -> None:
+    watch_parent(parent)
+    torch.set_num_threads(threads)
+    _WORKER_BACKBONE.append(backbone)
+
+
+def _fit_in_worker(
+    prompts: list[str],
+    designs: list[Design],
+    targets: NDArray[np.float64],
+    config: RewardConfig,
+    seed: int,
+) -> tuple[nn.Module, list[float]]:
+    return fit_member(_WORKER_BACKBONE[0], prompts, designs, targets, config, seed=seed)
 
 
 def _member_progress(on_progress: ProgressFn | None, k: int) -> Callable[[int, float], None] | None:
@@ -295,11 +356,13 @@ def train_ensemble(
     encoder: TextEncoder | None = None,
     on_progress: ProgressFn | None = None,
     overwrite: bool = False,
+    processes: int = 1,
 ) -> TrainResult:
     """Train `config.members` members on `data` and save them to `out` (module docstring).
 
     `out` must not exist, unless `overwrite` and it is a reward model directory (replaced
-    only once the new model is complete). `encoder` replaces MiniLM (tests).
+    only once the new model is complete). `encoder` replaces MiniLM (tests). `processes` > 1
+    trains that many members at once in spawned workers (the same members: a test checks).
     """
     started = time.perf_counter()
     _check_out(out, overwrite)
@@ -314,7 +377,9 @@ def train_ensemble(
     if isinstance(backbone, MiniLMBackbone):  # every prompt embedded once, in one batch
         backbone.encoder.encode(sorted({r.prompt for r in rows}))
     designs = {text: backbone.design_of(text, wf) for text, wf in usable.workflows.items()}
-    members, losses = _train_members(backbone, rows, designs, targets, config, on_progress)
+    members, losses = _train_members(
+        backbone, rows, designs, targets, config, on_progress, processes
+    )
     training_set = TrainingSet(
         frozenset(prompt_digest(r.prompt) for r in rows),
         frozenset(design_id(text) for text in designs),

@@ -1,8 +1,9 @@
 """Spawned helper processes that behave under a run: Ctrl-C goes to the runner only, and a
 helper whose parent dies exits by itself.
 
-Used by the stage processes (`pipeline.workers`) and by the refine rounds' extra GRPO runs
-(`pipeline.refine`). Spawned, not forked: a fresh interpreter, so torch's threads and state
+Used by the stage processes (`pipeline.workers`), the refine rounds' extra GRPO runs and
+sampling (`pipeline.refine`, `pipeline.draws`) and the ensemble's members trained at once
+(`reward.train`). Spawned, not forked: a fresh interpreter, so torch's threads and state
 of the parent cannot leak into the child.
 """
 
