@@ -70,11 +70,13 @@ class CollectStageConfig:
 @dataclass(frozen=True)
 class RefineStageConfig:
     """Active-learning rounds after GRPO (`pipeline.refine`, docs/evaluation.md): judge the
-    policy's own designs, refit the ensemble, GRPO again from SFT. On by default, two rounds:
-    on sim world 0 they took GRPO seeds 0-2 from 0.479 / 0.305 / 0.030 held-out to 0.504 /
-    0.377 / 0.509 (the collapses gone); on world 1, seeds 0-1 from 0.497 / 0.487 to 0.456 /
-    0.607 (docs/benchmarks.md, "Two active-learning rounds"). Each round costs ~10 minutes
-    and 2,660 judge calls (13% of the collection)."""
+    policies' own designs, refit the ensemble, GRPO again from SFT with two seeds at once;
+    after the last round the judge keeps the better of the two. On by default, two rounds:
+    with one seed per round they took GRPO seeds 0-2 on sim world 0 from 0.479 / 0.305 /
+    0.030 held-out to 0.504 / 0.377 / 0.509 (the collapses gone); with two seeds and the
+    judge's choice, 0.508 on world 0 and 0.500 on world 1 (best-of-8 0.514 / 0.516; was 0.504
+    / 0.463 and 0.507 / 0.506; docs/benchmarks.md, "Two GRPO seeds per round"). The rounds
+    take ~20 minutes and 5,720 judge calls (29% of the collection's)."""
 
     #: Run the rounds; the evaluation then compares the last round's GRPO policy.
     enabled: bool = True

@@ -56,12 +56,12 @@ from ..reward.train import train_ensemble
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
+from .choose import chosen
 from .config import RefineStageConfig
 from .draws import Draw, draw
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
 
 JUDGED = "judged.parquet"
-CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's choice
 PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each)
 
 
@@ -172,7 +172,7 @@ def refine(
     last = paths.out / round_dir(config.rounds)
     choice = None
     if len(policies) > 1:
-        choice = _chosen(
+        choice = chosen(
             last,
             policies,
             triplets,
@@ -211,7 +211,7 @@ def train_at_once(
     """Train ``runs[0]`` in this process and every other run in a spawned process of its own,
     all at once (each resumes from its checkpoints); a failed run is an error naming it.
 
-    The helpers ignore Ctrl-C and exit when this process dies (`pipeline.spawned`); if this
+    The helpers ignore Ctrl-C and exit when this process dies (`flowforge.spawned`); if this
     process stops for any reason (an error, SIGTERM from the runner, Ctrl-C with ``jobs =
     1``) they are terminated, and the next call resumes them."""
     helpers = []
@@ -253,117 +253,6 @@ def _train_helper(
     """A spawned helper: one GRPO run (its output goes where the parent's goes)."""
     watch_parent(parent)
     train_grpo(run, auditor=_auditor(run, audits, reward_dir))
-
-
-def _chosen(
-    here: Path,
-    policies: Sequence[Path],
-    triplets: Any,
-    config: RefineStageConfig,
-    judge: LoadedJudge,
-    catalog: Catalog,
-    negative: str,
-    max_new_tokens: int,
-    say: Callable[[str], None],
-    processes: int,
-) -> dict[str, Any]:
-    """The judge's choice among the last round's policies (`choose`), read back when a
-    killed run had made it (``round-N/choice.json``, written atomically)."""
-    path = here / CHOICE
-    if path.is_file():
-        recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return recorded
-    made = choose(
-        policies,
-        triplets,
-        config,
-        judge,
-        here / REWARD_DIR,
-        catalog,
-        negative,
-        max_new_tokens,
-        processes,
-    )
-    scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
-    say(f"refine: judged the last round's policies on {made['prompts']} train prompts: {scores}")
-    say(f"refine: keeping {made['chosen']}")
-    write_text_atomic(path, json.dumps(made, indent=1) + "\n")
-    return made
-
-
-def choose(
-    policies: Sequence[Path],
-    triplets: Any,
-    config: RefineStageConfig,
-    judge: LoadedJudge,
-    reward_dir: Path,
-    catalog: Catalog,
-    negative: str,
-    max_new_tokens: int,
-    processes: int = 1,
-) -> dict[str, Any]:
-    """Which of `policies` designs best, by the judge: each designs once for the same
-    `config.choose_prompts` train prompts (a seeded sample; the evaluation's held-out prompts
-    are never looked at) at `config.choose_temperature` with the same sampling and render
-    seeds, each design judged once; the best mean training score (the ensemble in
-    `reward_dir` defines it) wins, ties to the earlier policy. A design that cannot be judged
-    (invalid, or a judge error) counts as the worst score seen.
-
-    Why the judge and not the ensemble: the runs differ most where one climbed into designs
-    every member overrates (docs/evaluation.md), which is exactly what the ensemble cannot
-    see."""
-    ids = sorted(set(triplets.column("prompt_id").to_pylist()))
-    texts = dict(
-        zip(
-            triplets.column("prompt_id").to_pylist(),
-            triplets.column("prompt").to_pylist(),
-            strict=True,
-        )
-    )
-    rng = np.random.default_rng([config.seed, 0xC4005E])
-    picked = sorted(rng.choice(ids, size=min(config.choose_prompts, len(ids)), replace=False))
-    prompts = [texts[i] for i in picked]
-    design_seeds = [derive_seed("refine-choose", config.seed, i) for i in picked]
-    render_seeds = [derive_seed("refine-choose-render", config.seed, i) for i in picked]
-    auditor = JudgeAuditor.for_ensemble(judge.judge, reward_dir, negative)
-    settings = SamplingSettings(
-        config.choose_temperature, True, max_new_tokens, PROMPT_CHUNK, negative
-    )
-    chunks = range(0, len(prompts), PROMPT_CHUNK)
-    draws = [
-        Draw(
-            policy,
-            tuple(prompts[start : start + PROMPT_CHUNK]),
-            tuple(design_seeds[start : start + PROMPT_CHUNK]),
-            1,
-        )
-        for policy in policies
-        for start in chunks
-    ]
-    drawn = draw(draws, catalog, settings, processes)
-    scores, calls = {}, 0
-    for place, policy in enumerate(policies):
-        mine = drawn[place * len(chunks) : (place + 1) * len(chunks)]
-        samples = [sample for found in mine for sample in found]
-        valid = [k for k, s in enumerate(samples) if s.valid and s.workflow is not None]
-        judged = auditor.judge(
-            [prompts[k] for k in valid],
-            [samples[k].text for k in valid],
-            [render_seeds[k] for k in valid],
-        )
-        calls += len(valid)
-        values = [v for v in judged if v is not None]
-        worst = min(values, default=0.0)
-        total = sum(values) + worst * (len(prompts) - len(values))
-        scores[policy.name] = total / len(prompts)
-    chosen = max(scores, key=lambda name: scores[name])  # max keeps the first of equals
-    return {
-        "prompts": len(prompts),
-        "judge_calls": calls,
-        "temperature": config.choose_temperature,
-        "scores": scores,
-        "chosen": chosen,
-    }
 
 
 def _judged(
@@ -451,9 +340,9 @@ def judge_designs(
             n = sum(1 for g in turns if g % len(policies) == place)
             if n:
                 counts.setdefault(n, []).append(prompt_id)
-        for n, chosen in sorted(counts.items()):
-            for start in range(0, len(chosen), PROMPT_CHUNK):
-                chunk = tuple(chosen[start : start + PROMPT_CHUNK])
+        for n, taking in sorted(counts.items()):
+            for start in range(0, len(taking), PROMPT_CHUNK):
+                chunk = tuple(taking[start : start + PROMPT_CHUNK])
                 seeds = tuple(
                     derive_seed("refine", config.seed, round_number, i)
                     if place == 0
