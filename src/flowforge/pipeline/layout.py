@@ -14,9 +14,9 @@ from typing import Any
 #: Stage directories inside a run (the last three also the GRPO section's fixed path fields).
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
 SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
-#: The active-learning rounds (``[refine]``): RUN/refine/round-N/reward and .../grpo of the
-#: last round replace RUN/reward and RUN/grpo for the evaluation and for ``flowforge design
-#: --run`` when present.
+#: The active-learning rounds (``[refine]``): RUN/refine/round-N/reward and the GRPO policy
+#: the judge kept among .../grpo, .../grpo-2 of the last round (`final_policy`) replace
+#: RUN/reward and RUN/grpo for the evaluation and for ``flowforge design --run`` when present.
 REFINE = "refine"
 #: RUN/refine/refine.json: written when the rounds finished (`refine_summary` reads it).
 REFINE_SUMMARY = "refine.json"
