@@ -21,11 +21,10 @@ from ..judge.loader import LoadedJudge
 from ..policy.audit import JudgeAuditor
 from ..workflow.schema import Catalog
 from .config import RefineStageConfig
-from .draws import Draw, draw
+from .draws import PROMPT_CHUNK, Draw, draw, train_prompts
 from .layout import REWARD_DIR
 
 CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's choice
-PROMPT_CHUNK = 64  # prompts per sampling call
 
 
 def chosen(
@@ -85,14 +84,8 @@ def choose(
     Why the judge and not the ensemble: the runs differ most where one climbed into designs
     every member overrates (docs/evaluation.md), which is exactly what the ensemble cannot
     see."""
-    ids = sorted(set(triplets.column("prompt_id").to_pylist()))
-    texts = dict(
-        zip(
-            triplets.column("prompt_id").to_pylist(),
-            triplets.column("prompt").to_pylist(),
-            strict=True,
-        )
-    )
+    texts = train_prompts(triplets)
+    ids = sorted(texts)
     rng = np.random.default_rng([config.seed, 0xC4005E])
     picked = sorted(rng.choice(ids, size=min(config.choose_prompts, len(ids)), replace=False))
     prompts = [texts[i] for i in picked]

@@ -23,6 +23,14 @@ from ..policy.sampled import Sample
 from ..spawned import SPAWN, sigint_ignored, watch_parent
 from ..workflow.schema import Catalog
 
+PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each in the rounds)
+
+
+def train_prompts(triplets: Any) -> dict[str, str]:
+    """Prompt id -> prompt text of a table with the export's columns (the train prompts)."""
+    ids, texts = triplets.column("prompt_id").to_pylist(), triplets.column("prompt").to_pylist()
+    return dict(zip(ids, texts, strict=True))
+
 
 @dataclass(frozen=True)
 class Draw:

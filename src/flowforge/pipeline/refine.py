@@ -58,11 +58,10 @@ from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .choose import chosen
 from .config import RefineStageConfig
-from .draws import Draw, draw
+from .draws import PROMPT_CHUNK, Draw, draw, train_prompts
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
 
 JUDGED = "judged.parquet"
-PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each)
 
 
 @dataclass(frozen=True)
@@ -324,13 +323,7 @@ def judge_designs(
     `config.seed`, `round_number` and the policy's place, so rounds and policies draw
     independently (the first policy's draws are those of a round with one policy). The
     sampling runs over `processes` processes (`draws.draw`: the same samples either way)."""
-    prompts = dict(
-        zip(
-            triplets.column("prompt_id").to_pylist(),
-            triplets.column("prompt").to_pylist(),
-            strict=True,
-        )
-    )
+    prompts = train_prompts(triplets)
     ids = sorted(prompts)
     draws: list[tuple[int, tuple[str, ...], Draw]] = []  # (policy's place, prompt ids, draw)
     for place, policy in enumerate(policies):
