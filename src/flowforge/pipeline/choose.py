@@ -9,7 +9,7 @@ prompts only, so the evaluation's held-out prompts stay unseen.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,9 @@ import numpy as np
 
 from ..evaluate.designers import SamplingSettings, derive_seed
 from ..files import write_text_atomic
-from ..judge.loader import LoadedJudge
 from ..policy.audit import JudgeAuditor
-from ..workflow.schema import Catalog
 from .config import RefineStageConfig
-from .draws import PROMPT_CHUNK, Draw, draw, train_prompts
+from .draws import PROMPT_CHUNK, Draw, RoundTools, draw, train_prompts
 from .layout import REWARD_DIR
 
 CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's choice
@@ -32,12 +30,7 @@ def chosen(
     policies: Sequence[Path],
     triplets: Any,
     config: RefineStageConfig,
-    judge: LoadedJudge,
-    catalog: Catalog,
-    negative: str,
-    max_new_tokens: int,
-    say: Callable[[str], None],
-    processes: int,
+    tools: RoundTools,
 ) -> dict[str, Any]:
     """The judge's choice among the last round's policies (`choose`), read back when a
     killed run had made it (``round-N/choice.json``, written atomically)."""
@@ -45,18 +38,9 @@ def chosen(
     if path.is_file():
         recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return recorded
-    made = choose(
-        policies,
-        triplets,
-        config,
-        judge,
-        here / REWARD_DIR,
-        catalog,
-        negative,
-        max_new_tokens,
-        processes,
-    )
+    made = choose(policies, triplets, config, here / REWARD_DIR, tools)
     scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
+    say = tools.say
     say(f"refine: judged the last round's policies on {made['prompts']} train prompts: {scores}")
     say(f"refine: keeping {made['chosen']}")
     write_text_atomic(path, json.dumps(made, indent=1) + "\n")
@@ -67,12 +51,8 @@ def choose(
     policies: Sequence[Path],
     triplets: Any,
     config: RefineStageConfig,
-    judge: LoadedJudge,
     reward_dir: Path,
-    catalog: Catalog,
-    negative: str,
-    max_new_tokens: int,
-    processes: int = 1,
+    tools: RoundTools,
 ) -> dict[str, Any]:
     """Which of `policies` designs best, by the judge: each designs once for the same
     `config.choose_prompts` train prompts (a seeded sample; the evaluation's held-out prompts
@@ -91,9 +71,9 @@ def choose(
     prompts = [texts[i] for i in picked]
     design_seeds = [derive_seed("refine-choose", config.seed, i) for i in picked]
     render_seeds = [derive_seed("refine-choose-render", config.seed, i) for i in picked]
-    auditor = JudgeAuditor.for_ensemble(judge.judge, reward_dir, negative)
+    auditor = JudgeAuditor.for_ensemble(tools.judge.judge, reward_dir, tools.negative)
     settings = SamplingSettings(
-        config.choose_temperature, True, max_new_tokens, PROMPT_CHUNK, negative
+        config.choose_temperature, True, tools.max_new_tokens, PROMPT_CHUNK, tools.negative
     )
     chunks = range(0, len(prompts), PROMPT_CHUNK)
     draws = [
@@ -106,7 +86,7 @@ def choose(
         for policy in policies
         for start in chunks
     ]
-    drawn = draw(draws, catalog, settings, processes)
+    drawn = draw(draws, tools.catalog, settings, tools.processes)
     scores, calls = {}, 0
     for place, policy in enumerate(policies):
         mine = drawn[place * len(chunks) : (place + 1) * len(chunks)]

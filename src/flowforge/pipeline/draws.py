@@ -9,9 +9,8 @@ checks it). Workers ignore Ctrl-C and exit when the stage process dies (`pipelin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,25 @@ from typing import Any
 import torch
 
 from ..evaluate.designers import PolicyDesigner, SamplingSettings, load_for_design
+from ..judge.loader import LoadedJudge
 from ..policy.sampled import Sample
-from ..spawned import SPAWN, sigint_ignored, watch_parent
+from ..spawned import worker_pool
 from ..workflow.schema import Catalog
 
 PROMPT_CHUNK = 64  # prompts per sampling call (one progress line each in the rounds)
+
+
+@dataclass(frozen=True)
+class RoundTools:
+    """How the refine rounds sample and judge, the same for the rounds' judged designs
+    (`refine.judge_designs`) and the choice among the last round's policies (`choose`)."""
+
+    judge: LoadedJudge
+    catalog: Catalog
+    negative: str  # written into every design's $NEGATIVE (the collection's)
+    max_new_tokens: int  # a design's token budget (GRPO's completion length)
+    processes: int = 1  # processes that sample (`draw`); the samples do not depend on it
+    say: Callable[[str], None] = print
 
 
 def train_prompts(triplets: Any) -> dict[str, str]:
@@ -62,19 +75,15 @@ def draw(
                 on_done(one)
         return found
     workers = min(processes, len(draws))
-    setup = (catalog, settings, torch.get_num_threads(), os.getpid())
-    pool = ProcessPoolExecutor(workers, SPAWN, initializer=_start_worker, initargs=setup)
-    try:
-        with sigint_ignored():  # workers are started on submit: they ignore Ctrl-C too
-            futures: list[Future[list[Sample]]] = [pool.submit(_work, one) for one in draws]
+    setup = (catalog, settings)
+    with worker_pool(workers, torch.get_num_threads(), _start_worker, setup) as pool:
+        futures: list[Future[list[Sample]]] = [pool.submit(_work, one) for one in draws]
         found = []
         for one, future in zip(draws, futures, strict=True):
             found.append(future.result())
             if on_done is not None:
                 on_done(one)
         return found
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error: no more draws
 
 
 def _sample(
@@ -91,9 +100,7 @@ def _sample(
 _WORKER: dict[str, Any] = {}  # a worker's catalog, settings and loaded policies
 
 
-def _start_worker(catalog: Catalog, settings: SamplingSettings, threads: int, parent: int) -> None:
-    watch_parent(parent)
-    torch.set_num_threads(threads)
+def _start_worker(catalog: Catalog, settings: SamplingSettings) -> None:
     _WORKER.update(catalog=catalog, settings=settings, designers={})
 
 

@@ -58,7 +58,7 @@ from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .choose import chosen
 from .config import RefineStageConfig
-from .draws import PROMPT_CHUNK, Draw, draw, train_prompts
+from .draws import PROMPT_CHUNK, Draw, RoundTools, draw, train_prompts
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, round_dir
 
 JUDGED = "judged.parquet"
@@ -117,25 +117,14 @@ def refine(
     if grpo.audit_every > 0 and audits is None:
         raise ValueError("the rounds' GRPO audits (audit_every > 0) need an AuditJudge")
     paths.out.mkdir(parents=True, exist_ok=True)
+    tools = RoundTools(judge, catalog, negative, grpo.max_completion_length, processes, say)
     triplets, _ = run_table(paths.collect)
     data, policies, rounds = triplets, [paths.grpo], []
     spent = [paths.grpo]  # every GRPO run, in order (their audits are the method's calls)
     for number in range(1, config.rounds + 1):
         here = paths.out / round_dir(number)
         say(f"refine: round {number}/{config.rounds}")
-        judged = _judged(
-            here,
-            policies,
-            data,
-            config,
-            number,
-            judge,
-            catalog,
-            negative,
-            grpo.max_completion_length,
-            say,
-            processes,
-        )
+        judged = _judged(here, policies, data, config, number, tools)
         data = pa.concat_tables([data, judged.select(data.column_names)])
         reward_dir = here / REWARD_DIR
         if not (reward_dir / REWARD_CONFIG).is_file():
@@ -171,18 +160,7 @@ def refine(
     last = paths.out / round_dir(config.rounds)
     choice = None
     if len(policies) > 1:
-        choice = chosen(
-            last,
-            policies,
-            triplets,
-            config,
-            judge,
-            catalog,
-            negative,
-            grpo.max_completion_length,
-            say,
-            processes,
-        )
+        choice = chosen(last, policies, triplets, config, tools)
     final = last / (choice["chosen"] if choice is not None else policy_dir(0))
     # Every GRPO run but the kept one shaped it (through the designs the rounds judged) or
     # competed with it for the choice; their audits count like the judged designs. The
@@ -260,21 +238,14 @@ def _judged(
     data: Any,
     config: RefineStageConfig,
     number: int,
-    judge: LoadedJudge,
-    catalog: Catalog,
-    negative: str,
-    max_new_tokens: int,
-    say: Callable[[str], None],
-    processes: int,
+    tools: RoundTools,
 ) -> Any:
     """The round's judgements of the `policies`' designs: read back when a killed run had them
     (the file is written atomically, so a half-judged round judges again from the start)."""
     path = here / JUDGED
     if not path.is_file():
         here.mkdir(parents=True, exist_ok=True)
-        table = judge_designs(
-            policies, data, config, judge, catalog, negative, max_new_tokens, say, number, processes
-        )
+        table = judge_designs(policies, data, config, tools, number)
         partial = path.with_name(path.name + ".partial")
         pq.write_table(table, partial)
         os.replace(partial, path)
@@ -307,13 +278,8 @@ def judge_designs(
     policies: Sequence[Path],
     triplets: Any,
     config: RefineStageConfig,
-    judge: LoadedJudge,
-    catalog: Catalog,
-    negative: str,
-    max_new_tokens: int,
-    say: Callable[[str], None] = print,
+    tools: RoundTools,
     round_number: int = 1,
-    processes: int = 1,
 ) -> Any:
     """`config.samples` designs for each train prompt of `triplets` (a table with the
     export's columns), drawn in turn from `policies` (design j of prompt i from policy
@@ -322,7 +288,9 @@ def judge_designs(
     continue the triplets'; invalid designs are not judged). Sampling and render seeds follow
     `config.seed`, `round_number` and the policy's place, so rounds and policies draw
     independently (the first policy's draws are those of a round with one policy). The
-    sampling runs over `processes` processes (`draws.draw`: the same samples either way)."""
+    sampling runs over `tools.processes` processes (`draws.draw`: the same samples either
+    way)."""
+    judge, catalog, negative, say = tools.judge, tools.catalog, tools.negative, tools.say
     prompts = train_prompts(triplets)
     ids = sorted(prompts)
     draws: list[tuple[int, tuple[str, ...], Draw]] = []  # (policy's place, prompt ids, draw)
@@ -355,8 +323,10 @@ def judge_designs(
         which = f" of {one.policy.name}" if len(policies) > 1 else ""
         say(f"refine: sampled designs{which} for {done[place]}/{totals[place]} train prompts")
 
-    settings = SamplingSettings(config.temperature, True, max_new_tokens, PROMPT_CHUNK, negative)
-    drawn = draw([d for _, _, d in draws], catalog, settings, processes, progress)
+    settings = SamplingSettings(
+        config.temperature, True, tools.max_new_tokens, PROMPT_CHUNK, negative
+    )
+    drawn = draw([d for _, _, d in draws], catalog, settings, tools.processes, progress)
     samples = [
         (chunk[k // one.n], sample)
         for (_, chunk, one), found in zip(draws, drawn, strict=True)

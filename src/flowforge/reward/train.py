@@ -25,11 +25,9 @@ workflow text) without rendering, and GRPO optimises against them. The story, to
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -41,7 +39,7 @@ from numpy.typing import NDArray
 from torch import Tensor, nn
 
 from ..data.export import Triplet, load_triplets
-from ..spawned import SPAWN, sigint_ignored, watch_parent
+from ..spawned import worker_pool
 from ..workflow.graph import Workflow
 from ..workflow.schema import Catalog, default_catalog
 from .backbone import Backbone, Design, HFBackbone, MiniLMBackbone, TextEncoder
@@ -296,14 +294,11 @@ def _train_members_at_once(
     """`_train_members` over `processes` spawned workers; a member's epochs are reported
     when it is back."""
     workers = min(processes, len(jobs))
-    setup = (backbone, config.threads, os.getpid())
-    pool = ProcessPoolExecutor(workers, SPAWN, initializer=_start_member_worker, initargs=setup)
-    try:
-        with sigint_ignored():  # workers start on submit; Ctrl-C goes to the runner only
-            futures = [
-                pool.submit(_fit_in_worker, prompts, chosen, y, config, config.seed + k)
-                for k, (prompts, chosen, y) in enumerate(jobs)
-            ]
+    with worker_pool(workers, config.threads, _start_member_worker, (backbone,)) as pool:
+        futures = [
+            pool.submit(_fit_in_worker, prompts, chosen, y, config, config.seed + k)
+            for k, (prompts, chosen, y) in enumerate(jobs)
+        ]
         members, losses = [], []
         for k, future in enumerate(futures):
             member, member_losses = future.result()
@@ -314,16 +309,12 @@ def _train_members_at_once(
                 if report is not None:
                     report(epoch, loss)
         return members, losses
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _WORKER_BACKBONE: list[Backbone] = []  # a member worker's copy of the backbone
 
 
-def _start_member_worker(backbone: Backbone, threads: int, parent: int) -> None:
-    watch_parent(parent)
-    torch.set_num_threads(threads)
+def _start_member_worker(backbone: Backbone) -> None:
     _WORKER_BACKBONE.append(backbone)
 
 
