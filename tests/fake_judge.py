@@ -82,3 +82,13 @@ def make_not_a_judge() -> object:
 def make_failing(**options: str) -> FakeJudge:
     """A factory that raises, as one given a bad option would."""
     raise RuntimeError(f"cannot connect with {options}")
+
+
+def make_only_in_main(**options: str) -> FakeJudge:
+    """A factory that works in the process that loads it first and raises in any spawned
+    helper, so a test can make a helper fail while its caller goes on."""
+    import multiprocessing
+
+    if multiprocessing.parent_process() is not None:
+        raise RuntimeError("this judge cannot be built in a helper process")
+    return make_judge(**options)

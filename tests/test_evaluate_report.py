@@ -239,3 +239,48 @@ def test_prompts_seen_in_training_are_refused(inputs: EvalInputs, tmp_path: Path
             evaluate(CONFIG, inputs, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
     finally:
         compare.heldout_prompts = original
+
+
+def _without_times(value: object) -> object:
+    """A report's JSON with its times taken out (the only thing processes change)."""
+    if isinstance(value, dict):
+        return {
+            k: _without_times(v) for k, v in value.items() if k not in ("seconds", "created_at")
+        }
+    if isinstance(value, list):
+        return [_without_times(v) for v in value]
+    return value
+
+
+def test_two_processes_design_what_one_process_does(inputs: EvalInputs, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    evaluate(CONFIG, inputs, load_judge(FAKE), one, encoder=FakeEncoder)
+    said: list[str] = []
+    evaluate(
+        CONFIG, inputs, load_judge(FAKE), two, encoder=FakeEncoder, processes=2,
+        on_progress=said.append,
+    )  # fmt: skip
+    assert "designing: library oracle (reference) (helper process)" in said  # it starts last
+    reports = [json.loads((d / REPORT_JSON).read_text(encoding="utf-8")) for d in (one, two)]
+    assert _without_times(reports[0]) == _without_times(reports[1])
+    assert (one / DESIGNS).read_bytes() == (two / DESIGNS).read_bytes()
+    assert reports[0]["judge_calls_total"] == reports[1]["judge_calls_total"]
+
+
+def test_a_helper_that_fails_stops_the_evaluation_with_its_error(
+    inputs: EvalInputs, tmp_path: Path
+) -> None:
+    from flowforge.judge.loader import JudgeLoadError
+
+    judge = load_judge("fake_judge:make_only_in_main")
+    with pytest.raises(JudgeLoadError, match="cannot be built in a helper process"):
+        evaluate(CONFIG, inputs, judge, tmp_path, encoder=FakeEncoder, processes=2)
+    assert not (tmp_path / REPORT_JSON).exists()
+
+
+def test_a_judge_built_in_code_cannot_go_to_a_helper(inputs: EvalInputs, tmp_path: Path) -> None:
+    from flowforge.judge.loader import LoadedJudge
+
+    judge = LoadedJudge("in-code", load_judge(FAKE).judge)
+    with pytest.raises(EvalError, match="built in code"):
+        evaluate(CONFIG, inputs, judge, tmp_path, encoder=FakeEncoder, processes=2)

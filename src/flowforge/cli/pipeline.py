@@ -182,6 +182,15 @@ def evaluate_command(
         int | None, typer.Option("--prompts", help="Held-out prompts compared.", min=2)
     ] = None,
     config_file: ConfigOption = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            help="Methods designed at once (2: one in a helper process; same report).",
+            min=1,
+            max=2,
+        ),
+    ] = 2,
 ) -> None:
     """Compare every designer on held-out prompts with one judge; write report.md/json + PNGs.
 
@@ -200,7 +209,9 @@ def evaluate_command(
         inputs = _eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo)
         loaded = load_judge(judge, parse_judge_options(judge_opt or []))
     with _interruptible("an evaluation starts over: run the same command again"), user_errors():
-        report = evaluate(config, inputs, loaded, output, on_progress=lambda m: err.print(m))
+        report = evaluate(
+            config, inputs, loaded, output, on_progress=lambda m: err.print(m), processes=jobs
+        )
     out.print(results_table(report.data), highlight=False, soft_wrap=True)
     out.print(f"report -> {output / 'report.md'}", highlight=False)
 

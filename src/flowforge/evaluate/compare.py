@@ -17,7 +17,6 @@ The story, top to bottom (docs/evaluation.md has the protocol and every definiti
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from ..workflow.textform import to_text
 from .baselines import scored_rows
 from .config import EvalConfig, EvalError, EvalInputs
 from .designers import SelectedWeightDesigner, TextEncoder, derive_seed
+from .designing import Designed, Rebuild, design_all
 from .judging import CheckedDesign, JudgeSession, check_design
 from .methods import Method, MethodSources, build_methods
 from .report import EvalReport, build_report, write_report
@@ -84,14 +84,53 @@ def evaluate(
     *,
     encoder: Callable[[], TextEncoder] = default_encoder,
     on_progress: Progress | None = None,
+    processes: int = 1,
 ) -> EvalReport:
     """Compare every method the inputs allow and write the report into `out`.
 
     `encoder` makes the sentence encoder of retrieval and of the reward ensemble (MiniLM;
-    tests pass a fake)."""
+    tests pass a fake defined at module level when `processes` > 1). `processes` = 2 designs
+    two methods at a time, one in a spawned helper (`designing`; the report is the same)."""
     say = on_progress or (lambda message: None)
-    catalog = judge_catalog(judge.judge, judge.judge_id)
     prompts = heldout_prompts(config.prompts)
+    sources, index = load_sources(config, inputs, judge, encoder, prompts)
+    session = sources.session
+    renders = [[derive_seed(config.seed, "render", p.id, s) for s in range(config.seeds)]
+               for p in prompts]  # fmt: skip
+    designs = [derive_seed(config.seed, "design", p.id) for p in prompts]
+    ctx = _Context(
+        config, sources.catalog, prompts, designs, renders, session, sources.ensemble, {}
+    )
+    threads = config.threads or torch.get_num_threads()
+    with torch_threads(threads):
+        say("building the methods (choosing the guidance weight on train prompts)")
+        methods, not_run = build_methods(sources)
+        choices = [
+            m.designer.choice for m in methods if isinstance(m.designer, SelectedWeightDesigner)
+        ]
+        choice = choices[0] if choices else None
+        helper = Rebuild.of(config, inputs, judge, encoder, choice) if processes > 1 else None
+        texts_of = [p.text for p in prompts]
+        designed = design_all(methods, texts_of, designs, say, helper, threads)
+        session.calls += sum(d.judge_calls for d in designed.values() if d.in_helper)
+        runs = [_judge_method(ctx, method, designed[method.name]) for method in methods]
+    report = build_report(
+        config, inputs, judge, prompts, runs, not_run, index, sources.training_score,
+        session.calls, choice,
+    )  # fmt: skip
+    return write_report(out, report, runs, inputs.grpo)
+
+
+def load_sources(
+    config: EvalConfig,
+    inputs: EvalInputs,
+    judge: LoadedJudge,
+    encoder: Callable[[], TextEncoder],
+    prompts: Sequence[Prompt],
+) -> tuple[MethodSources, LibraryIndex]:
+    """What the methods are built from (`MethodSources`) and the library's novelty index;
+    `prompts` (the held-out ones) must not occur in the triplets."""
+    catalog = judge_catalog(judge.judge, judge.judge_id)
     triplets = load_triplets(inputs.triplets)
     _check_unseen(prompts, {t.prompt for t in triplets})
     text_encoder = encoder()
@@ -103,27 +142,11 @@ def evaluate(
     score = _training_score(ensemble, [t.scores for t in triplets if t.scores], config)
     library, index = _library(inputs.library, catalog)
     session = JudgeSession(judge, config.negative, config.judge_batch, config.max_attempts)
-    renders = [[derive_seed(config.seed, "render", p.id, s) for s in range(config.seeds)]
-               for p in prompts]  # fmt: skip
-    designs = [derive_seed(config.seed, "design", p.id) for p in prompts]
-    ctx = _Context(config, catalog, prompts, designs, renders, session, ensemble, {})
     sources = MethodSources(
         config, inputs, catalog, scored_rows(triplets, score), len(triplets),
         library, ensemble, score, session, text_encoder,
     )  # fmt: skip
-    runs = []
-    with torch_threads(config.threads or torch.get_num_threads()):
-        say("building the methods (choosing the guidance weight on train prompts)")
-        methods, not_run = build_methods(sources)
-        for method in methods:
-            say(f"designing: {method.label}")
-            runs.append(_run_method(ctx, method))
-    choices = [m.designer.choice for m in methods if isinstance(m.designer, SelectedWeightDesigner)]
-    report = build_report(
-        config, inputs, judge, prompts, runs, not_run, index, score, session.calls,
-        choices[0] if choices else None,
-    )  # fmt: skip
-    return write_report(out, report, runs, inputs.grpo)
+    return sources, index
 
 
 def _check_unseen(prompts: Sequence[Prompt], seen: set[str]) -> None:
@@ -158,12 +181,10 @@ def _library(folder: Path, catalog: Catalog) -> tuple[list[str], LibraryIndex]:
     return texts, LibraryIndex(texts, list(designs))
 
 
-def _run_method(ctx: _Context, method: Method) -> MethodRun:
-    """Design, check, judge and predict one method's workflows on every prompt."""
+def _judge_method(ctx: _Context, method: Method, designed: Designed) -> MethodRun:
+    """Check, judge and predict one method's designs on every prompt."""
     texts_of = [p.text for p in ctx.prompts]
-    start = time.perf_counter()
-    texts = method.designer.design(texts_of, ctx.design_seeds)
-    seconds = time.perf_counter() - start
+    texts = designed.texts
     if len(texts) != len(texts_of):
         raise EvalError(f"{method.name} designed {len(texts)} workflows for {len(texts_of)}")
     designs = [ctx.check(text) for text in texts]
@@ -187,8 +208,10 @@ def _run_method(ctx: _Context, method: Method) -> MethodRun:
         error = next((r.error for r in judged if r.error is not None), None)
         scores = tuple(r.scores for r in judged if r.scores is not None) if error is None else ()
         outcomes.append(Outcome(prompt, design, scores, error, q[0], guess))
-    calls = len(requests) + method.designer.judge_calls
-    return MethodRun(method.name, method.label, tuple(outcomes), calls, method.data_calls, seconds)
+    calls = len(requests) + designed.judge_calls
+    return MethodRun(
+        method.name, method.label, tuple(outcomes), calls, method.data_calls, designed.seconds
+    )
 
 
 def _predicted(

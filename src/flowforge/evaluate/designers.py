@@ -297,6 +297,20 @@ class SelectedWeightDesigner:
         self.choice = WeightChoice(chosen, means, len(prompts), calls)
         self.chosen = candidates[chosen]
 
+    @classmethod
+    def chosen_before(
+        cls, candidates: Mapping[float, PolicyDesigner], choice: WeightChoice
+    ) -> SelectedWeightDesigner:
+        """The designer of a choice already made (by another process of the same
+        evaluation: `evaluate.designing`), without judging anything again."""
+        if choice.weight not in candidates:
+            raise ValueError(f"w={choice.weight:g} chosen, but not among the candidates")
+        designer = cls.__new__(cls)
+        designer.judge_calls = 0
+        designer.choice = choice
+        designer.chosen = candidates[choice.weight]
+        return designer
+
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
         return self.chosen.sample(prompts, seeds, n)
 
@@ -333,11 +347,19 @@ class EnsembleFixedDesigner:
     ) -> None:
         if not library or not train_prompts:
             raise ValueError("the ensemble's fixed choice needs a library and train prompts")
-        total = np.zeros(len(library))
-        for prompt in train_prompts:
-            total += np.asarray(scorer.predict([prompt] * len(library), list(library)))
-        self.choice = library[int(np.argmax(total))]  # ties: the first in library order
+        self.library = list(library)
+        self.scorer = scorer
+        self.train_prompts = list(train_prompts)
         self.judge_calls = 0
+
+    @cached_property
+    def choice(self) -> str:
+        """The library workflow with the best mean prediction (made when first asked: a
+        helper process that builds every method but designs others never pays for it)."""
+        total = np.zeros(len(self.library))
+        for prompt in self.train_prompts:
+            total += np.asarray(self.scorer.predict([prompt] * len(self.library), self.library))
+        return self.library[int(np.argmax(total))]  # ties: the first in library order
 
     def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
         return [self.choice] * len(prompts)

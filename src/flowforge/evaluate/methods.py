@@ -13,13 +13,14 @@ out.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.prompts import fixed_sample, load_prompts
 from ..policy.directory import read_run_config
 from ..reward.ensemble import RewardEnsemble
+from ..reward.target import TrainingScore
 from ..workflow.library import load_seed_library
 from ..workflow.schema import Catalog
 from ..workflow.textform import to_text
@@ -38,6 +39,7 @@ from .designers import (
     SamplingSettings,
     SelectedWeightDesigner,
     TextEncoder,
+    WeightChoice,
     load_for_design,
 )
 from .judging import JudgeSession
@@ -69,7 +71,7 @@ class MethodSources:
     data_calls: int  # judgements in the triplets (errors included)
     library: list[str]  # canonical text forms of the library
     ensemble: RewardEnsemble | None
-    training_score: Callable[[Mapping[str, float]], float]
+    training_score: TrainingScore
     session: JudgeSession
     encoder: TextEncoder
 
@@ -111,10 +113,15 @@ def audit_calls(policy: Path | None) -> int:
     return int(result.get("audit_calls", 0))
 
 
-def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
-    """The methods to run, in report order, and the ones not run with the reason."""
+def build_methods(
+    src: MethodSources, choice: WeightChoice | None = None
+) -> tuple[list[Method], dict[str, str]]:
+    """The methods to run, in report order, and the ones not run with the reason.
+
+    `choice` is a guidance weight already chosen for these sources (a helper process of the
+    evaluation builds the methods again: `evaluate.designing`); None: the judge chooses."""
     c, n = src.config, src.data_calls
-    choice = best_fixed(src.rows, c.min_prompts)
+    fixed = best_fixed(src.rows, c.min_prompts)
     methods = [
         Method(
             "default",
@@ -122,7 +129,7 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
             FixedDesigner(default_text(c.default_workflow, src.catalog)),
             0,
         ),
-        Method("best_fixed", "best fixed workflow", FixedDesigner(choice.text), n),
+        Method("best_fixed", "best fixed workflow", FixedDesigner(fixed.text), n),
         Method(
             "retrieval",
             f"retrieval (IC-like, k={c.retrieval_k})",
@@ -131,15 +138,15 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
         ),
     ]
     not_run: dict[str, str] = {}
-    methods += _policy_methods(src, not_run)
+    methods += _policy_methods(src, not_run, choice)
     if c.ensemble_pick and src.ensemble is not None:
         pick = EnsemblePickDesigner(src.library, src.ensemble)
         methods.append(
             Method("ensemble_pick", "ensemble's pick from the library (reference)", pick, n)
         )
-        fixed = EnsembleFixedDesigner(src.library, src.ensemble, ensemble_fixed_prompts(src.rows))
+        own = EnsembleFixedDesigner(src.library, src.ensemble, ensemble_fixed_prompts(src.rows))
         methods.append(
-            Method("ensemble_fixed", "ensemble's best fixed workflow (reference)", fixed, n)
+            Method("ensemble_fixed", "ensemble's best fixed workflow (reference)", own, n)
         )
     elif c.ensemble_pick:
         not_run["ensemble_pick"] = not_run["ensemble_fixed"] = "needs a reward ensemble"
@@ -153,7 +160,9 @@ def build_methods(src: MethodSources) -> tuple[list[Method], dict[str, str]]:
     return methods, not_run
 
 
-def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]:
+def _policy_methods(
+    src: MethodSources, not_run: dict[str, str], choice: WeightChoice | None
+) -> list[Method]:
     c, inputs, n = src.config, src.inputs, src.data_calls
     # what GRPO and everything built on it learned from: the triplets, a refine round, audits
     g = n + inputs.grpo_data_calls + audit_calls(inputs.grpo)
@@ -178,7 +187,7 @@ def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]
         methods.append(Method(name, label, policies[name], calls))
     guided = _guided(src, policies, settings, not_run, g)
     methods += guided
-    selected = _selected(src, guided, not_run, g)
+    selected = _selected(src, guided, not_run, g, choice)
     if selected is not None:
         methods.append(selected)
     sources: dict[str, tuple[Sampler, int, str]] = {  # best-of-N ranks with the ensemble
@@ -201,7 +210,11 @@ def _policy_methods(src: MethodSources, not_run: dict[str, str]) -> list[Method]
 
 
 def _selected(
-    src: MethodSources, guided: list[Method], not_run: dict[str, str], data_calls: int
+    src: MethodSources,
+    guided: list[Method],
+    not_run: dict[str, str],
+    data_calls: int,
+    choice: WeightChoice | None,
 ) -> Method | None:
     """GRPO + guidance at the w the judge prefers on train prompts (`SelectedWeightDesigner`)."""
     c = src.config
@@ -215,16 +228,19 @@ def _selected(
     for method in guided:
         if isinstance(method.designer, PolicyDesigner) and method.designer.weight is not None:
             candidates[method.designer.weight] = method.designer
-    prompts = [p.text for p in fixed_sample(load_prompts("train"), c.select_prompts)]
-    designer = SelectedWeightDesigner(
-        candidates,
-        prompts,
-        c.select_seeds,
-        src.session.score,
-        src.session.item,
-        src.training_score,
-    )
-    choice = designer.choice
+    if choice is not None:
+        designer = SelectedWeightDesigner.chosen_before(candidates, choice)
+    else:
+        prompts = [p.text for p in fixed_sample(load_prompts("train"), c.select_prompts)]
+        designer = SelectedWeightDesigner(
+            candidates,
+            prompts,
+            c.select_seeds,
+            src.session.score,
+            src.session.item,
+            src.training_score,
+        )
+        choice = designer.choice
     label = f"GRPO + guidance, w chosen on {choice.prompts} train prompts (w={choice.weight:g})"
     return Method("grpo_wsel", label, designer, data_calls + choice.judge_calls)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import importlib
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,28 +41,36 @@ class JudgeLoadError(ValueError):
 
 @dataclass(frozen=True)
 class LoadedJudge:
-    """A judge and the id that keys its results in the journal (e.g. ``sim:0``)."""
+    """A judge and the id that keys its results in the journal (e.g. ``sim:0``).
+
+    `source` is the spec and options `load_judge` built it from, so that a helper process
+    can build the same judge (`evaluate.designing`): a judge object may hold sockets or a
+    simulator's arrays that should not cross a process boundary. A judge built in code (a
+    test's) has none and stays in its process."""
 
     judge_id: str
     judge: Judge
+    source: tuple[str, tuple[tuple[str, str], ...]] | None = None
 
 
 def load_judge(spec: str, options: Mapping[str, str] | None = None) -> LoadedJudge:
     """The judge a ``--judge`` spec names, built with the ``--judge-opt`` options."""
     options = dict(options or {})
+    source = (spec, tuple(sorted(options.items())))
     if spec == "comfyui":
-        return _load_comfyui(spec, options)
+        return replace(_load_comfyui(spec, options), source=source)
     if spec == "sim" or spec.startswith("sim:"):
         sim = _SIM.fullmatch(spec)
         if sim is None:
             raise JudgeLoadError(f"--judge {spec}: the sim's seed must be an integer (sim:SEED)")
-        return _load_sim(spec, sim.group(1), options)
+        return replace(_load_sim(spec, sim.group(1), options), source=source)
     factory = _FACTORY.fullmatch(spec)
     if factory is None:
         raise JudgeLoadError(
             f"--judge {spec!r}: not a judge spec; use sim, sim:SEED or package.module:factory"
         )
-    return _load_factory(spec, factory.group("module"), factory.group("attr"), options)
+    loaded = _load_factory(spec, factory.group("module"), factory.group("attr"), options)
+    return replace(loaded, source=source)
 
 
 def parse_judge_options(pairs: list[str]) -> dict[str, str]:

@@ -283,8 +283,9 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
 def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
     """Every method on the held-out prompts; the report in ``RUN/evaluate``."""
     inputs = run_inputs(ctx.run, ctx.config.comfygen_ft.enabled)
+    c = ctx.config
     report = evaluate(
-        ctx.config.evaluate, inputs, ctx.judge, ctx.path(EVALUATE), on_progress=ctx.say
+        c.evaluate, inputs, ctx.judge, ctx.path(EVALUATE), on_progress=ctx.say, processes=c.jobs
     )
     return {"report": str(report.out), "methods": len(report.summaries)}
 
