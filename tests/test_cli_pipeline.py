@@ -71,6 +71,10 @@ def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_pat
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["prompts"] == 4
     assert {m["name"] for m in report["methods"]} >= {"default", "best_fixed", "sft", "grpo"}
+    in_run = json.loads((run / "evaluate" / "report.json").read_text())
+    calls = {m["name"]: m["data_calls"] for m in in_run["methods"]}
+    again = {m["name"]: m["data_calls"] for m in report["methods"]}
+    assert again["grpo"] == calls["grpo"] > calls["best_fixed"]  # the rounds' judgements too
 
 
 def test_grpo_trains_from_a_runs_policy_and_returns_a_finished_run(

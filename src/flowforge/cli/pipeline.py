@@ -246,13 +246,16 @@ def _eval_inputs(
     def part(flag: Path | None, in_run: Path | None) -> Path | None:
         return flag or (in_run if in_run is not None and in_run.exists() else None)
 
+    policy = part(grpo, base.grpo)
     return EvalInputs(
         library=library or base.library,
         triplets=data or base.triplets,
         reward=part(reward, base.reward),
         sft=part(sft, base.sft),
         comfygen_ft=part(comfygen_ft, base.comfygen_ft),
-        grpo=part(grpo, base.grpo),
+        grpo=policy,
+        # the refine rounds' judgements shaped the run's own GRPO policy, not another one
+        grpo_data_calls=base.grpo_data_calls if policy == base.grpo else 0,
     )
 
 
