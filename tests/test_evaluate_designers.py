@@ -182,7 +182,7 @@ def test_weight_selection_picks_the_best_training_score_on_train_prompts_only() 
         2.0: WeightDesigner("broken"),
     }
     train = ["t1", "t2", "t3"]
-    designer = SelectedWeightDesigner(
+    designer = SelectedWeightDesigner.judged(
         candidates,
         train,
         2,
@@ -208,7 +208,7 @@ def test_weight_selection_breaks_ties_towards_grpo_itself() -> None:
         return JudgeItem(prompt, {"t": text}, seed)
 
     candidates = {w: WeightDesigner(f"w{w}") for w in (0.5, 1.0, 2.0)}
-    designer = SelectedWeightDesigner(
+    designer = SelectedWeightDesigner.judged(
         candidates,
         ["t"],
         1,

@@ -266,18 +266,28 @@ class SelectedWeightDesigner:
     counts them; the method reports them as data calls), not judge calls while designing.
     """
 
-    def __init__(
-        self,
+    def __init__(self, candidates: Mapping[float, PolicyDesigner], choice: WeightChoice) -> None:
+        """The designer of `choice` among `candidates`; `judged` makes the choice (another
+        process of the same evaluation hands over the one made there: `evaluate.designing`)."""
+        if choice.weight not in candidates:
+            raise ValueError(f"w={choice.weight:g} chosen, but not among the candidates")
+        self.judge_calls = 0
+        self.choice = choice
+        self.chosen = candidates[choice.weight]
+
+    @classmethod
+    def judged(
+        cls,
         candidates: Mapping[float, PolicyDesigner],
         prompts: Sequence[str],
         render_seeds: int,
         score_items: ScoreItems,
         fill: FillFn,
         training_score: Callable[[Mapping[str, float]], float],
-    ) -> None:
+    ) -> SelectedWeightDesigner:
+        """Choose w by the judge on `prompts` (class docstring)."""
         if not candidates or not prompts or render_seeds < 1:
             raise ValueError("need candidate weights, selection prompts and render seeds")
-        self.judge_calls = 0
         calls = 0
         means = {}
         design_seeds = [derive_seed("select", "design", p) for p in prompts]
@@ -294,22 +304,7 @@ class SelectedWeightDesigner:
             worst = min((v for v in scored if v is not None), default=0.0)
             means[weight] = float(np.mean([worst if v is None else v for v in scored]))
         chosen = max(means, key=lambda w: (means[w], -abs(w - 1.0)))  # ties: nearer GRPO
-        self.choice = WeightChoice(chosen, means, len(prompts), calls)
-        self.chosen = candidates[chosen]
-
-    @classmethod
-    def chosen_before(
-        cls, candidates: Mapping[float, PolicyDesigner], choice: WeightChoice
-    ) -> SelectedWeightDesigner:
-        """The designer of a choice already made (by another process of the same
-        evaluation: `evaluate.designing`), without judging anything again."""
-        if choice.weight not in candidates:
-            raise ValueError(f"w={choice.weight:g} chosen, but not among the candidates")
-        designer = cls.__new__(cls)
-        designer.judge_calls = 0
-        designer.choice = choice
-        designer.chosen = candidates[choice.weight]
-        return designer
+        return cls(candidates, WeightChoice(chosen, means, len(prompts), calls))
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
         return self.chosen.sample(prompts, seeds, n)

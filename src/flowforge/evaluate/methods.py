@@ -229,10 +229,10 @@ def _selected(
         if isinstance(method.designer, PolicyDesigner) and method.designer.weight is not None:
             candidates[method.designer.weight] = method.designer
     if choice is not None:
-        designer = SelectedWeightDesigner.chosen_before(candidates, choice)
+        designer = SelectedWeightDesigner(candidates, choice)
     else:
         prompts = [p.text for p in fixed_sample(load_prompts("train"), c.select_prompts)]
-        designer = SelectedWeightDesigner(
+        designer = SelectedWeightDesigner.judged(
             candidates,
             prompts,
             c.select_seeds,
