@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import command_line, describe_machine
+from machine import stamped
 
 from flowforge.evaluate.compare import evaluate
 from flowforge.evaluate.report import REPORT_JSON
@@ -65,18 +65,8 @@ def main() -> None:
             print(f"processes {processes}: {timings[processes]} s", flush=True)
     first = without_times(reports[args.processes[0]])
     same = all(without_times(r) == first for r in reports.values())
-    print(
-        json.dumps(
-            {
-                "seconds": timings,
-                "design_seconds": design,
-                "same_report": same,
-                "machine": describe_machine(),
-                "command": command_line(),
-            },
-            indent=1,
-        )
-    )
+    results = {"seconds": timings, "design_seconds": design, "same_report": same}
+    print(json.dumps(stamped(results), indent=1))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from typing import Any
 
 
 def describe_machine() -> str:
@@ -33,3 +34,8 @@ def describe_machine() -> str:
 
 def command_line() -> str:
     return "python " + " ".join(sys.argv)
+
+
+def stamped(results: dict[str, Any]) -> dict[str, Any]:
+    """`results` with the machine and the command beside them (a benchmark's JSON record)."""
+    return {**results, "machine": describe_machine(), "command": command_line()}

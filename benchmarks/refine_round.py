@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
-from machine import command_line, describe_machine
+from machine import stamped
 
 from flowforge.judge.loader import load_judge
 from flowforge.pipeline.config import RefineStageConfig, load_run_config
@@ -102,11 +102,7 @@ def main() -> None:
         after = load_ensemble(here / "reward", catalog=catalog)
         line |= {"gap_before": _gap(before, judged), "gap_after_refit": _gap(after, judged)}
         before = after
-    summary |= {
-        "seconds": round(time.perf_counter() - started, 1),
-        "machine": describe_machine(),
-        "command": command_line(),
-    }
+    summary = stamped(summary | {"seconds": round(time.perf_counter() - started, 1)})
     (args.out / REFINE_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", "utf-8")
     print(json.dumps(summary, indent=1))
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
-from machine import command_line, describe_machine
+from machine import stamped
 
 from flowforge.data.export import run_table
 from flowforge.pipeline.config import load_run_config
@@ -61,18 +61,8 @@ def main() -> None:
             print(f"processes {processes}: {timings[processes]} s", flush=True)
     first = predictions[args.processes[0]]
     same = all(np.array_equal(first, p, equal_nan=True) for p in predictions.values())
-    print(
-        json.dumps(
-            {
-                "rows": data.num_rows,
-                "seconds": timings,
-                "same_members": same,
-                "machine": describe_machine(),
-                "command": command_line(),
-            },
-            indent=1,
-        )
-    )
+    results = {"rows": data.num_rows, "seconds": timings, "same_members": same}
+    print(json.dumps(stamped(results), indent=1))
 
 
 if __name__ == "__main__":
