@@ -4,7 +4,7 @@ A refine round samples thousands of designs (2,660 by default) on one core while
 idles, and the choice between the last round's policies samples again. `draw` runs the
 sampling calls (`Draw`) in order in this process, or over `processes` spawned worker
 processes; every call carries its own seeds, so the samples are the same either way (a test
-checks it). Workers ignore Ctrl-C and exit when the stage process dies (`pipeline.spawned`).
+checks it). Workers ignore Ctrl-C and exit when the stage process dies (`spawned.worker_pool`).
 """
 
 from __future__ import annotations
