@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import sys
 import types
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from fake_judge import FakeJudge
 
 from flowforge.judge import Judge
-from flowforge.judge.loader import JudgeLoadError, load_judge, parse_judge_options
+from flowforge.judge.loader import JudgeLoadError, JudgeSource, load_judge, parse_judge_options
 
 
 class RecordingSim:
@@ -44,6 +45,17 @@ def test_an_outside_factory_gets_its_options_as_strings() -> None:
     assert (loaded.judge.transient, loaded.judge.delay) == (2, 0.5)
     assert loaded.judge_id == "fake_judge:make_judge?delay=0.5&transient=2"
     assert load_judge("fake_judge:make_judge").judge_id == "fake_judge:make_judge"
+
+
+def test_a_loaded_judge_knows_how_to_load_itself_again() -> None:
+    """Helper processes get the source, never the judge object (it may hold sockets)."""
+    loaded = load_judge("fake_judge:make_judge", {"transient": "2", "delay": "0.5"})
+    assert loaded.source == JudgeSource(
+        "fake_judge:make_judge", (("delay", "0.5"), ("transient", "2"))
+    )
+    again = pickle.loads(pickle.dumps(loaded.source)).load()
+    assert again.judge_id == loaded.judge_id and again.judge is not loaded.judge
+    assert (again.judge.transient, again.judge.delay) == (2, 0.5)
 
 
 def test_sim_specs_are_normalized_and_seed_converted(recording_sim: list[dict[str, Any]]) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..judge.loader import LoadedJudge
+from ..judge.loader import JudgeSource, LoadedJudge
 from ..spawned import worker_pool
 from .config import EvalConfig, EvalError, EvalInputs
 from .designers import TextEncoder, WeightChoice
@@ -47,7 +47,7 @@ class Rebuild:
 
     config: EvalConfig
     inputs: EvalInputs
-    judge: tuple[str, tuple[tuple[str, str], ...]]  # `LoadedJudge.source`
+    judge: JudgeSource
     encoder: Callable[[], TextEncoder]  # module-level, so that it pickles
     choice: WeightChoice | None  # the guidance weight already chosen, if any
 
@@ -164,12 +164,10 @@ def _design_in_helper(name: str, prompts: list[str], seeds: list[int]) -> Design
 
 
 def _rebuilt_methods(rebuild: Rebuild) -> dict[str, Method]:
-    from ..judge.loader import load_judge
     from .compare import heldout_prompts, load_sources
     from .methods import build_methods
 
-    spec, options = rebuild.judge
-    judge = load_judge(spec, dict(options))
+    judge = rebuild.judge.load()
     prompts = heldout_prompts(rebuild.config.prompts)
     sources, _ = load_sources(rebuild.config, rebuild.inputs, judge, rebuild.encoder, prompts)
     methods, _ = build_methods(sources, rebuild.choice)

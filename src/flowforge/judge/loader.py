@@ -40,23 +40,41 @@ class JudgeLoadError(ValueError):
 
 
 @dataclass(frozen=True)
+class JudgeSource:
+    """A ``--judge`` spec and its options: how to build a judge again in another process.
+
+    A judge object may hold sockets or a simulator's arrays that should not cross a process
+    boundary, so helper processes (the evaluation's, the refine rounds' GRPO audits) are
+    handed this and `load` their own."""
+
+    spec: str
+    options: tuple[tuple[str, str], ...] = ()  # sorted by key
+
+    @classmethod
+    def of(cls, spec: str, options: Mapping[str, str] | None = None) -> JudgeSource:
+        return cls(spec, tuple(sorted(dict(options or {}).items())))
+
+    def load(self) -> LoadedJudge:
+        """The judge this spec names (`load_judge`)."""
+        return load_judge(self.spec, dict(self.options))
+
+
+@dataclass(frozen=True)
 class LoadedJudge:
     """A judge and the id that keys its results in the journal (e.g. ``sim:0``).
 
-    `source` is the spec and options `load_judge` built it from, so that a helper process
-    can build the same judge (`evaluate.designing`): a judge object may hold sockets or a
-    simulator's arrays that should not cross a process boundary. A judge built in code (a
-    test's) has none and stays in its process."""
+    `source` is what `load_judge` built it from, so that a helper process can build the same
+    judge; a judge built in code (a test's) has none and stays in its process."""
 
     judge_id: str
     judge: Judge
-    source: tuple[str, tuple[tuple[str, str], ...]] | None = None
+    source: JudgeSource | None = None
 
 
 def load_judge(spec: str, options: Mapping[str, str] | None = None) -> LoadedJudge:
     """The judge a ``--judge`` spec names, built with the ``--judge-opt`` options."""
     options = dict(options or {})
-    source = (spec, tuple(sorted(options.items())))
+    source = JudgeSource.of(spec, options)
     if spec == "comfyui":
         return replace(_load_comfyui(spec, options), source=source)
     if spec == "sim" or spec.startswith("sim:"):

@@ -47,7 +47,7 @@ from ..evaluate.designers import SamplingSettings, derive_seed
 from ..evaluate.methods import audit_calls
 from ..files import write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
-from ..judge.loader import LoadedJudge, load_judge
+from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import Auditor, JudgeAuditor
 from ..policy.grpo import GRPORunConfig, train_grpo
 from ..reward.config import RewardConfig
@@ -78,16 +78,14 @@ class RefinePaths:
 @dataclass(frozen=True)
 class AuditJudge:
     """What the rounds' GRPO audits need (`grpo.audit_every` > 0), in a form a spawned GRPO
-    process can rebuild: the run's judge spec and options, and the negative prompt."""
+    process can rebuild: the run's judge source and the negative prompt."""
 
-    spec: str
-    options: tuple[tuple[str, str], ...] = ()
+    judge: JudgeSource
     negative: str = ""
 
     def auditor(self, reward_dir: Path) -> Auditor:
         """The audits' judge against the ensemble in `reward_dir` (its training score)."""
-        loaded = load_judge(self.spec, dict(self.options))
-        return JudgeAuditor.for_ensemble(loaded.judge, reward_dir, self.negative)
+        return JudgeAuditor.for_ensemble(self.judge.load().judge, reward_dir, self.negative)
 
 
 def policy_dir(index: int) -> str:

@@ -22,7 +22,7 @@ from ..data.export import load_triplets
 from ..data.prompts import fixed_sample, load_prompts
 from ..evaluate.compare import evaluate
 from ..evaluate.config import EvalInputs
-from ..judge.loader import LoadedJudge, load_judge
+from ..judge.loader import JudgeSource, LoadedJudge, load_judge
 from ..policy.audit import JudgeAuditor
 from ..policy.config import ComfyGenFTConfig, SFTRunConfig
 from ..policy.grpo import train_grpo
@@ -257,7 +257,8 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.catalog(),
         c.collect.negative,
         ctx.say,
-        AuditJudge(c.judge, c.judge_opt, c.collect.negative),  # used only with audits on
+        # used only with audits on
+        AuditJudge(JudgeSource.of(c.judge, dict(c.judge_opt)), c.collect.negative),
         processes=c.jobs,
     )
 
