@@ -139,3 +139,16 @@ def test_bad_object_info_is_one_line(tmp_path: Path) -> None:
     path.write_text(json.dumps({"KSampler": {"no": "input"}}))
     code, output = run("validate", str(SD15_BASE), "--object-info", str(path))
     assert code == 2 and "is not a node schema" in output
+
+
+@pytest.mark.parametrize("width", ["70", "200"])
+def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source(width: str) -> None:
+    """A docstring's source line breaks would leave ragged lines after the first paragraph."""
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": width})
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.startswith("Settings:"))
+    paragraph = lines[start : lines.index("", start)]
+    # every line but the paragraph's last is filled to within a word of the width
+    assert all(len(line) > int(width) - 20 for line in paragraph[:-1]), paragraph
+    assert " ".join(paragraph).endswith("Prints the report's table.")

@@ -21,5 +21,8 @@ from . import (  # noqa: F401  (register their commands)
     workflow,
 )
 from .app import app
+from .helptext import reflow_help
+
+reflow_help(app)
 
 __all__ = ["app"]
