@@ -52,7 +52,7 @@ def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
     # two stages at a time, each in its own process: their progress comes back as lines,
     # what they printed themselves is in their logs
     assert quick_config().jobs == 2
-    for line in ("sft step", "comfygen_ft step", "grpo step 8/8", "refine: round 2/2"):
+    for line in ("sft: step", "comfygen_ft: step", "grpo step 8/8", "refine: round 2/2"):
         assert line in printed
     assert {p.name for p in (run / "stages").glob("*.log")} >= {"sft.log", "evaluate.log"}
     again = runner.invoke(app, ["run", "--quick", "--out", str(run)])

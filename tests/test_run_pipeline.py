@@ -51,6 +51,8 @@ class FakeStages:
             if self.kill == name:
                 raise Killed(name)
             log.write_text(log.read_text() + "finished\n")
+            ctx.say("halfway")
+            ctx.say(f"{name}: says its own name")
             return {"lines": log.read_text().count("\n")}
 
         return Stage(name, (section,), inputs, resumable, run)
@@ -84,6 +86,14 @@ def test_a_finished_run_is_skipped_stage_by_stage(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / RUN_FILE).read_text())
     assert [s["stage"] for s in summary["stages"]] == ["a", "b", "c"]
     assert first.table is None  # no evaluation stage in this run
+
+
+def test_a_stage_run_in_order_has_its_messages_labelled_as_in_its_own_process(
+    tmp_path: Path,
+) -> None:
+    said: list[str] = []
+    run_pipeline(in_order(), tmp_path, stages=FakeStages().all()[:1], say=said.append)
+    assert said[1:3] == ["a: halfway", "a: says its own name"]  # after "a: running"
 
 
 def test_a_changed_section_redoes_its_stage_and_every_stage_after_it(tmp_path: Path) -> None:

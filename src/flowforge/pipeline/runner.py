@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
 from .config import RunConfig
 from .layout import EVALUATE, STAGES_DIR
-from .stages import STAGES, Stage, StageContext
+from .stages import STAGES, Stage, StageContext, labelled
 from .workers import StageProcess, Timed, execute, receive_any
 
 CONFIG_FILE = "config.json"
@@ -153,7 +153,8 @@ def _run_in_order(ctx: StageContext, stages: Sequence[Stage]) -> list[StageOutco
         if isinstance(started, _Skipped):
             outcome, fingerprints[stage.name] = started.outcome, started.fingerprint
         else:
-            outcome, fingerprints[stage.name] = _finish(ctx, started, execute(stage, ctx))
+            here = replace(ctx, say=labelled(stage.name, ctx.say))
+            outcome, fingerprints[stage.name] = _finish(ctx, started, execute(stage, here))
         outcomes.append(outcome)
     return outcomes
 
@@ -212,8 +213,7 @@ def _wait_for_one(
         for process, message in receive_any(processes, timeout=1.0):
             name = process.stage.name
             if message.kind == "say":
-                text = message.payload
-                ctx.say(text if text.startswith(name) else f"{name}: {text}")
+                ctx.say(message.payload)  # labelled by the stage process
                 continue
             started, _ = running.pop(name)
             process.stop()  # after its result or error it is exiting anyway

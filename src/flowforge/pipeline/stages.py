@@ -168,7 +168,7 @@ def sft_stage(ctx: StageContext) -> dict[str, Any]:
         reward_dir=str(ctx.path(REWARD_DIR)),
         pairing_temperature=c.pairing_temperature,
     )
-    return _policy_result(asdict(run_sft(config, progress=False, say=_prefixed(ctx, "sft"))))
+    return _policy_result(asdict(run_sft(config, progress=False, say=ctx.say)))
 
 
 def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
@@ -185,13 +185,16 @@ def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
         train=c.train,
         init_from=str(ctx.path(SFT_DIR)) if c.from_sft else None,
     )
-    result = run_comfygen_ft(config, progress=False, say=_prefixed(ctx, COMFYGEN_FT))
+    result = run_comfygen_ft(config, progress=False, say=ctx.say)
     return _policy_result(asdict(result))
 
 
-def _prefixed(ctx: StageContext, name: str) -> Callable[[str], None]:
-    """`ctx.say` with the stage's name in front (two stages may print at once)."""
-    return lambda text: ctx.say(f"{name} {text}")
+def labelled(name: str, say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` with the stage's name in front of each message that does not begin with it
+    already (two stages may print at once). The runner gives every stage such a context,
+    in its own process or the runner's, so a stage's lines read the same either way."""
+    own = (f"{name}:", f"{name} ")
+    return lambda text: say(text if text.startswith(own) else f"{name}: {text}")
 
 
 def _training_scorers(ctx: StageContext) -> tuple[str, ...]:

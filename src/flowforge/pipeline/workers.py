@@ -36,7 +36,7 @@ from ..reward.model import torch_threads
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from .config import RunConfig
 from .layout import STAGES_DIR
-from .stages import Stage, StageContext
+from .stages import Stage, StageContext, labelled
 
 __all__ = [  # StageProcessError lives in spawned.py (the refine rounds' helpers raise it too)
     "Message",
@@ -146,7 +146,7 @@ def _main(
 
     signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
-        timed = execute(stage, StageContext(run, config, say))
+        timed = execute(stage, StageContext(run, config, labelled(stage.name, say)))
     except _Terminated:
         raise SystemExit(143) from None  # the runner stopped it: nobody to tell
     except BaseException as error:  # sent back whatever it is, then exit
