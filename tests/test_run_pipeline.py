@@ -169,6 +169,7 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     assert changed_keys(base, dataclasses.replace(base, grpo=grpo)) == {"grpo"}
     judged = {"library", "collect", "evaluate"}
     assert changed_keys(base, dataclasses.replace(base, judge="sim:1")) == judged
+    assert changed_keys(base, dataclasses.replace(base, judge="sim:0")) == set()  # = "sim"
     assert changed_keys(base, dataclasses.replace(base, threads=2)) == set()
     assert changed_keys(base, dataclasses.replace(base, jobs=1)) == set()  # results the same
 

@@ -220,9 +220,12 @@ class RunConfig:
             raise RunConfigError("; ".join(problems))
 
     def section(self, name: str) -> Any:
-        """A section (or a dotted setting) as JSON; ``judge`` is the spec and its options."""
+        """A section (or a dotted setting) as JSON; ``judge`` is the spec and its options,
+        with ``sim:0`` spelled ``sim`` (the default's spelling): both name the same world, and
+        a run made with one and resumed with the other would otherwise redo every stage."""
         if name == "judge":
-            return {"judge": self.judge, "judge_opt": to_json(self.judge_opt)}
+            spec = "sim" if self.judge == "sim:0" else self.judge
+            return {"judge": spec, "judge_opt": to_json(self.judge_opt)}
         value: Any = self
         for part in name.split("."):
             value = getattr(value, part)
