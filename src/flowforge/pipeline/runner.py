@@ -33,7 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
 from .config import RunConfig
 from .layout import EVALUATE, STAGES_DIR
-from .stages import STAGES, Stage, StageContext, labelled
+from .stages import STAGES, Stage, StageContext
 from .workers import StageProcess, Timed, execute, receive_any
 
 CONFIG_FILE = "config.json"
@@ -153,8 +153,7 @@ def _run_in_order(ctx: StageContext, stages: Sequence[Stage]) -> list[StageOutco
         if isinstance(started, _Skipped):
             outcome, fingerprints[stage.name] = started.outcome, started.fingerprint
         else:
-            here = replace(ctx, say=labelled(stage.name, ctx.say))
-            outcome, fingerprints[stage.name] = _finish(ctx, started, execute(stage, here))
+            outcome, fingerprints[stage.name] = _finish(ctx, started, execute(stage, ctx))
         outcomes.append(outcome)
     return outcomes
 
@@ -213,7 +212,7 @@ def _wait_for_one(
         for process, message in receive_any(processes, timeout=1.0):
             name = process.stage.name
             if message.kind == "say":
-                ctx.say(message.payload)  # labelled by the stage process
+                ctx.say(message.payload)  # labelled in the stage process (`execute`)
                 continue
             started, _ = running.pop(name)
             process.stop()  # after its result or error it is exiting anyway

@@ -191,8 +191,8 @@ def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
 
 def labelled(name: str, say: Callable[[str], None]) -> Callable[[str], None]:
     """`say` with the stage's name in front of each message that does not begin with it
-    already (two stages may print at once). The runner gives every stage such a context,
-    in its own process or the runner's, so a stage's lines read the same either way."""
+    already (two stages may print at once). `workers.execute` gives every stage such a
+    context, in its own process or the runner's, so a stage's lines read the same either way."""
     own = (f"{name}:", f"{name} ")
     return lambda text: say(text if text.startswith(own) else f"{name}: {text}")
 

@@ -23,7 +23,7 @@ import pickle
 import signal
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
 from multiprocessing.context import SpawnProcess
@@ -53,10 +53,12 @@ Timed = tuple[dict[str, Any], float, float]
 
 
 def execute(stage: Stage, ctx: StageContext) -> Timed:
-    """Run `stage` in this process under the run's torch threads; its result and times."""
+    """Run `stage` in this process under the run's torch threads, its messages labelled
+    with its name (`labelled`); its result and times."""
+    here = replace(ctx, say=labelled(stage.name, ctx.say))
     start, cpu = time.perf_counter(), time.process_time()
     with torch_threads(ctx.config.threads or torch.get_num_threads()):
-        result = stage.run(ctx)
+        result = stage.run(here)
     return result, time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -146,7 +148,7 @@ def _main(
 
     signal.signal(signal.SIGTERM, _exit_on_terminate)
     try:
-        timed = execute(stage, StageContext(run, config, labelled(stage.name, say)))
+        timed = execute(stage, StageContext(run, config, say))
     except _Terminated:
         raise SystemExit(143) from None  # the runner stopped it: nobody to tell
     except BaseException as error:  # sent back whatever it is, then exit
