@@ -22,7 +22,7 @@ from ..data.export import load_triplets
 from ..data.prompts import fixed_sample, load_prompts
 from ..evaluate.compare import evaluate
 from ..evaluate.config import EvalInputs
-from ..judge.loader import JudgeSource, LoadedJudge, load_judge
+from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import JudgeAuditor
 from ..policy.config import ComfyGenFTConfig, SFTRunConfig
 from ..policy.grpo import train_grpo
@@ -59,10 +59,15 @@ class StageContext:
     config: RunConfig
     say: Callable[[str], None]
 
+    @property
+    def judge_source(self) -> JudgeSource:
+        """The run's judge spec and options, for a helper process to load its own judge."""
+        return JudgeSource.of(self.config.judge, dict(self.config.judge_opt))
+
     @cached_property
     def judge(self) -> LoadedJudge:
         """The run's judge, loaded once on first use (a real judge may connect)."""
-        return load_judge(self.config.judge, dict(self.config.judge_opt))
+        return self.judge_source.load()
 
     def catalog(self) -> Catalog:
         return judge_catalog(self.judge.judge, self.judge.judge_id)
@@ -260,8 +265,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.catalog(),
         c.collect.negative,
         ctx.say,
-        # used only with audits on
-        AuditJudge(JudgeSource.of(c.judge, dict(c.judge_opt)), c.collect.negative),
+        AuditJudge(ctx.judge_source, c.collect.negative),  # used only with audits on
         processes=c.jobs,
     )
 
