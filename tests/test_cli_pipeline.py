@@ -118,7 +118,7 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     (run / "run.lock").unlink(missing_ok=True)
     settings = tmp_path / "refine.toml"
     settings.write_text(
-        "[grpo]\naudit_every = 1\naudit_samples = 2\n"
+        "[grpo]\naudit_every = 1\naudit_samples = 2\nusable_only = false\n"  # quick designs
         "[refine]\nenabled = true\nrounds = 2\nsamples = 1\npolicies = 2\n"
     )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 from numpy.typing import NDArray
+from policy_helpers import TINY, tiny_tokenizer, train_prompts
 
 from flowforge.evaluate.baselines import RetrievalTable, ScoredRow, best_fixed, scored_rows
 from flowforge.evaluate.config import EvalConfig, EvalError
@@ -15,14 +16,18 @@ from flowforge.evaluate.designers import (
     EnsembleFixedDesigner,
     EnsemblePickDesigner,
     FixedDesigner,
+    LoadedPolicy,
     OracleDesigner,
+    PolicyDesigner,
     RetrievalDesigner,
+    SamplingSettings,
     SelectedWeightDesigner,
     derive_seed,
 )
 from flowforge.evaluate.judging import check_design
 from flowforge.evaluate.methods import default_text
 from flowforge.judge.base import JudgeItem, JudgeResult
+from flowforge.policy.model import build_tiny_model
 from flowforge.policy.sample import Sample
 from flowforge.workflow.library import load_seed_library
 from flowforge.workflow.schema import default_catalog
@@ -280,3 +285,28 @@ def test_scored_rows_skip_failed_judgements() -> None:
     failed = [data[0].__class__(**{**data[0].__dict__, "scores": None, "error": "render: x"})]
     out = scored_rows([*failed, *data], lambda s: s["aesthetic"])
     assert len(out) == len(data)
+
+
+def test_policy_designer_samples_with_numpy_and_guidance_at_one_is_the_policy_itself() -> None:
+    """The numpy runtime serves the evaluation, the refine rounds and the choice (what
+    `flowforge design` uses); w = 1 must stay GRPO exactly (the report shows them equal)."""
+    tokenizer = tiny_tokenizer()
+    policy = LoadedPolicy(build_tiny_model(tokenizer, TINY, seed=0), tokenizer, None, "grpo")
+    reference = build_tiny_model(tokenizer, TINY, seed=1)
+    settings = SamplingSettings(
+        temperature=0.7, constrained=True, max_new_tokens=96, batch_size=8, negative=""
+    )
+    prompts, seeds = list(train_prompts()[:5]), [3, 4]
+    plain = PolicyDesigner(policy, CATALOG, settings)
+    assert plain.numpy_model is not None
+    samples = plain.sample(prompts, seeds, 3)
+    assert [s.prompt for s in samples] == [p for p in prompts for _ in range(3)]
+    assert all(s.valid for s in samples) and len({s.text for s in samples}) > 1
+    at_one = PolicyDesigner(policy, CATALOG, settings, reference=reference, weight=1.0)
+    assert at_one.numpy_model is not None and at_one.numpy_model.members == 2
+    assert [s.text for s in at_one.sample(prompts, seeds, 3)] == [s.text for s in samples]
+    at_two = PolicyDesigner(policy, CATALOG, settings, reference=reference, weight=2.0)
+    assert all(s.valid for s in at_two.sample(prompts, seeds, 3))
+    slow = PolicyDesigner(policy, CATALOG, settings, runtime="transformers")
+    assert slow.numpy_model is None
+    assert all(s.valid for s in slow.sample(prompts, seeds, 3))

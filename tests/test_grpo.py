@@ -31,10 +31,12 @@ from flowforge.policy.grpo import (
     grpo_token_loss,
     k3_kl,
     step_prompts,
+    token_logps,
     train_grpo,
     usable,
 )
 from flowforge.policy.model import build_tiny_model, load_policy, read_run_config, save_policy
+from flowforge.policy.numpy_llama import Runtime
 from flowforge.policy.rollout import sample_groups
 from flowforge.policy.sample import sample_workflows
 from flowforge.policy.vocab import split_pieces
@@ -252,13 +254,16 @@ def parameters(policy_dir: Path | str) -> list[torch.Tensor]:
 
 
 # --- the sampler ---------------------------------------------------------------------------
-def test_the_update_scores_the_distribution_the_samples_came_from(sft_dir: Path) -> None:
+@pytest.mark.parametrize("runtime", ["numpy", "transformers"])
+def test_the_update_scores_the_distribution_the_samples_came_from(
+    sft_dir: Path, runtime: Runtime
+) -> None:
     model, tokenizer = load_policy(sft_dir)
     prompts = [p.text for p in load_prompts("train")[:3]]
     for grammar in (TextFormGrammar(tokenizer, CATALOG), None):
         rollout = sample_groups(
             model, tokenizer, prompts, 4, max_new_tokens=LENGTH, temperature=0.8, seed=5,
-            grammar=grammar,
+            grammar=grammar, runtime=runtime,
         )  # fmt: skip
         mask, real = rollout.attention_mask, rollout.completion_mask.bool()
         width = real.shape[1]
@@ -270,12 +275,16 @@ def test_the_update_scores_the_distribution_the_samples_came_from(sft_dir: Path)
         tokens = rollout.input_ids[:, -width:][real]
         full = completion_logps(before[real], tokens, allowed, temperature=0.8)
         assert torch.allclose(full, rollout.logps[real], atol=1e-4)
+        with torch.no_grad():  # the update's own computation (the head on chosen positions)
+            rows = torch.arange(len(rollout.texts))
+            assert torch.allclose(token_logps(model, rollout, rows, 0.8), full, atol=1e-5)
         if grammar is not None:  # constrained: every sample finishes and validates
             assert all(rollout.finished) and rollout.allowed is not None
             assert all(_valid(text) for text in rollout.texts)
+            assert (rollout.allowed[real].sum(dim=1) == 1).any()  # forced positions exist
     again = sample_groups(
         model, tokenizer, prompts, 4, max_new_tokens=LENGTH, temperature=0.8, seed=5,
-        grammar=None,
+        grammar=None, runtime=runtime,
     )  # fmt: skip
     assert again.texts == rollout.texts
 

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from numpy.typing import NDArray
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from flowforge.policy.numpy_llama import NumpyLlama, UnsupportedModel, supports
-from flowforge.policy.numpy_sampler import guide, log_softmax
+from flowforge.policy.numpy_sampler import decode, guide, log_softmax
 
 
 def _random_llama(folder: Path, kv_heads: int, tied: bool) -> LlamaForCausalLM:
@@ -116,3 +117,110 @@ def test_guidance_is_exact_at_its_end_points_and_keeps_impossible_tokens_impossi
     assert mixed[0, 7] == -np.inf and np.isfinite(mixed[1:]).all()
     ref, pol = log_softmax(reference[1:]), log_softmax(policy[1:])
     np.testing.assert_allclose(mixed[1:], ref + 2.0 * (pol - ref), rtol=1e-6)
+
+
+def test_left_padded_prompts_of_different_lengths_match_each_prompt_run_alone(
+    tmp_path: Path,
+) -> None:
+    """GRPO's groups and the evaluation's batches hold prompts of different lengths."""
+    model = _random_llama(tmp_path, 2, True)
+    prompts = [[5, 6, 7], [9, 8, 7, 6, 5, 4]]
+    numpy_model = NumpyLlama.load(tmp_path)
+    pad = np.asarray([3, 0], dtype=np.intp)
+    cache = numpy_model.new_cache(2, 9, pad)
+    ids = np.asarray([[0, 0, 0, *prompts[0]], prompts[1]])
+    got = [numpy_model.forward(ids, cache)[0]]
+    steps = [[11, 12], [13, 14], [15, 16]]
+    got += [numpy_model.forward(np.asarray([[a], [b]]), cache)[0] for a, b in steps]
+    for row, prompt in enumerate(prompts):
+        full = torch.tensor([prompt + [step[row] for step in steps]])
+        with torch.no_grad():
+            expected = model(full).logits[0].numpy()  # (length, V)
+        for k, logits in enumerate(got):
+            np.testing.assert_allclose(logits[row], expected[len(prompt) - 1 + k], atol=2e-5)
+
+
+def test_logits_at_are_the_heads_logits_of_those_tokens(tmp_path: Path) -> None:
+    _random_llama(tmp_path / "a", 2, False)
+    _random_llama(tmp_path / "b", 1, True)
+    both = NumpyLlama.stack([NumpyLlama.load(tmp_path / "a"), NumpyLlama.load(tmp_path / "a")])
+    for model in (NumpyLlama.load(tmp_path / "b"), both):
+        hidden = model.hidden(np.asarray([[3, 1, 4], [1, 5, 9]]), model.new_cache(2, 3))
+        full = model.head(hidden)  # (M, 2, V)
+        rows, tokens = np.asarray([0, 0, 1, 1, 1]), np.asarray([7, 200, 0, 7, 13])
+        np.testing.assert_allclose(
+            model.logits_at(hidden, rows, tokens), full[:, rows, tokens], rtol=1e-5, atol=1e-5
+        )
+
+
+class _EveryOtherToken:
+    """A grammar over token ids: at even steps token 3 only, at odd steps the ids of its
+    step's slice of the vocabulary; token 0 (end) once the budget is spent."""
+
+    def initial_state(self, budget: int | None = None) -> tuple[int, int]:
+        return (0, budget or 8)
+
+    def allowed(self, state: tuple[int, int]) -> NDArray[np.int64]:
+        step, budget = state
+        if step >= budget - 1:
+            return np.asarray([0])
+        if step % 2 == 0:
+            return np.asarray([3])
+        return np.arange(10 + 7 * step, 10 + 7 * step + 5 + step)
+
+    def advance(self, state: tuple[int, int], token: int) -> tuple[int, int]:
+        assert token in self.allowed(state)
+        return (state[0] + 1, state[1])
+
+
+@pytest.mark.parametrize("guidance", [None, 1.5], ids=["plain", "guided"])
+def test_constrained_decoding_draws_from_the_masked_distribution_it_reports(
+    tmp_path: Path, guidance: float | None
+) -> None:
+    """`decode` computes logits of the allowed tokens only; what it reports (the
+    log-probability of each token, what GRPO's update must reproduce) is the full
+    distribution's, masked and renormalised, and every token is an allowed one."""
+    models = [_random_llama(tmp_path / name, 2, True) for name in ("policy", "reference")]
+    policy = NumpyLlama.load(tmp_path / "policy")
+    if guidance is not None:
+        policy = NumpyLlama.stack([policy, NumpyLlama.load(tmp_path / "reference")])
+    grammar = _EveryOtherToken()
+    prompts = [[5, 6, 7], [9, 8, 7, 6]]
+    decoded = decode(
+        policy, prompts, 3, temperature=0.8, rng=np.random.default_rng(0), max_new_tokens=7,
+        eos_id=0, grammar=grammar, guidance=guidance, keep_allowed=True,
+    )  # fmt: skip
+    assert decoded.allowed is not None and len(decoded.tokens) == 6
+    for row, written in enumerate(decoded.tokens):
+        assert written[-1] == 0 and len(written) == 7
+        full = torch.tensor([prompts[row // 3] + written])
+        with torch.no_grad():
+            logits = [m(full).logits[0, -len(written) - 1 : -1].numpy() for m in models]
+        scores = logits[0] if guidance is None else guide(logits[0], logits[1], guidance)
+        for k, token in enumerate(written):
+            permitted = decoded.allowed[row][k]
+            assert token in permitted
+            expected = log_softmax(scores[k, permitted] / np.float32(0.8))
+            assert decoded.logps[row][k] == pytest.approx(
+                float(expected[list(permitted).index(token)]), abs=1e-4
+            )
+
+
+class _FromAnOddStep(_EveryOtherToken):
+    def initial_state(self, budget: int | None = None) -> tuple[int, int]:
+        return (1, 8)  # six tokens allowed
+
+
+def test_constrained_draws_follow_the_reported_probabilities(tmp_path: Path) -> None:
+    _random_llama(tmp_path, 2, True)
+    decoded = decode(
+        NumpyLlama.load(tmp_path), [[5, 6, 7]], 4000, temperature=1.0,
+        rng=np.random.default_rng(1), max_new_tokens=1, eos_id=0, grammar=_FromAnOddStep(),
+    )  # fmt: skip
+    first = np.asarray([row[0] for row in decoded.tokens])
+    pairs = zip(decoded.tokens, decoded.logps, strict=True)
+    reported = {row[0]: np.exp(logps[0]) for row, logps in pairs}
+    assert set(reported) <= set(_FromAnOddStep().allowed((1, 8)).tolist())
+    assert len(reported) >= 4 and sum(reported.values()) > 0.99  # every token was drawn
+    for token, probability in reported.items():
+        assert np.mean(first == token) == pytest.approx(probability, abs=0.03)

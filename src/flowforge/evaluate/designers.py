@@ -31,8 +31,11 @@ from ..policy.design import RewardScorer
 from ..policy.directory import design_score_bin, policy_kind
 from ..policy.grammar import TextFormGrammar
 from ..policy.guidance import GuidanceProcessor
-from ..policy.model import load_policy
+from ..policy.model import load_policy, numpy_copy
+from ..policy.numpy_llama import NumpyLlama, Runtime, UnsupportedModel
+from ..policy.numpy_sampler import decode
 from ..policy.sample import Sample, sample_workflows
+from ..policy.sampled import to_sample
 from ..policy.tokenizer import PolicyTokenizer
 from ..workflow.schema import Catalog
 from .baselines import RetrievalTable
@@ -167,7 +170,12 @@ class PolicyDesigner:
 
     `grammar` shares the schema grammar of another designer of the same policy and catalog
     (the guided designers use GRPO's): building one costs ~0.1 s and its memos warm up
-    over the first samples."""
+    over the first samples.
+
+    `runtime` "auto" samples with the numpy Llama (``policy.numpy_sampler.decode``) when it
+    can run the policy (and the reference), as ``flowforge design`` does: the same decoding
+    without transformers' per-token call overhead (docs/evaluation.md, "Runtimes"); else
+    with ``generate`` and the guidance and constraint processors."""
 
     def __init__(
         self,
@@ -178,6 +186,7 @@ class PolicyDesigner:
         reference: PreTrainedModel | None = None,
         weight: float | None = None,
         grammar: TextFormGrammar | None = None,
+        runtime: Runtime = "auto",
     ) -> None:
         if (reference is None) != (weight is None):
             raise ValueError("guidance needs both a reference model and a weight")
@@ -189,8 +198,26 @@ class PolicyDesigner:
         self.reference = reference
         self.weight = weight
         self.judge_calls = 0
+        self.runtime = runtime
         self._grammar = grammar
         self._processors: list[LogitsProcessor] | None = None
+
+    @cached_property
+    def numpy_model(self) -> NumpyLlama | None:
+        """The policy (with the reference as a second member when guided) in the numpy
+        runtime; None when `runtime` is "transformers" or numpy cannot run them ("numpy":
+        UnsupportedModel)."""
+        if self.runtime == "transformers":
+            return None
+        try:
+            model = numpy_copy(self.policy.model)
+            if self.reference is not None:
+                model = NumpyLlama.stack([model, numpy_copy(self.reference)])
+        except (UnsupportedModel, ValueError) as err:  # ValueError: shapes differ
+            if self.runtime == "numpy":
+                raise UnsupportedModel(str(err)) from err
+            return None
+        return model
 
     @cached_property
     def grammar(self) -> TextFormGrammar:
@@ -215,6 +242,8 @@ class PolicyDesigner:
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
         """`n` samples per prompt, prompt-major."""
         s = self.settings
+        if self.numpy_model is not None:
+            return self._sample_numpy(self.numpy_model, prompts, derive_seed("sample", *seeds), n)
         return sample_workflows(
             self.policy.model,
             self.policy.tokenizer,
@@ -229,6 +258,36 @@ class PolicyDesigner:
             negative=s.negative,
             catalog=self.catalog,
         )
+
+    def _sample_numpy(
+        self, model: NumpyLlama, prompts: Sequence[str], seed: int, n: int
+    ) -> list[Sample]:
+        """As `sample`, with the numpy runtime: batches of about `batch_size` rows, each
+        prompt run once and fanned out to its `n` rows, one generator seeded by `seed`."""
+        s, tokenizer = self.settings, self.policy.tokenizer
+        per_batch = max(1, s.batch_size // n)
+        rng = np.random.default_rng(seed)
+        samples: list[Sample] = []
+        for start in range(0, len(prompts), per_batch):
+            batch = prompts[start : start + per_batch]
+            decoded = decode(
+                model,
+                [tokenizer.encode_segment(tokenizer.prompt_segment(p, self.policy.score_bin))
+                 for p in batch],
+                n,
+                temperature=s.temperature,
+                rng=rng,
+                max_new_tokens=s.max_new_tokens,
+                eos_id=tokenizer.eos_id,
+                grammar=self.grammar if s.constrained else None,
+                guidance=self.weight,
+            )  # fmt: skip
+            rows = [prompt for prompt in batch for _ in range(n)]
+            samples += [
+                to_sample(tokenizer, prompt, ids, s.negative, seed, self.catalog)
+                for prompt, ids in zip(rows, decoded.tokens, strict=True)
+            ]
+        return samples
 
     def design(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[str]:
         return [sample.text for sample in self.sample(prompts, seeds, 1)]

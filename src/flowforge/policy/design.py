@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowforge.workflow.api import to_api
 from flowforge.workflow.graph import Workflow
@@ -40,16 +40,13 @@ from flowforge.workflow.ui import to_ui
 
 from .directory import check_embedding_rows, design_score_bin, load_policy_tokenizer
 from .grammar import TextFormGrammar
-from .numpy_llama import NumpyLlama, UnsupportedModel
+from .numpy_llama import NumpyLlama, Runtime, UnsupportedModel
 from .numpy_sampler import sample_candidates
 from .sampled import DEFAULT_MAX_NEW_TOKENS, Sample
 from .tokenizer import PolicyTokenizer, tokenizer_mismatch
 
 if TYPE_CHECKING:  # torch and transformers load only for the transformers runtime
     from transformers import LogitsProcessor, PreTrainedModel
-
-#: ``auto``: numpy when the model is a Llama it supports and no extra processors are given.
-Runtime = Literal["auto", "numpy", "transformers"]
 
 #: Sampling temperature of a design request. Measured on the 50K-pair SFT policy over 500
 #: held-out prompts, unconstrained: 72.8% valid at 1.0, 95.8% at 0.7 (every checkpoint, LoRA

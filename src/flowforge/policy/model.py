@@ -47,6 +47,7 @@ from .directory import (
     load_policy_tokenizer,
     read_run_config,
 )
+from .numpy_llama import NumpyLlama, UnsupportedModel
 from .tokenizer import PolicyTokenizer, extend_tokenizer
 from .vocab import WorkflowVocab
 
@@ -156,6 +157,16 @@ def with_cache(model: PreTrainedModel, cache: Cache) -> dict[str, Cache]:
 
 
 _CACHE_KEYWORDS: dict[type, str] = {}
+
+
+def numpy_copy(model: PreTrainedModel) -> NumpyLlama:
+    """The numpy Llama of `model`'s current weights, for sampling without transformers'
+    per-call overhead (``numpy_llama.UnsupportedModel`` if that module cannot run it, or if
+    `model` is on an accelerator: there ``generate``'s kernels beat numpy on the CPU)."""
+    if model.device.type != "cpu":
+        raise UnsupportedModel(f"the model is on {model.device}, not the CPU")
+    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    return NumpyLlama.from_weights(model.config.to_dict(), state)
 
 
 def parameter_count(model: torch.nn.Module) -> int:

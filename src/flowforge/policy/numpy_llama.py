@@ -3,7 +3,8 @@
 Why: a ``flowforge design`` command spends ~4.7 s importing torch and transformers before it
 does 0.3 s of work (docs/benchmarks.md, "design latency"); numpy imports in 0.1 s. The policy
 is small (the embedded default has ~1.5M parameters), so a numpy forward pass decodes it as
-fast as torch does. Training, GRPO and the evaluation keep using transformers.
+fast as torch does, and several times faster for a token at a time: GRPO samples its groups
+with it (``rollout.py``). Training (and GRPO's update) and the evaluation use transformers.
 
 What it computes is ``transformers``' ``LlamaForCausalLM`` at inference, in float32: token
 embedding; per block RMSNorm, attention with rotary position embeddings (the "default" rope
@@ -21,13 +22,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from safetensors.numpy import load_file
 
 Array = NDArray[np.float32]
+
+#: Which runtime samples a policy. ``auto``: this module when it supports the model (and no
+#: transformers-only decoding hook is asked for), else transformers.
+Runtime = Literal["auto", "numpy", "transformers"]
 
 
 class UnsupportedModel(ValueError):
@@ -77,16 +82,38 @@ def supports(config: dict[str, Any]) -> LlamaShape:
 @dataclass
 class KVCache:
     """Keys and values per layer, (members, rows, kv_heads, capacity, head_dim), filled to
-    `length`."""
+    `length`; `pad` (rows,): each row's left padding (None: no row has any)."""
 
     keys: list[Array]
     values: list[Array]
     length: int
+    pad: NDArray[np.intp] | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.keys[0].shape[1])
 
     def select(self, rows: NDArray[np.intp]) -> KVCache:
-        """The cache of some rows (in the given order: repeat a row to fan a prompt out)."""
-        keys = [k[:, rows] for k in self.keys]
-        return KVCache(keys, [v[:, rows] for v in self.values], self.length)
+        """The cache of some rows (in the given order: repeat a row to fan a prompt out).
+
+        Copies only the filled positions: rows leave a GRPO batch one by one, and copying
+        the whole capacity each time cost more than the forward passes."""
+        pad = None if self.pad is None else self.pad[rows]
+        return KVCache(
+            _rows(self.keys, rows, self.length),
+            _rows(self.values, rows, self.length),
+            self.length,
+            pad,
+        )
+
+
+def _rows(layers: list[Array], rows: NDArray[np.intp], length: int) -> list[Array]:
+    out = []
+    for layer in layers:
+        selected = np.empty((layer.shape[0], len(rows), *layer.shape[2:]), dtype=layer.dtype)
+        selected[:, :, :, :length] = layer[:, rows, :, :length]
+        out.append(selected)
+    return out
 
 
 def _rms_norm(x: Array, weight: Array, eps: float) -> Array:
@@ -151,6 +178,7 @@ class NumpyLlama:
         # matrix product per member: norms (M, 1, H), matrices (M, in, out), embedding
         # (M, vocab, H).
         self._w = {k: _layout(k, np.stack([m[k] for m in members])) for k in members[0]}
+        self._head_rows = np.ascontiguousarray(self._w["head"].transpose(0, 2, 1))  # (M, V, H)
         dim = shape.head_dim
         self._inv_freq = 1.0 / (shape.rope_theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim))
 
@@ -158,11 +186,19 @@ class NumpyLlama:
     def load(cls, directory: Path) -> NumpyLlama:
         """The model of a policy directory (UnsupportedModel if this module cannot run it)."""
         config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        shape = supports(config)
+        supports(config)
         files = sorted(directory.glob("*.safetensors"))
         if len(files) != 1:
             raise UnsupportedModel(f"{len(files)} safetensors files (one expected)")
-        weights = {k: v.astype(np.float32, copy=False) for k, v in load_file(files[0]).items()}
+        return cls.from_weights(config, load_file(files[0]))
+
+    @classmethod
+    def from_weights(cls, config: dict[str, Any], weights: dict[str, NDArray[Any]]) -> NumpyLlama:
+        """The model of a config dict and its state dict as arrays (a ``model.safetensors``'s
+        names). GRPO builds one from the torch policy it trains, every step, to sample
+        with (UnsupportedModel if this module cannot run the config)."""
+        shape = supports(config)
+        weights = {k: v.astype(np.float32, copy=False) for k, v in weights.items()}
         if not shape.tied and "lm_head.weight" not in weights:
             raise UnsupportedModel("an untied model without lm_head.weight")
         return cls(shape, [_member_weights(shape, weights)])
@@ -182,30 +218,65 @@ class NumpyLlama:
     def vocab_size(self) -> int:
         return int(self._w["embed"].shape[1])
 
-    def new_cache(self, rows: int, capacity: int) -> KVCache:
+    def new_cache(self, rows: int, capacity: int, pad: NDArray[np.intp] | None = None) -> KVCache:
+        """An empty cache; `pad` (rows,) for prompts of different lengths, left-padded: the
+        first `pad[row]` positions of a row are padding, never attended to by its real
+        tokens, and the row's positions count from its first real token."""
         s = self.shape
         size = (self.members, rows, s.kv_heads, capacity, s.head_dim)
         keys = [np.zeros(size, dtype=np.float32) for _ in range(s.layers)]
         values = [np.zeros(size, dtype=np.float32) for _ in range(s.layers)]
-        return KVCache(keys, values, 0)
+        return KVCache(keys, values, 0, None if pad is None else np.asarray(pad, dtype=np.intp))
+
+    def _rope_and_mask(
+        self, start: int, end: int, pad: NDArray[np.intp] | None
+    ) -> tuple[Array, Array, Array]:
+        """cos and sin to broadcast over (members, rows, heads, T, D), and the additive
+        attention mask over (members, rows, kv, group, T, S) for positions start..end."""
+        absolute = np.arange(start, end)
+        if pad is None:
+            angles = absolute.astype(np.float64)[:, None] * self._inv_freq[None, :]  # (T, D/2)
+            causal = np.triu(np.full((end - start, end), -np.inf, dtype=np.float32), k=start + 1)
+        else:  # per row: positions from the first real token; padding seen only by itself
+            positions = np.maximum(absolute[None, :] - pad[:, None], 0)  # (B, T)
+            angles = positions.astype(np.float64)[:, None, :, None] * self._inv_freq
+            keys, queries = np.arange(end), absolute[:, None]
+            seen = (keys <= queries) & ((keys >= pad[:, None, None]) | (keys == queries))
+            causal = np.where(seen, np.float32(0), np.float32(-np.inf))[:, None, None]
+        angles = np.concatenate([angles, angles], axis=-1)  # as transformers' rope
+        return np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32), causal
 
     def forward(self, ids: NDArray[np.int64], cache: KVCache) -> Array:
         """Next-token logits (members, rows, vocab) after feeding `ids` (rows, T) to every
         member at the cache's end.
 
-        Every row has the same length (no padding): design requests sample many candidates
-        of one prompt. The cache grows by T in place.
+        Rows of prompts of different lengths are left-padded, with the padding given to
+        `new_cache`. The cache grows by T in place.
         """
+        return self.head(self.hidden(ids, cache))
+
+    def head(self, hidden: Array) -> Array:
+        """Logits (members, rows, vocab) of `hidden`'s states."""
+        logits: Array = hidden @ self._w["head"]
+        return logits
+
+    def logits_at(self, hidden: Array, rows: NDArray[np.intp], tokens: NDArray[np.int64]) -> Array:
+        """(members, k) logits of token ``tokens[i]`` for row ``rows[i]`` of `hidden`
+        (`hidden`'s output): what a grammar-constrained sampler needs, when most positions
+        allow a handful of the vocabulary's tokens (the full head was most of a step)."""
+        picked: Array = np.einsum("mkh,mkh->mk", hidden[:, rows], self._head_rows[:, tokens])
+        return picked
+
+    def hidden(self, ids: NDArray[np.int64], cache: KVCache) -> Array:
+        """The final normed hidden state (members, rows, H) of each row's last position, as
+        `forward` (its logits are this times the output head)."""
         s, w = self.shape, self._w
         rows, steps = ids.shape
         start = cache.length
         end = start + steps
         if end > cache.keys[0].shape[3]:
             raise ValueError(f"the cache holds {cache.keys[0].shape[3]} positions, not {end}")
-        angles = np.arange(start, end, dtype=np.float64)[:, None] * self._inv_freq[None, :]
-        angles = np.concatenate([angles, angles], axis=-1)  # (T, D), as transformers' rope
-        cos, sin = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
-        causal = np.triu(np.full((steps, end), -np.inf, dtype=np.float32), k=start + 1)
+        cos, sin, causal = self._rope_and_mask(start, end, cache.pad)
         m, heads, kv, dim = self.members, s.heads, s.kv_heads, s.head_dim
         q_size, kv_size, group = heads * dim, kv * dim, heads // kv
         scale = np.float32(1.0 / np.sqrt(dim))
@@ -236,5 +307,5 @@ class NumpyLlama:
             x = x + (_silu(gate) * up) @ w[f"{layer}.down"]
         cache.length = end
         last = x.reshape(m, rows, steps, -1)[:, :, -1]  # (M, B, H)
-        logits: Array = _rms_norm(last, w["norm"], s.eps) @ w["head"]  # (M, B, V)
-        return logits
+        normed: Array = _rms_norm(last, w["norm"], s.eps)
+        return normed

@@ -1,7 +1,9 @@
 """Sampling candidates of one design request with the numpy Llama (no torch, no transformers).
 
-The same decoding as ``sample.py`` + ``guidance.py`` + ``constraint.py``, for the case a
-design request needs: `n` candidates of one prompt. Per step, on the raw next-token logits:
+The same decoding as ``sample.py`` + ``guidance.py`` + ``constraint.py``, for `n` completions
+of one prompt (`decode`): a design request's candidates (`sample_candidates`), and one group
+of GRPO's rollout (``rollout.py``, which also keeps each token's log-probability and the
+grammar's allowed tokens). Per step, on the raw next-token logits:
 
 1. guidance, if a reference is given: ``ref + w * (policy - ref)`` over each model's
    log-softmax, exact at w = 0 and w = 1 (the lerp of ``torch.lerp``), a token either model
@@ -20,6 +22,8 @@ for that seed (another generator).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,31 +50,152 @@ def guide(policy_logits: Array, reference_logits: Array, weight: float) -> Array
     """``ref + w * (policy - ref)`` over log-softmax of each (rows, vocab); exact at w=0, 1."""
     policy = log_softmax(policy_logits)
     reference = log_softmax(reference_logits)
-    with np.errstate(invalid="ignore"):
-        if weight < 0.5:  # torch.lerp's two forms: each returns its end point exactly
-            mixed = reference + np.float32(weight) * (policy - reference)
-        else:
-            mixed = policy - (policy - reference) * np.float32(1.0 - weight)
+    mixed = _lerp(reference, policy, weight)
     possible = np.isfinite(policy) & np.isfinite(reference)
     return np.where(possible, mixed, np.float32(-np.inf)).astype(np.float32)
 
 
-def _masked(scores: Array, grammar: Grammar[Any], states: list[Any]) -> Array:
-    out = np.full_like(scores, -np.inf)
-    for row, state in enumerate(states):
-        allowed = grammar.allowed(state)
-        out[row, allowed] = scores[row, allowed]
-    return out
+def _lerp(reference: Array, policy: Array, weight: float) -> Array:
+    """``reference + w * (policy - reference)`` in torch.lerp's two forms: each returns its
+    end point exactly (w = 0: the reference, w = 1: the policy)."""
+    with np.errstate(invalid="ignore"):
+        if weight < 0.5:
+            mixed: Array = reference + np.float32(weight) * (policy - reference)
+        else:
+            mixed = policy - (policy - reference) * np.float32(1.0 - weight)
+    return mixed
 
 
-def _draw(scores: Array, temperature: float, rng: np.random.Generator) -> NDArray[np.int64]:
+def _draw(
+    scores: Array, temperature: float, rng: np.random.Generator
+) -> tuple[NDArray[np.int64], Array]:
+    """One token per row, and its log-probability under the distribution it was drawn from
+    (``softmax(scores / T)``; at temperature 0, greedy, ``softmax(scores)``)."""
     if temperature == 0:
-        greedy: NDArray[np.int64] = scores.argmax(axis=-1)
-        return greedy
-    logprobs = log_softmax(scores / np.float32(temperature))
-    noise = np.clip(rng.random(logprobs.shape), 1e-20, None)
-    picked: NDArray[np.int64] = (logprobs - np.log(-np.log(noise))).argmax(axis=-1)
-    return picked
+        logprobs = log_softmax(scores)
+        picked: NDArray[np.int64] = scores.argmax(axis=-1)
+    else:
+        logprobs = log_softmax(scores / np.float32(temperature))
+        noise = np.clip(rng.random(logprobs.shape), 1e-20, None)
+        picked = (logprobs - np.log(-np.log(noise))).argmax(axis=-1)
+    return picked, np.take_along_axis(logprobs, picked[:, None], axis=-1)[:, 0]
+
+
+def _draw_allowed(
+    model: NumpyLlama,
+    hidden: Array,
+    permitted: list[NDArray[np.int64]],
+    temperature: float,
+    rng: np.random.Generator,
+    guidance: float | None,
+) -> tuple[NDArray[np.int64], Array]:
+    """As `_draw` on the scores restricted to each row's `permitted` tokens, computing the
+    logits of those tokens only (`NumpyLlama.logits_at`): the same distribution, since
+    softmax over the permitted tokens does not see the rest. With guidance the mix is of raw
+    logits: log-softmax's normaliser is a constant per row and cancels the same way."""
+    counts = np.fromiter(map(len, permitted), dtype=np.intp, count=len(permitted))
+    if not counts.all():
+        raise ValueError("the grammar allowed no token for a row")
+    tokens = np.concatenate(permitted)
+    row_of = np.repeat(np.arange(len(permitted)), counts)
+    starts = np.cumsum(counts) - counts
+    logits = model.logits_at(hidden, row_of, tokens)  # (M, k)
+    scores = logits[0] if guidance is None else _lerp(logits[1], logits[0], guidance)
+    x = scores if temperature == 0 else scores / np.float32(temperature)
+    shifted = x - np.maximum.reduceat(x, starts)[row_of]
+    logprobs = shifted - np.log(np.add.reduceat(np.exp(shifted), starts))[row_of]
+    if temperature == 0:
+        key = x
+    else:
+        key = logprobs - np.log(-np.log(np.clip(rng.random(len(x)), 1e-20, None)))
+    hits = np.flatnonzero(key == np.maximum.reduceat(key, starts)[row_of])
+    first = hits[np.unique(row_of[hits], return_index=True)[1]]  # each row's first best
+    return tokens[first], logprobs[first]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What `decode` wrote, row by row (in the order the rows were given)."""
+
+    #: Token ids, up to and including ``<eos>`` when the row finished.
+    tokens: list[list[int]]
+    #: The log-probability of each token under the distribution it was drawn from.
+    logps: list[list[float]]
+    #: With a grammar and ``keep_allowed``: the token ids the grammar allowed at each position.
+    allowed: list[list[NDArray[np.int64]]] | None
+
+
+def decode(
+    model: NumpyLlama,
+    prompts: Sequence[Sequence[int]],
+    n: int,
+    *,
+    temperature: float,
+    rng: np.random.Generator,
+    max_new_tokens: int,
+    eos_id: int,
+    grammar: Grammar[Any] | None = None,
+    guidance: float | None = None,
+    keep_allowed: bool = False,
+) -> Decoded:
+    """`n` completions of each prompt (token ids), prompt-major, drawn from `rng`.
+
+    The prompts are run once (left-padded when their lengths differ) and each cache row
+    fanned out to `n` rows; a row stops when it writes `eos_id`, and leaves the cache once
+    half of the cache's rows have stopped (each row is computed on its own, so riding
+    along changes no other row). `keep_allowed`
+    records the grammar's allowed tokens per position (GRPO's update scores the same
+    restricted distribution).
+    """
+    longest = max(len(ids) for ids in prompts)
+    pad = np.asarray([longest - len(ids) for ids in prompts], dtype=np.intp)
+    ids = np.zeros((len(prompts), longest), dtype=np.int64)
+    for row, prompt in enumerate(prompts):
+        ids[row, pad[row] :] = prompt
+    cache = model.new_cache(len(prompts), longest + max_new_tokens, pad if pad.any() else None)
+    fan_out = np.repeat(np.arange(len(prompts)), n)
+    hidden = model.hidden(ids, cache)[:, fan_out]  # (members, prompts * n, H)
+    cache = cache.select(fan_out)
+    n = len(fan_out)
+    states: list[Any] = [grammar.initial_state(max_new_tokens)] * n if grammar else []
+    tokens: list[list[int]] = [[] for _ in range(n)]
+    logps: list[list[float]] = [[] for _ in range(n)]
+    allowed: list[list[NDArray[np.int64]]] = [[] for _ in range(n)]
+    active = np.arange(n)  # the rows still writing, in batch order
+    in_cache = np.arange(n)  # the cache row of each of them
+    for _ in range(max_new_tokens):
+        live = hidden if len(in_cache) == hidden.shape[1] else hidden[:, in_cache]
+        if grammar is None:
+            logits = model.head(live)
+            scores = logits[0] if guidance is None else guide(logits[0], logits[1], guidance)
+            picked, picked_logps = _draw(scores, temperature, rng)
+        else:
+            permitted = [grammar.allowed(state) for state in states]
+            picked, picked_logps = _draw_allowed(model, live, permitted, temperature, rng, guidance)
+            if keep_allowed:
+                for row, ids_allowed in zip(active.tolist(), permitted, strict=True):
+                    allowed[row].append(ids_allowed)
+        drawn = picked.tolist()
+        for row, token, logp in zip(active.tolist(), drawn, picked_logps.tolist(), strict=True):
+            tokens[row].append(token)
+            logps[row].append(logp)
+        if grammar is not None:
+            states = [grammar.advance(s, t) for s, t in zip(states, drawn, strict=True)]
+        going = [i for i, token in enumerate(drawn) if token != eos_id]
+        if not going:
+            break
+        keep = np.asarray(going, dtype=np.intp)
+        if len(going) < len(drawn):
+            active, in_cache = active[keep], in_cache[keep]
+            states = [states[i] for i in going] if grammar is not None else states
+            rows = hidden.shape[1]
+            if rows - len(in_cache) >= rows // 2:  # copying the cache costs: finished rows
+                cache = cache.select(in_cache)  # ride along until half of it is done
+                in_cache = np.arange(len(in_cache))
+        feed = np.full((cache.rows, 1), eos_id, dtype=np.int64)  # finished rows: anything
+        feed[in_cache, 0] = picked[keep]
+        hidden = model.hidden(feed, cache)
+    return Decoded(tokens, logps, allowed if grammar is not None and keep_allowed else None)
 
 
 def sample_candidates(
@@ -96,32 +221,15 @@ def sample_candidates(
         raise ValueError("guidance needs a model of two members (policy, reference); else one")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    ids = np.asarray([tokenizer.encode_segment(tokenizer.prompt_segment(prompt, score_bin))])
-    capacity = ids.shape[1] + max_new_tokens
-    cache = model.new_cache(1, capacity)
-    logits = np.repeat(model.forward(ids, cache), n, axis=1)  # (members, n, V)
-    cache = cache.select(np.zeros(n, dtype=np.intp))
-    rng = np.random.default_rng(seed)
-    states: list[Any] = [grammar.initial_state(max_new_tokens)] * n if grammar else []
-    rows: list[list[int]] = [[] for _ in range(n)]
-    active = np.arange(n)  # the rows still writing, in batch order
-    for _ in range(max_new_tokens):
-        scores = logits[0] if guidance is None else guide(logits[0], logits[1], guidance)
-        if grammar is not None:
-            scores = _masked(scores, grammar, states)
-        tokens = _draw(scores, temperature, rng).tolist()
-        for row, token in zip(active.tolist(), tokens, strict=True):
-            rows[row].append(token)
-        if grammar is not None:
-            states = [grammar.advance(s, t) for s, t in zip(states, tokens, strict=True)]
-        going = [i for i, token in enumerate(tokens) if token != tokenizer.eos_id]
-        if not going:
-            break
-        keep = np.asarray(going, dtype=np.intp)
-        if len(going) < len(tokens):
-            active = active[keep]
-            states = [states[i] for i in going] if grammar is not None else states
-            cache = cache.select(keep)
-        feed = np.asarray(tokens, dtype=np.int64)[keep][:, None]
-        logits = model.forward(feed, cache)
-    return [to_sample(tokenizer, prompt, r, negative, seed, catalog) for r in rows]
+    decoded = decode(
+        model,
+        [tokenizer.encode_segment(tokenizer.prompt_segment(prompt, score_bin))],
+        n,
+        temperature=temperature,
+        rng=np.random.default_rng(seed),
+        max_new_tokens=max_new_tokens,
+        eos_id=tokenizer.eos_id,
+        grammar=grammar,
+        guidance=guidance,
+    )
+    return [to_sample(tokenizer, prompt, r, negative, seed, catalog) for r in decoded.tokens]

@@ -8,12 +8,16 @@ log-probability of each token. The update scores the same distribution (logits /
 restricted to the allowed tokens), so its log-probabilities are the sampler's up to float
 rounding (tests/test_grpo.py checks it).
 
-Why not ``model.generate`` with the constraint processor (what ``sample.py`` does): on 2
-CPU cores this loop measured 1.4-1.8x faster for a GRPO batch (32 rows, the default tiny
-policy) because a row that wrote ``<eos>`` leaves the batch and its KV cache at once, and
-sampling is a Gumbel-max over the masked scores instead of ``torch.multinomial``
-(docs/grpo.md). Rows are left-padded; positions count from each row's first real token, as
-``generate`` counts them.
+Two runtimes draw the samples (`runtime`): the numpy Llama (``numpy_llama.py``, the default
+whenever it supports the model; built from the policy's current weights at every call) and
+transformers. Why numpy: a group of the default tiny policy is a few hundred one-token steps,
+and a transformers forward call costs ~6 ms of Python per step whatever the batch, so
+sampling was half of a GRPO step (1.3 of 2.6 s, cProfile); numpy brought it to 0.9 s
+(docs/grpo.md, "Speed"). Both run the prompts at once, left-padded, with positions counted
+from each row's first real token as ``generate`` counts them (numpy runs each prompt once
+and fans it out to its group), drop a row from the batch and its KV cache when it writes
+``<eos>``, and sample by Gumbel-max over the masked scores. For one seed they draw different
+samples (different generators), each deterministic in its seed.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
 from .constraint import Grammar
-from .model import with_cache
+from .model import numpy_copy, with_cache
+from .numpy_llama import NumpyLlama, Runtime, UnsupportedModel
+from .numpy_sampler import decode
 from .tokenizer import PolicyTokenizer
 
 
@@ -61,8 +68,87 @@ def sample_groups(
     temperature: float,
     seed: int,
     grammar: Grammar[Any] | None,
+    runtime: Runtime = "auto",
 ) -> Rollout:
-    """`group_size` samples of each prompt (module docstring); deterministic in `seed`."""
+    """`group_size` samples of each prompt (module docstring); deterministic in `seed` and
+    `runtime`. `runtime` "numpy" raises UnsupportedModel for a model it cannot run."""
+    if runtime != "transformers":
+        try:
+            fast = numpy_copy(model)
+        except UnsupportedModel:
+            if runtime == "numpy":
+                raise
+        else:
+            return _sample_numpy(
+                fast, tokenizer, prompts, group_size, max_new_tokens, temperature, seed, grammar
+            )
+    return _sample_transformers(
+        model, tokenizer, prompts, group_size, max_new_tokens, temperature, seed, grammar
+    )
+
+
+def _sample_numpy(
+    model: NumpyLlama,
+    tokenizer: PolicyTokenizer,
+    prompts: Sequence[str],
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    grammar: Grammar[Any] | None,
+) -> Rollout:
+    segments = [tokenizer.encode_segment(tokenizer.prompt_segment(p)) for p in prompts]
+    decoded = decode(
+        model,
+        segments,
+        group_size,
+        temperature=temperature,
+        rng=np.random.default_rng(seed),
+        max_new_tokens=max_new_tokens,
+        eos_id=tokenizer.eos_id,
+        grammar=grammar,
+        keep_allowed=True,
+    )
+    rows, tokens = len(prompts) * group_size, decoded.tokens
+    width, prompt_width = max(map(len, tokens)), max(map(len, segments))
+    prompt_ids = torch.full((rows, prompt_width), tokenizer.pad_id)  # (B, L) left-padded
+    prompt_mask = torch.zeros((rows, prompt_width), dtype=torch.long)
+    completion = torch.full((rows, width), tokenizer.pad_id)  # (B, T)
+    completion_mask = torch.zeros((rows, width), dtype=torch.long)
+    logps = torch.zeros((rows, width))
+    allowed = torch.zeros((rows, width, model.vocab_size), dtype=torch.bool) if grammar else None
+    for row, written in enumerate(tokens):  # prompt-major
+        ids = segments[row // group_size]
+        prompt_ids[row, prompt_width - len(ids) :] = torch.tensor(ids)
+        prompt_mask[row, prompt_width - len(ids) :] = 1
+        completion[row, : len(written)] = torch.tensor(written)
+        completion_mask[row, : len(written)] = 1
+        logps[row, : len(written)] = torch.tensor(decoded.logps[row])
+        if allowed is not None and decoded.allowed is not None:
+            for position, permitted in enumerate(decoded.allowed[row]):
+                allowed[row, position, torch.from_numpy(permitted)] = True
+    return Rollout(
+        prompts=[prompt for prompt in prompts for _ in range(group_size)],
+        input_ids=torch.cat([prompt_ids, completion], dim=1),
+        attention_mask=torch.cat([prompt_mask, torch.ones_like(completion)], dim=1),
+        completion_mask=completion_mask,
+        allowed=allowed,
+        logps=logps,
+        texts=[tokenizer.decode_workflow(ids) for ids in tokens],
+        finished=[t[-1] == tokenizer.eos_id for t in tokens],
+    )
+
+
+def _sample_transformers(
+    model: PreTrainedModel,
+    tokenizer: PolicyTokenizer,
+    prompts: Sequence[str],
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    grammar: Grammar[Any] | None,
+) -> Rollout:
     rows = [prompt for prompt in prompts for _ in range(group_size)]
     segments = [tokenizer.prompt_segment(prompt) for prompt in rows]
     batch = tokenizer.hf(segments, add_special_tokens=False, padding=True, return_tensors="pt")
