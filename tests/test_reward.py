@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from reward_helpers import CATALOG, FakeEncoder, design_texts, tiny_hf_backbone, triplets
+from threadpoolctl import threadpool_info
 
 from flowforge.policy.design import RewardScorer
 from flowforge.reward.backbone import MiniLMBackbone
@@ -24,6 +25,7 @@ from flowforge.reward.config import RewardConfig, RewardConfigError, parse_score
 from flowforge.reward.ensemble import RewardEnsemble, load_ensemble
 from flowforge.reward.evaluate import RewardEvalError, build_units, evaluate_triplets, split_of
 from flowforge.reward.features import fit_vocab, read_design, workflow_tokens
+from flowforge.reward.model import cpu_threads
 from flowforge.reward.store import RewardModelError, design_id
 from flowforge.reward.train import (
     RewardTrainError,
@@ -408,3 +410,17 @@ def test_eval_on_sim_data_uses_the_noise_free_quality(trained: TrainResult) -> N
     assert sorted(units.actual.tolist()) == pytest.approx(sorted(expected))
     with pytest.raises(RewardEvalError, match="sim"):
         build_units(trained.ensemble, triplets(prompts=2, per_prompt=3), "true_quality")
+
+
+def _blas_threads() -> list[int]:
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_cpu_threads_sets_torch_and_numpy_blas_threads_and_restores_both() -> None:
+    """Every stage runs inside it; the numpy Llama's BLAS threads must obey it too (a
+    spinning OpenBLAS worker made sampling 2.6x slower beside another stage)."""
+    torch_before, blas_before = torch.get_num_threads(), _blas_threads()
+    assert blas_before, "numpy's BLAS is not visible to threadpoolctl"
+    with cpu_threads(1):
+        assert torch.get_num_threads() == 1 and set(_blas_threads()) == {1}
+    assert torch.get_num_threads() == torch_before and _blas_threads() == blas_before

@@ -72,8 +72,8 @@ def worker_pool(
 ) -> Iterator[ProcessPoolExecutor]:
     """A pool of `workers` spawned processes, all started before it is handed out.
 
-    Each worker watches this process (`watch_parent`), runs torch on `threads` intra-op
-    threads and then calls ``initializer(*initargs)``. The workers are started here, on
+    Each worker watches this process (`watch_parent`), runs torch and numpy's BLAS on
+    `threads` threads and then calls ``initializer(*initargs)``. The workers are started here, on
     this thread, with SIGINT ignored (`sigint_ignored`), so Ctrl-C reaches the caller only,
     however late a task is submitted (a pool starts its workers on submit, maybe from
     another thread). Leaving the block waits for running tasks and cancels queued ones; an
@@ -109,10 +109,12 @@ def _start_worker(
     initargs: tuple[Any, ...],
 ) -> None:
     import torch  # here, not at the top: the runner's CLI imports this module early
+    from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # also in a worker a late submit started
     watch_parent(parent)
     torch.set_num_threads(threads)
+    threadpool_limits(limits=threads, user_api="blas")  # numpy's too (reward.model.cpu_threads)
     if initializer is not None:
         initializer(*initargs)
 

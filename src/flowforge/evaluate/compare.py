@@ -29,7 +29,7 @@ from ..data.prompts import Prompt, fixed_sample, load_prompts
 from ..judge.loader import LoadedJudge
 from ..reward.config import RewardConfig
 from ..reward.ensemble import RewardEnsemble, load_ensemble
-from ..reward.model import torch_threads
+from ..reward.model import cpu_threads
 from ..reward.target import TrainingScore, fit_training_score
 from ..workflow.library import load_workflow_dir
 from ..workflow.schema import Catalog
@@ -102,7 +102,7 @@ def evaluate(
         config, sources.catalog, prompts, designs, renders, session, sources.ensemble, {}
     )
     threads = config.threads or torch.get_num_threads()
-    with torch_threads(threads):
+    with cpu_threads(threads):
         say("building the methods (choosing the guidance weight on train prompts)")
         methods, not_run = build_methods(sources)
         choices = [

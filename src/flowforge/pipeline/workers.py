@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from ..reward.model import torch_threads
+from ..reward.model import cpu_threads
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from .config import RunConfig
 from .layout import STAGES_DIR
@@ -57,7 +57,7 @@ def execute(stage: Stage, ctx: StageContext) -> Timed:
     with its name (`labelled`); its result and times."""
     here = replace(ctx, say=labelled(stage.name, ctx.say))
     start, cpu = time.perf_counter(), time.process_time()
-    with torch_threads(ctx.config.threads or torch.get_num_threads()):
+    with cpu_threads(ctx.config.threads or torch.get_num_threads()):
         result = stage.run(here)
     return result, time.perf_counter() - start, time.process_time() - cpu
 

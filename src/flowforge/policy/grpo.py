@@ -54,7 +54,7 @@ from transformers import PreTrainedModel
 
 from flowforge.data.prompts import load_prompts
 from flowforge.reward.ensemble import RewardPrediction, load_ensemble
-from flowforge.reward.model import torch_threads
+from flowforge.reward.model import cpu_threads
 from flowforge.workflow.anatomy import AnatomyError, read_anatomy
 from flowforge.workflow.graph import GraphError, Workflow
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
@@ -594,7 +594,7 @@ def _update(
 def _settings(threads: int | None) -> Iterator[None]:
     """torch's thread count for the run and no progress bars from saving checkpoints,
     restoring the caller's settings afterwards."""
-    with torch_threads(threads or torch.get_num_threads()), no_progress_bars():
+    with cpu_threads(threads or torch.get_num_threads()), no_progress_bars():
         yield
 
 

@@ -1,23 +1,28 @@
-"""Sampling candidates of one design request with the numpy Llama (no torch, no transformers).
+"""Sampling policies with the numpy Llama (no torch, no transformers).
 
 The same decoding as ``sample.py`` + ``guidance.py`` + ``constraint.py``, for `n` completions
-of one prompt (`decode`): a design request's candidates (`sample_candidates`), and one group
-of GRPO's rollout (``rollout.py``, which also keeps each token's log-probability and the
-grammar's allowed tokens). Per step, on the raw next-token logits:
+of each of some prompts (`decode`): a design request's candidates (`sample_candidates`), the
+evaluation's batches (``evaluate.designers.PolicyDesigner``) and GRPO's groups
+(``rollout.py``, which also keeps each token's log-probability and the grammar's allowed
+tokens). Per step, on the raw next-token logits:
 
 1. guidance, if a reference is given: ``ref + w * (policy - ref)`` over each model's
    log-softmax, exact at w = 0 and w = 1 (the lerp of ``torch.lerp``), a token either model
    rules out staying impossible;
-2. the schema constraint, if a grammar is given: every token the row's grammar state does
-   not allow set to -inf (the grammar's budget is `max_new_tokens`, so every row finishes);
-3. temperature, then ancestral sampling (Gumbel-max with a numpy generator seeded by `seed`;
-   temperature 0 is greedy). No top-k or top-p, as in ``sample.py``.
+2. the schema constraint, if a grammar is given: only the tokens the row's grammar state
+   allows can be drawn (the grammar's budget is `max_new_tokens`, so every row finishes);
+3. temperature, then ancestral sampling (Gumbel-max with a numpy generator; temperature 0 is
+   greedy). No top-k or top-p, as in ``sample.py``.
 
-All rows share the prompt, so the prompt is run once and its cache fanned out to `n` rows,
-and rows leave the batch when they write ``<eos>``. With guidance, `model` holds the policy
-and the reference as its two members (``NumpyLlama.stack``): one forward pass gives both.
-The draws are reproducible for a seed, but not the same draws as the transformers sampler's
-for that seed (another generator).
+Under a grammar only the allowed tokens' logits are computed (`_draw_allowed`): the grammar
+leaves one token at most positions, and the softmax over the allowed tokens is the same
+distribution (with guidance, log-softmax's normaliser is a constant per row that cancels).
+
+Each prompt is run once and its cache fanned out to its `n` rows; prompts of different
+lengths are left-padded; finished rows leave the batch. With guidance, `model` holds the
+policy and the reference as its two members (``NumpyLlama.stack``): one forward pass gives
+both. The draws are reproducible for a seed, but not the same draws as the transformers
+sampler's for that seed (another generator).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from ..workflow.schema import Catalog, default_catalog
 from .backbone import Backbone, Design, HFBackbone, MiniLMBackbone, TextEncoder
 from .config import RewardConfig
 from .metrics import member_stats, penalized_reward
-from .model import torch_threads
+from .model import cpu_threads
 from .store import SavedModel, TrainingSet, load_state, read_model
 from .target import TrainingScore
 
@@ -148,7 +148,7 @@ class RewardEnsemble:
     def member_scores(self, prompts: Sequence[str], designs: Sequence[Design]) -> Floats:
         """(N, K) predictions of every member for valid designs (one batch)."""
         tensors = self.backbone.tensors(prompts, designs)
-        with torch.inference_mode(), torch_threads(self.config.threads):
+        with torch.inference_mode(), cpu_threads(self.config.threads):
             columns = [member(**tensors) for member in self.members]
         return torch.stack(columns, dim=1).double().numpy()
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 
@@ -80,11 +81,18 @@ class HFMemberNet(nn.Module):
 
 
 @contextmanager
-def torch_threads(threads: int) -> Iterator[None]:
-    """Run with `threads` intra-op threads, restoring the caller's setting afterwards."""
+def cpu_threads(threads: int) -> Iterator[None]:
+    """Run with `threads` intra-op threads in torch and in numpy's BLAS, restoring the
+    caller's settings afterwards.
+
+    numpy's too because the numpy Llama samples the policies (GRPO, the evaluation, the
+    refine rounds): OpenBLAS starts a worker per core, and beside another stage process on
+    this 2-core machine that worker spun on the busy core (39% of a core in GRPO's stage
+    process) as torch's OpenMP threads did (docs/evaluation.md, "Threads")."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        yield
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
     finally:
         torch.set_num_threads(before)

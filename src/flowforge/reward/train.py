@@ -46,7 +46,7 @@ from .backbone import Backbone, Design, HFBackbone, MiniLMBackbone, TextEncoder
 from .config import RewardConfig
 from .ensemble import RewardEnsemble
 from .features import fit_vocab, read_design, workflow_tokens
-from .model import HFMemberNet, torch_threads
+from .model import HFMemberNet, cpu_threads
 from .store import (
     CONFIG_FILE,
     FORMAT,
@@ -268,7 +268,7 @@ def _train_members(
     if processes > 1 and config.members > 1:
         return _train_members_at_once(backbone, jobs, config, on_progress, processes)
     members, losses = [], []
-    with torch_threads(config.threads):
+    with cpu_threads(config.threads):
         for k, (prompts, chosen, y) in enumerate(jobs):
             member, member_losses = fit_member(
                 backbone,

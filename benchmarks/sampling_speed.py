@@ -1,8 +1,9 @@
-"""How long a GRPO step takes, and its sampling with each runtime, on a finished run's inputs.
+"""How long GRPO's steps and the evaluation's designing take, with each sampling runtime.
 
 Usage::
 
-    python benchmarks/grpo_step_speed.py --run RUN [--steps 12] [--before OLD/grpo/log.jsonl]
+    python benchmarks/sampling_speed.py --run RUN [--steps 12] [--before OLD/grpo/log.jsonl]
+        [--prompts 300]
 
 ``RUN`` is a ``flowforge run`` directory (its ``sft/`` and ``reward/`` are read, nothing in it
 is written). The script measures, with one torch thread:
@@ -11,7 +12,10 @@ is written). The script measures, with one torch thread:
    GRPO's temperature and grammar) from the SFT policy with the numpy runtime and with
    transformers, the same prompts for both, for each of the first ``--steps`` steps;
 2. ``--steps`` whole GRPO steps (``train_grpo`` with the run's GRPO settings into a temporary
-   directory): ``step_seconds`` from its log, so sampling, rewards and the update.
+   directory): ``step_seconds`` from its log, so sampling, rewards and the update;
+3. designing ``--prompts`` held-out prompts as the evaluation does (``PolicyDesigner``, one
+   design per prompt at temperature 0.7, constrained, batches of 64) with the run's GRPO
+   policy, unguided and guided (w = 2, the SFT policy as reference), with each runtime.
 
 ``--before`` prints the same steps' ``step_seconds`` of an older run's ``log.jsonl`` beside
 them (the same settings and seeds under an earlier version of the code), then the machine,
@@ -36,6 +40,7 @@ import torch
 from machine import command_line, describe_machine
 
 from flowforge.data.prompts import load_prompts
+from flowforge.evaluate.designers import PolicyDesigner, SamplingSettings, load_for_design
 from flowforge.policy.grammar import TextFormGrammar
 from flowforge.policy.grpo import GRPORunConfig, step_prompts, step_seed, train_grpo
 from flowforge.policy.model import load_policy
@@ -72,6 +77,27 @@ def _sampling(config: GRPORunConfig, steps: int) -> dict[str, list[float]]:
     return seconds
 
 
+def _designing(run: Path, config: GRPORunConfig, prompts: int) -> dict[str, float]:
+    grpo, sft = load_for_design(run / "grpo"), load_for_design(Path(config.sft_dir))
+    record = json.loads((Path(config.sft_dir) / "flowforge_run.json").read_text(encoding="utf-8"))
+    catalog = load_catalog(record.get("config", {}).get("object_info"))
+    texts = [p.text for p in load_prompts("heldout")[:prompts]]
+    settings = SamplingSettings(temperature=0.7, constrained=True, max_new_tokens=384,
+                                batch_size=64, negative="")  # fmt: skip
+    seconds = {}
+    for runtime in ("numpy", "transformers"):
+        for weight in (None, 2.0):
+            designer = PolicyDesigner(grpo, catalog, settings, runtime=runtime,
+                                      reference=None if weight is None else sft.model,
+                                      weight=weight)  # fmt: skip
+            start = time.perf_counter()
+            designer.design(texts, list(range(len(texts))))
+            seconds[f"{runtime}, {'unguided' if weight is None else 'w = 2'}"] = (
+                time.perf_counter() - start
+            )
+    return seconds
+
+
 def _summary(values: list[float]) -> str:
     return f"mean {statistics.mean(values):.2f} s, median {statistics.median(values):.2f} s"
 
@@ -81,6 +107,7 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a flowforge run directory")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--before", type=Path, help="an older run's grpo/log.jsonl to compare")
+    parser.add_argument("--prompts", type=int, default=300, help="held-out prompts to design")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,6 +124,9 @@ def main() -> None:
         lines = args.before.read_text(encoding="utf-8").splitlines()[: args.steps]
         before = [json.loads(line)["step_seconds"] for line in lines]
         print(f"  whole step in {args.before}: {_summary(before)}")
+    print(f"designing {args.prompts} held-out prompts with {args.run / 'grpo'}:")
+    for name, seconds in _designing(args.run, config, args.prompts).items():
+        print(f"  {name}: {seconds:.1f} s")
     print(f"machine: {describe_machine()}; load average {os.getloadavg()[0]:.2f}")
     print(f"command: {command_line()}")
 
