@@ -79,6 +79,17 @@ def diamond() -> list[Stage]:
     ]
 
 
+def branches() -> list[Stage]:
+    """a; c and b after a (in that order); d after b. With a and b done before, a resumed
+    run skips b after starting c: d must then start beside c, not after it."""
+    return [
+        Stage("a", ("library",), (), False, run_a),
+        Stage("c", ("reward",), ("a",), False, run_c),
+        Stage("b", ("collect",), ("a",), True, run_b),
+        Stage("d", ("sft",), ("b",), False, run_d),
+    ]
+
+
 def write_plan(run: Path, plan: dict[str, Any]) -> None:
     run.mkdir(parents=True, exist_ok=True)
     (run / "plan.json").write_text(json.dumps(plan))

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from pipeline_fakes import diamond, write_plan
+from pipeline_fakes import branches, diamond, write_plan
 
 from flowforge.pipeline.config import quick_config
 from flowforge.pipeline.runner import read_marker, run_pipeline
@@ -56,6 +57,22 @@ def test_independent_stages_run_at_once_each_in_a_process_of_its_own(tmp_path: P
     assert done.index("d") > max(done.index("b"), done.index("c"))
     again = run_pipeline(CONFIG, tmp_path, stages=diamond())
     assert [o.status for o in again.stages] == ["skipped"] * 4
+
+
+def test_a_stage_a_skipped_stage_made_ready_starts_beside_one_already_running(
+    tmp_path: Path,
+) -> None:
+    """Resuming a run: c starts, then b is found done and skipped, which makes d ready. d
+    must start at once (c waits to meet it), not when c ends: the default run, resumed
+    after SFT, ran GRPO only after ComfyGen-FT had finished."""
+    write_plan(tmp_path, {"c": {"wait_for": "d"}, "d": {"wait_for": "c"}})
+    first = run_pipeline(CONFIG, tmp_path, stages=branches())
+    assert [o.status for o in first.stages] == ["ran"] * 4
+    for name in ("c", "d"):  # c and d to be redone; a and b stay done
+        (tmp_path / "stages" / f"{name}.json").unlink()
+        shutil.rmtree(tmp_path / name)  # no "started" left from the first run
+    again = run_pipeline(CONFIG, tmp_path, stages=branches())
+    assert [o.status for o in again.stages] == ["skipped", "ran", "skipped", "ran"]
 
 
 def test_a_failing_stage_stops_the_one_beside_it_and_the_run_resumes(tmp_path: Path) -> None:

@@ -169,19 +169,23 @@ def _run_concurrently(ctx: StageContext, stages: Sequence[Stage], jobs: int) -> 
     running: dict[str, tuple[_Started, StageProcess]] = {}
     try:
         while waiting or running:
-            for stage in _ready(waiting, fingerprints, ctx.config, jobs - len(running)):
-                waiting.remove(stage)
-                started = _start(ctx, stage, fingerprints)
-                if isinstance(started, _Skipped):
-                    outcomes[stage.name] = started.outcome
-                    fingerprints[stage.name] = started.fingerprint
-                else:
-                    running[stage.name] = (started, StageProcess(stage, ctx.run, ctx.config))
+            skipped = True
+            while skipped:  # a skipped stage can make others ready: look again before waiting
+                skipped = False
+                for stage in _ready(waiting, fingerprints, ctx.config, jobs - len(running)):
+                    waiting.remove(stage)
+                    started = _start(ctx, stage, fingerprints)
+                    if isinstance(started, _Skipped):
+                        outcomes[stage.name] = started.outcome
+                        fingerprints[stage.name] = started.fingerprint
+                        skipped = True
+                    else:
+                        running[stage.name] = (started, StageProcess(stage, ctx.run, ctx.config))
             if not running:
-                if waiting and not _ready(waiting, fingerprints, ctx.config, 1):
+                if waiting:
                     names = ", ".join(stage.name for stage in waiting)
                     raise RunError(f"stages {names} read stages that are not in this run")
-                continue  # skipped stages made others ready
+                continue
             _wait_for_one(ctx, running, fingerprints, outcomes)
     except BaseException:
         for _, process in running.values():
