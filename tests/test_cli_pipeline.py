@@ -160,14 +160,32 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     assert summary["judge_calls"] == 600 + others + choice["judge_calls"]
     assert (last / "reward" / "config.json").is_file()
     assert (kept / "model.safetensors").is_file()
+    # the last round's GRPO started from an SFT paired by that round's ensemble (refit_sft);
+    # the first round's from the run's SFT
+    repaired = last / "sft"
+    assert summary["sft"] == "sft" and (repaired / "model.safetensors").is_file()
+    sft_record = json.loads((repaired / "flowforge_run.json").read_text())["config"]
+    assert sft_record["pairing"] == "ensemble"
+    assert sft_record["reward_dir"] == str(last / "reward")
+    assert sft_record["pairs"] == quick_config().sft.pairs
+    starts = [r["config"]["sft_dir"] for r in records[1:]]
+    assert starts == [str(run / "sft")] * 2 + [str(repaired)] * 2
+    assert "GRPO again from the re-paired SFT" in result.stderr
     report = json.loads((run / "evaluate" / "report.json").read_text())
     assert report["inputs"]["grpo"] == str(kept)
     assert report["inputs"]["grpo_data_calls"] == summary["judge_calls"]
+    assert report["inputs"]["sft"] == str(run / "sft")
+    assert report["inputs"]["start"] == str(repaired)
     design = run_design(run)  # what `flowforge design --run RUN` uses
     assert design.policy == kept and design.reward == last / "reward"
+    assert design.reference in (None, repaired)  # guidance extrapolates from GRPO's start
     calls = {m["name"]: m["data_calls"] for m in report["methods"]}
-    assert calls["grpo"] == calls["best_fixed"] + 600 + sum(audits.values()) + choice["judge_calls"]
-    assert calls["sft"] == 0
+    grpo_calls = calls["best_fixed"] + 600 + sum(audits.values()) + choice["judge_calls"]
+    assert calls["grpo"] == grpo_calls
+    assert calls["sft"] == 0  # the run's SFT, random pairs: it learned from no judgement
+    assert calls["grpo_start"] == grpo_calls - audits[kept]  # the rounds' ensemble chose its pairs
+    sweep = {point["w"]: point["method"] for point in report["guidance_sweep"]}
+    assert sweep[0.0] == "grpo_start"
 
 
 def test_a_refine_grpo_run_that_fails_in_its_process_is_an_error_naming_it(

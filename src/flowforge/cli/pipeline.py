@@ -176,6 +176,14 @@ def evaluate_command(
         Path | None, typer.Option("--comfygen-ft", help="ComfyGen-FT policy.")
     ] = None,
     grpo: Annotated[Path | None, typer.Option("--grpo", help="GRPO policy.")] = None,
+    start: Annotated[
+        Path | None,
+        typer.Option(
+            "--start",
+            help="The policy GRPO started from, when not --sft (a refine run's re-paired "
+            "SFT): guidance's w = 0. --run RUN finds it.",
+        ),
+    ] = None,
     judge: JudgeOption = "sim",
     judge_opt: JudgeOptOption = None,
     prompts: Annotated[
@@ -206,7 +214,7 @@ def evaluate_command(
         config = load_eval_config(config_file)
         if prompts is not None:
             config = replace(config, prompts=prompts)
-        inputs = _eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo)
+        inputs = _eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo, start)
         loaded = load_judge(judge, parse_judge_options(judge_opt or []))
     with _interruptible("an evaluation starts over: run the same command again"), user_errors():
         report = evaluate(
@@ -224,6 +232,7 @@ def _eval_inputs(
     sft: Path | None,
     comfygen_ft: Path | None,
     grpo: Path | None,
+    start: Path | None = None,
 ) -> EvalInputs:
     """`EvalInputs` from a run directory, each flag overriding its part. A path given as a
     flag must exist; a part of the run that is missing (a stage not run) is left out."""
@@ -231,14 +240,14 @@ def _eval_inputs(
     from ..pipeline.stages import run_inputs
 
     given = {"--library": library, "--data": data, "--reward": reward, "--sft": sft}
-    given |= {"--comfygen-ft": comfygen_ft, "--grpo": grpo}
+    given |= {"--comfygen-ft": comfygen_ft, "--grpo": grpo, "--start": start}
     missing = [f"{flag} {path}" for flag, path in given.items() if path and not path.exists()]
     if missing:
         fail(f"not found: {', '.join(missing)}")
     if run is None:
         if library is None or data is None:
             fail("give --run RUN, or at least --library and --data")
-        return EvalInputs(library, data, reward, sft, comfygen_ft, grpo)
+        return EvalInputs(library, data, reward, sft, comfygen_ft, grpo, start=start)
     base = run_inputs(run)
     if not base.library.is_dir() or not base.triplets.is_dir():
         fail(f"--run {run}: no library and triplets in it; is it a `flowforge run` directory?")
@@ -256,6 +265,8 @@ def _eval_inputs(
         grpo=policy,
         # the refine rounds' judgements shaped the run's own GRPO policy, not another one
         grpo_data_calls=base.grpo_data_calls if policy == base.grpo else 0,
+        # and it started from the run's re-paired SFT; another GRPO policy did not
+        start=start or (base.start if policy == base.grpo else None),
     )
 
 

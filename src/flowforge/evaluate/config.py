@@ -135,7 +135,7 @@ class EvalInputs:
     triplets: Path
     #: The reward ensemble (best-of-N, predicted-vs-judged gap, the training score).
     reward: Path | None = None
-    #: The SFT policy (also the reference of guidance).
+    #: The SFT policy (also the reference of guidance unless `start` is given).
     sft: Path | None = None
     #: The ComfyGen-FT (score-conditioned SFT) policy.
     comfygen_ft: Path | None = None
@@ -144,6 +144,9 @@ class EvalInputs:
     #: Judgements GRPO learned from beyond the triplets (a refine round's: the refitted
     #: ensemble saw them), charged to every GRPO method's data calls.
     grpo_data_calls: int = 0
+    #: The policy GRPO started from when it is not `sft` (a refine run's re-paired SFT):
+    #: guidance's reference (w = 0), and a method of its own.
+    start: Path | None = None
 
     def to_json(self) -> dict[str, str | int | None]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}

@@ -46,6 +46,8 @@ from .judging import JudgeSession
 
 #: The baselines every method's win rate is reported against (issue 6: methods 1-5).
 BASELINES = ("default", "best_fixed", "retrieval", "comfygen_ft", "sft")
+#: The policy GRPO started from when that is not the SFT baseline (`EvalInputs.start`).
+START, START_LABEL = "grpo_start", "SFT re-paired by the refitted ensemble (GRPO's start)"
 #: Train prompts the ensemble's fixed choice averages over (library x this many predictions).
 ENSEMBLE_FIXED_PROMPTS = 200
 
@@ -178,10 +180,12 @@ def _policy_methods(
     for name, label, path, calls in (
         ("comfygen_ft", "ComfyGen-FT (score-conditioned SFT)", inputs.comfygen_ft, n),
         ("sft", "SFT", inputs.sft, n if inputs.sft and ensemble_paired(inputs.sft) else 0),
+        (START, START_LABEL, inputs.start, n + inputs.grpo_data_calls),  # no GRPO audit
         ("grpo", "GRPO", inputs.grpo, g),
     ):
         if path is None:
-            not_run[name] = f"no {name} policy given"
+            if name != START:  # only a run whose GRPO did not start from `sft` has one
+                not_run[name] = f"no {name} policy given"
             continue
         policies[name] = designer(path)
         methods.append(Method(name, label, policies[name], calls))
@@ -252,7 +256,7 @@ def _guided(
     not_run: dict[str, str],
     data_calls: int,
 ) -> list[Method]:
-    grpo, sft = policies.get("grpo"), policies.get("sft")
+    grpo, sft = policies.get("grpo"), policies.get(START, policies.get("sft"))
     if grpo is None or sft is None:
         for weight in src.config.guidance_weights:
             not_run[guidance_name(weight)] = "guidance needs both the GRPO and the SFT policy"

@@ -58,7 +58,7 @@ def plot_guidance(path: Path, sweep: list[dict[str, Any]]) -> Path:
     w = [p["w"] for p in sweep]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(w, [p["heldout"] for p in sweep], "o-", label="held-out score")
-    left.set_xlabel("guidance weight w (0: SFT, 1: GRPO)")
+    left.set_xlabel("guidance weight w (0: GRPO's start, 1: GRPO)")
     left.set_ylabel("judged held-out score")
     right.plot(w, [p["train"] for p in sweep], "o-", label="judged training score")
     predicted = [p["predicted"] for p in sweep]

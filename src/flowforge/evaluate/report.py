@@ -23,7 +23,7 @@ from ..judge.sim.judge import SimJudge
 from ..reward.target import TrainingScore
 from .config import EvalConfig, EvalError, EvalInputs
 from .designers import WeightChoice
-from .methods import BASELINES, guidance_name
+from .methods import BASELINES, START, guidance_name
 from .summary import (
     LibraryIndex,
     MethodRun,
@@ -122,9 +122,11 @@ def _check_scorer(runs: Sequence[MethodRun], name: str) -> None:
 def guidance_sweep(
     summaries: Sequence[MethodSummary], weights: Sequence[float]
 ) -> list[dict[str, Any]]:
-    """SFT (w=0), GRPO (w=1, unguided) and every guided w that ran, by w."""
+    """GRPO's start (w=0: the SFT policy, or the re-paired SFT of a refine run), GRPO (w=1,
+    unguided) and every guided w that ran, by w."""
     by_name = {s.name: s for s in summaries}
-    points = [(0.0, "sft"), (1.0, "grpo"), *((w, guidance_name(w)) for w in weights)]
+    start = START if START in by_name else "sft"
+    points = [(0.0, start), (1.0, "grpo"), *((w, guidance_name(w)) for w in weights)]
     sweep = [
         {
             "w": w,
@@ -278,7 +280,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         f"# flowforge evaluation\n{note}\n{setup}\n## Results\n\n{results_table(data)}\n"
         "Definitions of every column: docs/evaluation.md.\n\n"
         f"## Win rate on the held-out scorer, per prompt\n\n{_win_table(data)}\n"
-        f"## Guidance sweep (w=0: SFT, w=1: GRPO)\n\n{_sweep_table(data)}{_choice(data)}\n"
+        f"## Guidance sweep (w=0: GRPO's start, w=1: GRPO)\n\n{_sweep_table(data)}{_choice(data)}\n"
         f"## Failures\n\n{_errors(data)}\n"
         f"## Not run\n\n{not_run or 'Every method ran.'}\n\n"
         f"## Plots\n\n{plots or 'none'}\n"

@@ -70,8 +70,9 @@ class CollectStageConfig:
 @dataclass(frozen=True)
 class RefineStageConfig:
     """Active-learning rounds after GRPO (`pipeline.refine`, docs/evaluation.md): judge the
-    policies' own designs, refit the ensemble, GRPO again from SFT with two seeds at once;
-    after the last round the judge keeps the better of the two. On by default, two rounds:
+    policies' own designs, refit the ensemble, GRPO again from SFT with two seeds at once (in
+    the last round from an SFT re-paired by the refitted ensemble, `refit_sft`); after the
+    last round the judge keeps the better of the two. On by default, two rounds:
     with one seed per round they took GRPO seeds 0-2 on sim world 0 from 0.479 / 0.305 /
     0.030 held-out to 0.504 / 0.377 / 0.509 (the collapses gone); with two seeds and the
     judge's choice, 0.508 on world 0 and 0.500 on world 1 (best-of-8 0.514 / 0.516; was 0.504
@@ -104,6 +105,17 @@ class RefineStageConfig:
     choose_prompts: int = 200
     #: Sampling temperature of the designs the choice judges: `flowforge design`'s.
     choose_temperature: float = 0.7
+    #: Train SFT again after the last round's refit, each train prompt paired with library
+    #: workflows the refitted ensemble prefers for it (the `sft` section's pairs, training
+    #: settings and `pairing_temperature`), and start the last round's GRPO from it (its
+    #: KL tether, and guidance's w = 0). Why: the refitted ensemble's own per-prompt pick
+    #: from the library beats the best fixed workflow on 71% of held-out prompts on both
+    #: sim worlds, but GRPO from the random-paired SFT hardly reads its prompt; from the
+    #: re-paired SFT it reached 0.557 / 0.511 held-out (73% / 49% against the best fixed
+    #: workflow) where it reached 0.503 / 0.497 (59% / 49%) (docs/evaluation.md, "What was
+    #: tried"). Costs one SFT run (~7 minutes by default). The first ensemble was too wrong
+    #: for this (`sft.pairing = "ensemble"`: GRPO 0.203 on world 1).
+    refit_sft: bool = True
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:

@@ -68,6 +68,16 @@ def final_policy(run: Path) -> Path:
     return refined(run) / (GRPO_DIR if summary is None else str(summary.get("policy", GRPO_DIR)))
 
 
+def grpo_start(run: Path) -> Path:
+    """The policy the run's final GRPO started from, its KL tether and guidance's w = 0: the
+    last refine round's re-paired SFT (``sft`` of refine.json, `RefineStageConfig.refit_sft`),
+    else the run's SFT."""
+    summary = refine_summary(run)
+    if summary is not None and summary.get("sft"):
+        return refined(run) / str(summary["sft"])
+    return run / SFT_DIR
+
+
 def run_design(run: Path) -> RunDesign:
     """The design setup of a finished run; ValueError naming what is missing."""
     base = refined(run)
@@ -79,7 +89,7 @@ def run_design(run: Path) -> RunDesign:
     if report.is_file():
         choice = json.loads(report.read_text(encoding="utf-8")).get("guidance_choice")
         weight = float(choice["weight"]) if choice else None
-    reference = run / SFT_DIR if weight is not None and weight != 1.0 else None
+    reference = grpo_start(run) if weight is not None and weight != 1.0 else None
     reward = base / REWARD_DIR
     return RunDesign(
         policy,

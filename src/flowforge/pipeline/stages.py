@@ -41,6 +41,7 @@ from .layout import (
     REWARD_DIR,
     SFT_DIR,
     final_policy,
+    grpo_start,
     refine_summary,
     refined,
 )
@@ -254,6 +255,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         sft=ctx.path(SFT_DIR),
         grpo=ctx.path(GRPO_DIR),
         library=ctx.path(LIBRARY, WORKFLOWS),
+        object_info=ctx.path(LIBRARY, OBJECT_INFO),
         out=ctx.path(REFINE),
     )
     return refine(
@@ -267,6 +269,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.say,
         AuditJudge(ctx.judge_source, c.collect.negative),  # used only with audits on
         processes=c.jobs,
+        sft=c.sft,
     )
 
 
@@ -282,6 +285,7 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
         triplets=run / COLLECT,
         reward=base / REWARD_DIR,
         sft=run / SFT_DIR,
+        start=None if grpo_start(run) == run / SFT_DIR else grpo_start(run),
         comfygen_ft=run / COMFYGEN_FT if comfygen_ft else None,
         grpo=final_policy(run),
         grpo_data_calls=extra,
