@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate.config import EvalConfig
-from ..policy.config import TrainSettings, pairing_problem
+from ..policy.config import SFTRunConfig, TrainSettings, pairing_problem
 from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
@@ -149,6 +149,28 @@ class SFTStageConfig:
         problem = pairing_problem(self.pairing, self.pairing_temperature)
         if problem is not None:
             raise RunConfigError(f"sft.{problem}")
+
+    def run_config(
+        self,
+        out_dir: Path,
+        library: Path,
+        object_info: Path,
+        reward_dir: Path,
+        pairing: str | None = None,
+    ) -> SFTRunConfig:
+        """This section as an SFT run into `out_dir` on the run's library; `pairing` overrides
+        the section's (the refine rounds' re-paired SFT asks for "ensemble" on their own
+        ensemble in `reward_dir`)."""
+        return SFTRunConfig(
+            out_dir=str(out_dir),
+            pairs=self.pairs,
+            library_dir=str(library),
+            object_info=str(object_info),
+            train=self.train,
+            pairing=pairing or self.pairing,
+            reward_dir=str(reward_dir),
+            pairing_temperature=self.pairing_temperature,
+        )
 
 
 def _comfygen_ft_train() -> TrainSettings:

@@ -55,7 +55,6 @@ from ..files import write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import Auditor, JudgeAuditor
-from ..policy.config import SFTRunConfig
 from ..policy.grpo import GRPORunConfig, train_grpo
 from ..policy.sft import run_sft
 from ..reward.config import RewardConfig
@@ -107,13 +106,13 @@ def refine(
     config: RefineStageConfig,
     reward: RewardConfig,
     grpo: GRPORunConfig,
+    sft: SFTStageConfig,
     judge: LoadedJudge,
     catalog: Catalog,
     negative: str,
     say: Callable[[str], None] = print,
     audits: AuditJudge | None = None,
     processes: int = 1,
-    sft: SFTStageConfig | None = None,
 ) -> dict[str, Any]:
     """`config.rounds` rounds of judge, refit, GRPO again (resuming whatever a killed run
     finished); the summary. Round k judges the policies of round k-1 (the run's GRPO for the
@@ -123,11 +122,9 @@ def refine(
     when ``grpo.audit_every > 0``; `processes` is how many processes sample designs (the
     run's `jobs`; the results do not depend on it). With `config.refit_sft` the last round's
     GRPO starts from an SFT re-paired by that round's ensemble (`refit_sft`), trained with
-    the run's `sft` settings (needed then)."""
+    the run's `sft` settings."""
     if grpo.audit_every > 0 and audits is None:
         raise ValueError("the rounds' GRPO audits (audit_every > 0) need an AuditJudge")
-    if config.refit_sft and sft is None:
-        raise ValueError("refit_sft needs the run's SFT settings (sft=)")
     paths.out.mkdir(parents=True, exist_ok=True)
     tools = RoundTools(judge, catalog, negative, grpo.max_completion_length, processes, say)
     triplets, _ = run_table(paths.collect)
@@ -143,7 +140,6 @@ def refine(
             _refit(data, here, reward_dir, reward, catalog, say, processes)
         start, what = paths.sft, "SFT"
         if config.refit_sft and number == config.rounds:
-            assert sft is not None  # checked above
             start, what = refit_sft(here, reward_dir, sft, paths, say), "the re-paired SFT"
         runs = [
             replace(
@@ -215,16 +211,7 @@ def refit_sft(
     policy that already reads its prompt that way keeps reading it."""
     out = here / SFT_DIR
     say(f"refine: SFT again, {sft.pairs:,} pairs chosen by the refitted ensemble -> {out}")
-    config = SFTRunConfig(
-        out_dir=str(out),
-        pairs=sft.pairs,
-        library_dir=str(paths.library),
-        object_info=str(paths.object_info),
-        train=sft.train,
-        pairing="ensemble",
-        reward_dir=str(reward_dir),
-        pairing_temperature=sft.pairing_temperature,
-    )
+    config = sft.run_config(out, paths.library, paths.object_info, reward_dir, "ensemble")
     run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
     return out
 

@@ -24,7 +24,7 @@ from ..evaluate.compare import evaluate
 from ..evaluate.config import EvalInputs
 from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import JudgeAuditor
-from ..policy.config import ComfyGenFTConfig, SFTRunConfig
+from ..policy.config import ComfyGenFTConfig
 from ..policy.grpo import train_grpo
 from ..policy.sft import run_comfygen_ft, run_sft
 from ..reward.train import train_ensemble
@@ -163,16 +163,11 @@ def reward_stage(ctx: StageContext) -> dict[str, Any]:
 
 def sft_stage(ctx: StageContext) -> dict[str, Any]:
     """Phase-1 SFT on the run's library (resumes from its checkpoints)."""
-    c = ctx.config.sft
-    config = SFTRunConfig(
-        out_dir=str(ctx.path(SFT_DIR)),
-        pairs=c.pairs,
-        library_dir=str(ctx.path(LIBRARY, WORKFLOWS)),
-        object_info=str(ctx.path(LIBRARY, OBJECT_INFO)),
-        train=c.train,
-        pairing=c.pairing,
-        reward_dir=str(ctx.path(REWARD_DIR)),
-        pairing_temperature=c.pairing_temperature,
+    config = ctx.config.sft.run_config(
+        ctx.path(SFT_DIR),
+        ctx.path(LIBRARY, WORKFLOWS),
+        ctx.path(LIBRARY, OBJECT_INFO),
+        ctx.path(REWARD_DIR),
     )
     return _policy_result(asdict(run_sft(config, progress=False, say=ctx.say)))
 
@@ -263,13 +258,13 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         c.refine,
         c.reward,
         c.grpo,
+        c.sft,
         ctx.judge,
         ctx.catalog(),
         c.collect.negative,
         ctx.say,
         AuditJudge(ctx.judge_source, c.collect.negative),  # used only with audits on
         processes=c.jobs,
-        sft=c.sft,
     )
 
 
@@ -280,12 +275,13 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
     summary = refine_summary(run)
     base = refined(run)
     extra = 0 if summary is None else int(summary["judge_calls"])
+    start = grpo_start(run)
     return EvalInputs(
         library=run / LIBRARY / WORKFLOWS,
         triplets=run / COLLECT,
         reward=base / REWARD_DIR,
         sft=run / SFT_DIR,
-        start=None if grpo_start(run) == run / SFT_DIR else grpo_start(run),
+        start=None if start == run / SFT_DIR else start,
         comfygen_ft=run / COMFYGEN_FT if comfygen_ft else None,
         grpo=final_policy(run),
         grpo_data_calls=extra,
