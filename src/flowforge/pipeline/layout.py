@@ -15,7 +15,7 @@ from typing import Any
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
 SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
 #: The active-learning rounds (``[refine]``): RUN/refine/round-N/reward and the GRPO policy
-#: the judge kept among .../grpo, .../grpo-2 of the last round (`final_policy`) replace
+#: the judge kept among .../grpo, .../grpo-2 of the last round (`final_models`) replace
 #: RUN/reward and RUN/grpo for the evaluation and for ``flowforge design --run`` when present.
 REFINE = "refine"
 #: RUN/refine/refine.json: written when the rounds finished (`refine_summary` reads it).
@@ -53,35 +53,45 @@ def round_dir(number: int) -> str:
     return f"round-{number}"
 
 
-def refined(run: Path) -> Path:
-    """Where the run's final ensemble and GRPO policy live: the last refine round's directory
-    after finished refine rounds, else the run itself."""
+@dataclass(frozen=True)
+class FinalModels:
+    """The models a finished run evaluates and designs with, read from refine.json once.
+
+    Without finished refine rounds they are the run's own (RUN/reward, RUN/grpo, RUN/sft);
+    after them, the last round's refitted ensemble, the GRPO policy the judge kept
+    (``policy`` of refine.json: ``grpo``, or ``grpo-2``... with several per round) and the
+    re-paired SFT that GRPO started from (``sft``, `RefineStageConfig.refit_sft`)."""
+
+    #: The reward ensemble (ranks best-of-N, `flowforge design`'s candidates).
+    reward: Path
+    #: The GRPO policy.
+    policy: Path
+    #: The policy GRPO started from: its KL tether and guidance's w = 0.
+    start: Path
+    #: Judge calls the refine rounds consumed (0 without rounds): the final models' data cost
+    #: beyond the collected triplets.
+    refine_judge_calls: int
+
+
+def final_models(run: Path) -> FinalModels:
+    """Where a run's final ensemble, GRPO policy and GRPO start live (`FinalModels`)."""
     summary = refine_summary(run)
-    return run if summary is None else run / REFINE / str(summary["final"])
-
-
-def final_policy(run: Path) -> Path:
-    """The run's GRPO policy to evaluate and design with: the one the judge kept in the last
-    refine round (``policy`` of refine.json: ``grpo``, or ``grpo-2``... with several per
-    round), else the run's own."""
-    summary = refine_summary(run)
-    return refined(run) / (GRPO_DIR if summary is None else str(summary.get("policy", GRPO_DIR)))
-
-
-def grpo_start(run: Path) -> Path:
-    """The policy the run's final GRPO started from, its KL tether and guidance's w = 0: the
-    last refine round's re-paired SFT (``sft`` of refine.json, `RefineStageConfig.refit_sft`),
-    else the run's SFT."""
-    summary = refine_summary(run)
-    if summary is not None and summary.get("sft"):
-        return refined(run) / str(summary["sft"])
-    return run / SFT_DIR
+    if summary is None:
+        return FinalModels(run / REWARD_DIR, run / GRPO_DIR, run / SFT_DIR, 0)
+    base = run / REFINE / str(summary["final"])
+    start = base / str(summary["sft"]) if summary.get("sft") else run / SFT_DIR
+    return FinalModels(
+        reward=base / REWARD_DIR,
+        policy=base / str(summary.get("policy", GRPO_DIR)),
+        start=start,
+        refine_judge_calls=int(summary["judge_calls"]),
+    )
 
 
 def run_design(run: Path) -> RunDesign:
     """The design setup of a finished run; ValueError naming what is missing."""
-    base = refined(run)
-    policy = final_policy(run)
+    models = final_models(run)
+    policy = models.policy
     if not (policy / "config.json").is_file():
         raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")
     report = run / EVALUATE / REPORT_JSON
@@ -89,8 +99,8 @@ def run_design(run: Path) -> RunDesign:
     if report.is_file():
         choice = json.loads(report.read_text(encoding="utf-8")).get("guidance_choice")
         weight = float(choice["weight"]) if choice else None
-    reference = grpo_start(run) if weight is not None and weight != 1.0 else None
-    reward = base / REWARD_DIR
+    reference = models.start if weight is not None and weight != 1.0 else None
+    reward = models.reward
     return RunDesign(
         policy,
         reference,

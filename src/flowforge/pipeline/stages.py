@@ -40,10 +40,7 @@ from .layout import (
     REFINE,
     REWARD_DIR,
     SFT_DIR,
-    final_policy,
-    grpo_start,
-    refine_summary,
-    refined,
+    final_models,
 )
 from .refine import AuditJudge, RefinePaths, refine
 
@@ -272,19 +269,16 @@ def run_inputs(run: Path, comfygen_ft: bool = True) -> EvalInputs:
     """What a run's evaluation compares: its library, triplets, ensemble and policies
     (``flowforge evaluate --run RUN`` evaluates them again, e.g. with other settings). After
     refine rounds, the last round's refitted ensemble and GRPO policy, and their judge calls."""
-    summary = refine_summary(run)
-    base = refined(run)
-    extra = 0 if summary is None else int(summary["judge_calls"])
-    start = grpo_start(run)
+    models = final_models(run)
     return EvalInputs(
         library=run / LIBRARY / WORKFLOWS,
         triplets=run / COLLECT,
-        reward=base / REWARD_DIR,
+        reward=models.reward,
         sft=run / SFT_DIR,
-        start=None if start == run / SFT_DIR else start,
+        start=None if models.start == run / SFT_DIR else models.start,
         comfygen_ft=run / COMFYGEN_FT if comfygen_ft else None,
-        grpo=final_policy(run),
-        grpo_data_calls=extra,
+        grpo=models.policy,
+        grpo_data_calls=models.refine_judge_calls,
     )
 
 
