@@ -3,7 +3,8 @@ against the same designs on shuffled prompts.
 
 Usage: ``python benchmarks/prompt_reading.py --run RUN [--methods grpo,best_of_8,...]
 [--shuffles 5]``. Reads ``RUN/evaluate/designs.jsonl`` (what ``flowforge evaluate`` wrote:
-each method's design for each held-out prompt) and the run's reward ensemble, and prints per
+each method's design for each held-out prompt) and the run's final reward ensemble (after
+refine rounds the last round's refitted one, which the evaluation used), and prints per
 method the ensemble's mean prediction (member mean) for each design with its own prompt,
 the same with the designs shuffled across prompts, and the difference.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from machine import command_line, describe_machine
 
+from flowforge.pipeline.layout import final_models
 from flowforge.reward.ensemble import load_ensemble
 from flowforge.workflow.schema import load_catalog
 
@@ -32,13 +34,14 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path, help="a `flowforge run` directory")
     parser.add_argument(
         "--methods",
-        default="best_fixed,retrieval,comfygen_ft,sft,grpo,grpo_wsel,best_of_8,oracle",
+        default="best_fixed,retrieval,comfygen_ft,sft,grpo_start,grpo,grpo_wsel,best_of_8,oracle",
         help="methods of designs.jsonl, comma-separated (missing ones are skipped)",
     )
     parser.add_argument("--shuffles", type=int, default=5, help="shuffles averaged over")
     args = parser.parse_args()
     catalog = load_catalog(args.run / "library" / "object_info.json")
-    ensemble = load_ensemble(args.run / "reward", catalog=catalog)
+    reward = final_models(args.run).reward
+    ensemble = load_ensemble(reward, catalog=catalog)
     rows = [
         json.loads(line)
         for line in (args.run / "evaluate" / "designs.jsonl").read_text("utf-8").splitlines()
@@ -62,7 +65,7 @@ def main() -> None:
         print(
             f"| {method} | {own:.3f} | {shuffled:.3f} | {own - shuffled:+.3f} | {len(set(texts))} |"
         )
-    print(f"\nmachine: {describe_machine()}\ncommand: {command_line()}")
+    print(f"\nensemble: {reward}\nmachine: {describe_machine()}\ncommand: {command_line()}")
 
 
 if __name__ == "__main__":
