@@ -12,7 +12,13 @@ import pytest
 from fake_judge import FakeJudge
 
 from flowforge.judge import Judge
-from flowforge.judge.loader import JudgeLoadError, JudgeSource, load_judge, parse_judge_options
+from flowforge.judge.loader import (
+    JudgeLoadError,
+    JudgeSource,
+    judge_id,
+    load_judge,
+    parse_judge_options,
+)
 
 
 class RecordingSim:
@@ -124,6 +130,30 @@ def test_judge_options_parse_key_value_pairs() -> None:
         parse_judge_options(["novalue"])
     with pytest.raises(JudgeLoadError, match="--judge-opt a is given twice"):
         parse_judge_options(["a=1", "a=2"])
+
+
+def test_judge_id_names_what_scores_without_building_the_judge(
+    recording_sim: list[dict[str, Any]],
+) -> None:
+    # the same ids the loaded judges get, and nothing was built to compute them
+    assert judge_id("sim") == judge_id("sim:0") == judge_id("sim", {"seed": "0"}) == "sim:0"
+    assert judge_id("sim:3", {"cache_dir": "/tmp/c"}) == load_judge("sim:3").judge_id == "sim:3"
+    assert judge_id("fake_judge:make_judge", {"transient": "2", "delay": "0.5"}) == (
+        load_judge("fake_judge:make_judge", {"delay": "0.5", "transient": "2"}).judge_id
+    )
+    assert recording_sim == [{"seed": 3}]  # only load_judge built a simulator
+    # ComfyUI: the scorers name it, the servers do not (a run resumes on another pool)
+    scorers = {"scorers": "aesthetic=laion/aesthetic", "device": "cpu"}
+    here = judge_id("comfyui", {**scorers, "servers": "http://a:8188"})
+    assert here == judge_id("comfyui", {**scorers, "servers": "http://b:8188,http://c:8188"})
+    assert here != judge_id("comfyui", {"scorers": "pickscore=yuvalkirstain/PickScore_v1"})
+    # what names no judge fails as loading it would
+    with pytest.raises(JudgeLoadError, match="seed must be an integer"):
+        judge_id("sim:x")
+    with pytest.raises(JudgeLoadError, match="contradicts"):
+        judge_id("sim:1", {"seed": "2"})
+    with pytest.raises(JudgeLoadError, match="not a judge spec"):
+        judge_id("nonsense")
 
 
 def test_the_real_sim_loads_when_present() -> None:

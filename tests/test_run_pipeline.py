@@ -170,6 +170,16 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     judged = {"library", "collect", "evaluate"}
     assert changed_keys(base, dataclasses.replace(base, judge="sim:1")) == judged
     assert changed_keys(base, dataclasses.replace(base, judge="sim:0")) == set()  # = "sim"
+    # the judge's id keys the stages: options that do not change scores redo nothing
+    cached = dataclasses.replace(base, judge_opt=(("cache_dir", "/tmp/elsewhere"),))
+    assert changed_keys(base, cached) == set()
+    assert changed_keys(base, dataclasses.replace(base, judge_opt=(("seed", "1"),))) == judged
+    scorers = ("scorers", "aesthetic=laion/aesthetic")
+    pool_a = dataclasses.replace(
+        base, judge="comfyui", judge_opt=(("servers", "http://a:1"), scorers)
+    )
+    pool_b = dataclasses.replace(pool_a, judge_opt=(scorers, ("servers", "http://b:1")))
+    assert changed_keys(pool_a, pool_b) == set()
     assert changed_keys(base, dataclasses.replace(base, threads=2)) == set()
     assert changed_keys(base, dataclasses.replace(base, jobs=1)) == set()  # results the same
 

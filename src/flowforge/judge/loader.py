@@ -77,18 +77,32 @@ def load_judge(spec: str, options: Mapping[str, str] | None = None) -> LoadedJud
     source = JudgeSource.of(spec, options)
     if spec == "comfyui":
         return replace(_load_comfyui(spec, options), source=source)
-    if spec == "sim" or spec.startswith("sim:"):
-        sim = _SIM.fullmatch(spec)
-        if sim is None:
-            raise JudgeLoadError(f"--judge {spec}: the sim's seed must be an integer (sim:SEED)")
-        return replace(_load_sim(spec, sim.group(1), options), source=source)
-    factory = _FACTORY.fullmatch(spec)
-    if factory is None:
-        raise JudgeLoadError(
-            f"--judge {spec!r}: not a judge spec; use sim, sim:SEED or package.module:factory"
-        )
-    loaded = _load_factory(spec, factory.group("module"), factory.group("attr"), options)
-    return replace(loaded, source=source)
+    if _is_sim(spec):
+        return replace(_load_sim(spec, _sim_kwargs(spec, options)), source=source)
+    module, attr = _factory_parts(spec)
+    return replace(_load_factory(spec, module, attr, options), source=source)
+
+
+def judge_id(spec: str, options: Mapping[str, str] | None = None) -> str:
+    """The id of the judge a spec and its options name, without building the judge: equal
+    exactly when two judges score alike (module docstring), so a run's stage keys use it and
+    a run resumes with ``sim`` for ``sim:0``, another cache_dir, or other ComfyUI servers.
+    JudgeLoadError when the spec or its options name no judge."""
+    options = dict(options or {})
+    if spec == "comfyui":
+        from .comfyui.factory import comfyui_judge_id
+
+        try:
+            return comfyui_judge_id(options)
+        except Exception as error:  # options are user input; any failure is one line
+            raise JudgeLoadError(
+                f"--judge {spec}: {type(error).__name__}: {_one_line(error)}"
+            ) from None
+    if _is_sim(spec):
+        return f"sim:{_sim_kwargs(spec, options)['seed']}"
+    _factory_parts(spec)
+    suffix = "&".join(f"{key}={options[key]}" for key in sorted(options))
+    return f"{spec}?{suffix}" if suffix else spec
 
 
 def parse_judge_options(pairs: list[str]) -> dict[str, str]:
@@ -104,7 +118,26 @@ def parse_judge_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def _load_sim(spec: str, spec_seed: str | None, options: dict[str, str]) -> LoadedJudge:
+def _is_sim(spec: str) -> bool:
+    return spec == "sim" or spec.startswith("sim:")
+
+
+def _factory_parts(spec: str) -> tuple[str, str]:
+    """(module, attribute) of a ``package.module:factory`` spec; JudgeLoadError otherwise."""
+    factory = _FACTORY.fullmatch(spec)
+    if factory is None:
+        raise JudgeLoadError(
+            f"--judge {spec!r}: not a judge spec; use sim, sim:SEED or package.module:factory"
+        )
+    return factory.group("module"), factory.group("attr")
+
+
+def _sim_kwargs(spec: str, options: Mapping[str, str]) -> dict[str, Any]:
+    """The simulator's keyword arguments, ``seed`` always among them (0 unless the spec or
+    ``seed=`` names one; they may not disagree)."""
+    sim = _SIM.fullmatch(spec)
+    if sim is None:
+        raise JudgeLoadError(f"--judge {spec}: the sim's seed must be an integer (sim:SEED)")
     unknown = sorted(set(options) - set(_SIM_OPTIONS))
     if unknown:
         raise JudgeLoadError(
@@ -117,6 +150,7 @@ def _load_sim(spec: str, spec_seed: str | None, options: dict[str, str]) -> Load
             kwargs[key] = _SIM_OPTIONS[key](value)
         except ValueError:
             raise JudgeLoadError(f"--judge {spec}: option {key}={value!r} is not valid") from None
+    spec_seed = sim.group(1)
     if spec_seed is not None:
         if "seed" in kwargs and kwargs["seed"] != int(spec_seed):
             raise JudgeLoadError(
@@ -124,6 +158,10 @@ def _load_sim(spec: str, spec_seed: str | None, options: dict[str, str]) -> Load
             )
         kwargs["seed"] = int(spec_seed)
     kwargs.setdefault("seed", 0)
+    return kwargs
+
+
+def _load_sim(spec: str, kwargs: dict[str, Any]) -> LoadedJudge:
     try:
         from .sim.judge import SimJudge
     except ImportError as error:
@@ -157,23 +195,20 @@ def _load_factory(spec: str, module_name: str, attr: str, options: dict[str, str
         raise JudgeLoadError(
             f"--judge {spec}: the factory raised {type(error).__name__}: {_one_line(error)}"
         ) from None
-    suffix = "&".join(f"{key}={options[key]}" for key in sorted(options))
-    judge_id = f"{spec}?{suffix}" if suffix else spec
-    return LoadedJudge(judge_id=judge_id, judge=_checked(spec, judge))
+    return LoadedJudge(judge_id(spec, options), _checked(spec, judge))
 
 
 def _load_comfyui(spec: str, options: dict[str, str]) -> LoadedJudge:
     """The ComfyUI judge; imported here because it pulls in HTTP clients and torch."""
-    from .comfyui.factory import comfyui_judge_id, make_comfyui_judge
+    from .comfyui.factory import make_comfyui_judge
 
     try:
         judge = make_comfyui_judge(**options)
-        judge_id = comfyui_judge_id(options)
     except Exception as error:  # options are user input; any failure is one line
         raise JudgeLoadError(
             f"--judge {spec}: {type(error).__name__}: {_one_line(error)}"
         ) from None
-    return LoadedJudge(judge_id, _checked(spec, judge))
+    return LoadedJudge(judge_id(spec, options), _checked(spec, judge))
 
 
 def _checked(spec: str, judge: object) -> Judge:

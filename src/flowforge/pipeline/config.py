@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluate.config import EvalConfig
+from ..judge.loader import JudgeLoadError, judge_id
 from ..policy.config import SFTRunConfig, TrainSettings, pairing_problem
 from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
@@ -254,12 +255,11 @@ class RunConfig:
             raise RunConfigError("; ".join(problems))
 
     def section(self, name: str) -> Any:
-        """A section (or a dotted setting) as JSON; ``judge`` is the spec and its options,
-        with ``sim:0`` spelled ``sim`` (the default's spelling): both name the same world, and
-        a run made with one and resumed with the other would otherwise redo every stage."""
+        """A section (or a dotted setting) as JSON. ``judge`` is the judge's id (`judge_id`),
+        which names what changes scores and nothing else, so a run resumes under ``sim`` for
+        ``sim:0``, another cache_dir or other ComfyUI servers without redoing its stages."""
         if name == "judge":
-            spec = "sim" if self.judge == "sim:0" else self.judge
-            return {"judge": spec, "judge_opt": to_json(self.judge_opt)}
+            return _judge_section(self.judge, self.judge_opt)
         value: Any = self
         for part in name.split("."):
             value = getattr(value, part)
@@ -268,6 +268,17 @@ class RunConfig:
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = to_json(self)
         return data
+
+
+def _judge_section(spec: str, options: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The judge's part of the stage keys: its id, the simulator's default world spelled
+    ``sim`` as stage keys written before the id was used spell it (so those runs still
+    resume). A spec that names no judge keeps its spelling; loading it fails first."""
+    try:
+        key = judge_id(spec, dict(options))
+    except JudgeLoadError:
+        return {"judge": spec, "judge_opt": to_json(options)}
+    return {"judge": "sim" if key == "sim:0" else key, "judge_opt": []}
 
 
 #: The quick model: a step costs milliseconds of compute (most of it the 3.3K-token output
