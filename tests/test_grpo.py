@@ -26,6 +26,7 @@ from flowforge.policy.grpo import (
     GRPOError,
     GRPORunConfig,
     completion_logps,
+    elsewhere_rewards,
     ensemble_reward,
     group_advantages,
     grpo_token_loss,
@@ -106,6 +107,51 @@ def test_completion_logps_are_of_the_allowed_tokens_at_the_temperature() -> None
     assert float(hot) == pytest.approx(math.log(2**0.5 / (1 + 2**0.5)))
 
 
+class PromptFitReward:
+    """Members that value ``fits-P`` at 1 on prompt P and 0 elsewhere, ``generic`` at 1.2
+    everywhere and anything else as invalid; records what it is asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def predict_detail(self, prompts: Sequence[str], workflows: Sequence[str]) -> RewardPrediction:
+        self.asked.extend(zip(prompts, workflows, strict=True))
+        value = [
+            1.2 if w == "generic" else float(w == f"fits-{p}") if w.startswith("fits-") else np.nan
+            for p, w in zip(prompts, workflows, strict=True)
+        ]
+        members = np.array(value)[:, None] + np.array([[-0.1, 0.0, 0.1]])
+        errors = tuple(None if np.isfinite(v) else "invalid" for v in value)
+        mean, std = members.mean(axis=1), members.std(axis=1)
+        return RewardPrediction(members, mean, std, mean - std, errors)
+
+
+def test_the_prompt_contrast_is_a_designs_reward_on_the_steps_other_prompts() -> None:
+    scorer = PromptFitReward()
+    prompts = ["a", "a", "b", "b"]
+    texts = ["fits-a", "generic", "generic", "fits-a"]
+    scored = np.array([True, True, True, False])
+    elsewhere = elsewhere_rewards(scorer, ["a", "b", "c"], prompts, texts, scored, kappa=0.0)
+    # fits-a on b and c: 0; generic on the two prompts it was not sampled for: 1.2; unscored: 0
+    np.testing.assert_allclose(elsewhere, [0.0, 1.2, 1.2, 0.0])
+    assert scorer.asked == [  # each scored design on the step's prompts but its own
+        ("b", "fits-a"),
+        ("c", "fits-a"),
+        ("b", "generic"),
+        ("c", "generic"),
+        ("a", "generic"),
+        ("c", "generic"),
+    ]
+    own = ensemble_reward(np.array([[0.9, 1.0, 1.1], [1.1, 1.2, 1.3]]), np.ones(2, bool), 0, -2)
+    # on prompt a the generic design wins without the contrast and loses with half of it
+    assert own[1] > own[0] and own[1] - 0.5 * elsewhere[1] < own[0] - 0.5 * elsewhere[0]
+    # kappa applies on the other prompts too; a design invalid everywhere else gets 0
+    with_kappa = elsewhere_rewards(scorer, ["a", "b"], ["a"], ["generic"], np.ones(1, bool), 1.0)
+    np.testing.assert_allclose(with_kappa, [1.2 - np.std([-0.1, 0.0, 0.1])])
+    nothing = elsewhere_rewards(scorer, ["a", "b"], ["a"], ["other"], np.ones(1, bool), 0.0)
+    np.testing.assert_allclose(nothing, [0.0])
+
+
 def test_prompt_order_covers_every_prompt_once_per_epoch() -> None:
     steps = [step_prompts(10, 4, seed=3, step=s) for s in range(1, 6)]  # 20 = two epochs
     flat = [i for step in steps for i in step]
@@ -123,6 +169,8 @@ def test_config_checks_name_the_setting(tmp_path: Path) -> None:
         ({"temperature": 0.0}, "temperature"),
         ({"epsilon": 1.5}, "epsilon"),
         ({"out": "a"}, "out must not be sft_dir"),
+        ({"prompt_contrast": -0.5}, "prompt_contrast must be >= 0"),
+        ({"prompt_contrast": 0.5, "prompts_per_step": 1}, "prompt_contrast needs prompts_per"),
     ]:
         with pytest.raises(GRPOError, match=word):
             GRPORunConfig(**{**base, **change})
@@ -312,6 +360,21 @@ def test_one_step_moves_the_parameters_and_logs_finite_metrics(
         assert math.isfinite(logged[key]), key
     assert logged["valid_share"] == 1.0  # constrained: every sample validates
     assert logged["step"] == 1 and logged["wall_seconds"] > 0 and logged["grad_norm"] > 0
+    assert logged["contrast_mean"] == 0.0  # prompt_contrast off
+
+
+def test_the_prompt_contrast_takes_each_designs_reward_elsewhere(
+    sft_dir: Path, tmp_path: Path
+) -> None:
+    config = config_for(sft_dir, tmp_path / "run", steps=1, prompt_contrast=0.5)
+    lines: list[dict[str, float]] = []
+    train_grpo(config, lines.append, scorer=LineReward())
+    # LineReward ignores the prompt: elsewhere equals here, so half of it is taken off
+    logged = lines[0]
+    assert logged["contrast_mean"] > 0
+    assert logged["reward_mean"] == pytest.approx(
+        logged["ensemble_reward_mean"] - logged["contrast_mean"] * logged["usable_share"]
+    )
 
 
 def test_the_config_is_saved_with_the_run_and_every_checkpoint(

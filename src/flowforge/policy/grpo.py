@@ -171,6 +171,11 @@ class GRPORunConfig:
     #: overrating is corrected (pessimism, like kappa). Measured (docs/grpo.md): two-sided,
     #: GRPO chased the correction's own noise on one seed (held-out 0.088 on world 0).
     audit_two_sided: bool = False
+    #: Prompt contrast: a scored sample's reward minus this times the same design's reward
+    #: on the step's other prompts (`elsewhere_rewards`), so that within a group a design
+    #: that suits *this* prompt beats one that is good on every prompt. 0: off (the paper's
+    #: reward). Needs prompts_per_step >= 2. Measured in docs/grpo.md.
+    prompt_contrast: float = 0.0
 
     def __post_init__(self) -> None:
         problems = [message for ok, message in self._checks() if not ok]
@@ -201,6 +206,14 @@ class GRPORunConfig:
             (self.audit_every >= 0, f"audit_every must be >= 0 (0: off), got {self.audit_every}"),
             (self.audit_samples >= 1, f"audit_samples must be >= 1, got {self.audit_samples}"),
             (self.audit_ridge > 0, f"audit_ridge must be > 0, got {self.audit_ridge}"),
+            (
+                math.isfinite(self.prompt_contrast) and self.prompt_contrast >= 0,
+                f"prompt_contrast must be >= 0 (0: off), got {self.prompt_contrast}",
+            ),
+            (
+                self.prompt_contrast == 0 or self.prompts_per_step >= 2,
+                "prompt_contrast needs prompts_per_step >= 2 (other prompts to contrast with)",
+            ),
         ]
 
     @staticmethod
@@ -242,6 +255,36 @@ def ensemble_reward(
     reward = np.full(len(scores), float(floor))
     reward[valid] = scores[valid].mean(axis=1) - kappa * scores[valid].std(axis=1)
     return reward
+
+
+def elsewhere_rewards(
+    scorer: MemberScorer,
+    step_prompts: Sequence[str],
+    prompts: Sequence[str],
+    texts: Sequence[str],
+    scored: NDArray[np.bool_],
+    kappa: float,
+) -> Floats:
+    """Each scored sample's design rewarded (``mean - kappa * std``) on every prompt of
+    `step_prompts` but its own, averaged; 0 where not scored. Subtracted (times
+    `prompt_contrast`) from its reward, it leaves what the design gains from its own prompt."""
+    rows = [
+        (i, other)
+        for i in np.flatnonzero(scored).tolist()
+        for other in step_prompts
+        if other != prompts[i]
+    ]
+    elsewhere = np.zeros(len(texts))
+    if not rows:
+        return elsewhere
+    prediction = scorer.predict_detail([p for _, p in rows], [texts[i] for i, _ in rows])
+    ok = prediction.valid
+    rewards = ensemble_reward(prediction.members, ok, kappa, np.nan)
+    index = np.array([i for i, _ in rows])
+    sums = np.bincount(index[ok], rewards[ok], minlength=len(texts))
+    counts = np.bincount(index[ok], minlength=len(texts))
+    np.divide(sums, counts, out=elsewhere, where=counts > 0)
+    return elsewhere
 
 
 def group_advantages(rewards: NDArray[np.float64], group_size: int) -> Floats:
@@ -423,6 +466,13 @@ def grpo_step(run: _Run, optimizer: torch.optim.Optimizer, step: int) -> dict[st
     prediction = run.scorer.predict_detail(rollout.prompts, rollout.texts)
     scored = (good if c.usable_only else valid) & prediction.valid  # (B,) not the floor
     rewards = ensemble_reward(prediction.members, scored, c.kappa, c.invalid_reward)
+    contrast = np.zeros(len(rewards))
+    if c.prompt_contrast > 0:
+        elsewhere = elsewhere_rewards(
+            run.scorer, prompts, rollout.prompts, rollout.texts, scored, c.kappa
+        )
+        contrast = c.prompt_contrast * elsewhere
+        rewards = rewards - contrast
     audit = _audit(run, step, rollout, prediction, scored) if _audits_at(c, step) else {}
     correction = np.zeros(len(rewards))
     if run.audits.gaps:  # the reward minus the gap audits predict for the design
@@ -448,7 +498,8 @@ def grpo_step(run: _Run, optimizer: torch.optim.Optimizer, step: int) -> dict[st
         "loss": stats["loss"],
         "grad_norm": stats["grad_norm"],
         "clip_share": stats["clip_share"],
-        "ensemble_reward_mean": float((rewards + correction).mean()),
+        "ensemble_reward_mean": float((rewards + correction + contrast).mean()),
+        "contrast_mean": float(contrast[scored].mean()) if scored.any() else 0.0,
         "correction_mean": float(correction[scored].mean()) if scored.any() else 0.0,
         "audit_calls": run.audits.judge_calls,
         **audit,
