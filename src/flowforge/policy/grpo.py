@@ -17,7 +17,8 @@ The story of one run, top to bottom:
    b. `group_size` samples per prompt (``rollout.py``), through the schema constraint
       (every finished sample validates), seeded from (seed, step) (`step_seed`);
    c. rewards: ``mean - kappa * std`` over the ensemble members for a valid workflow, the
-      floor `invalid_reward` for anything else (`ensemble_reward`);
+      floor `invalid_reward` for anything else (`ensemble_reward`); with `prompt_contrast`
+      less that times the design's reward on the step's other prompts (`elsewhere_rewards`);
    d. advantages: rewards normalised within each group (`group_advantages`);
    e. the update (`_update`): the clipped surrogate on the log-probabilities of the
       distribution the tokens were sampled from (constraint mask and temperature applied)
@@ -174,7 +175,7 @@ class GRPORunConfig:
     #: Prompt contrast: a scored sample's reward minus this times the same design's reward
     #: on the step's other prompts (`elsewhere_rewards`), so that within a group a design
     #: that suits *this* prompt beats one that is good on every prompt. 0: off (the paper's
-    #: reward). Needs prompts_per_step >= 2. Measured in docs/grpo.md.
+    #: reward). Needs prompts_per_step >= 2. Measured in docs/evaluation.md ("What was tried").
     prompt_contrast: float = 0.0
 
     def __post_init__(self) -> None:
