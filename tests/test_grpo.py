@@ -398,6 +398,14 @@ def test_the_config_is_saved_with_the_run_and_every_checkpoint(
     assert train_grpo(config, scorer=CheckpointReward()) == policy
     with pytest.raises(GRPOError, match="beta"):
         train_grpo(replace(config, beta=0.5), scorer=CheckpointReward())
+    # a run recorded before prompt_contrast existed is the same run as one at its default (0)
+    path = policy / "flowforge_run.json"
+    old = json.loads(path.read_text(encoding="utf-8"))
+    del old["config"]["prompt_contrast"]
+    path.write_text(json.dumps(old), encoding="utf-8")
+    assert train_grpo(config, scorer=CheckpointReward()) == policy
+    with pytest.raises(GRPOError, match="prompt_contrast"):
+        train_grpo(replace(config, prompt_contrast=0.5), scorer=CheckpointReward())
 
 
 def test_only_train_prompts_are_sampled(sft_dir: Path, tmp_path: Path) -> None:

@@ -167,6 +167,9 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     assert "sft" in {stage.name: stage.inputs for stage in STAGES}["comfygen_ft"]
     grpo = dataclasses.replace(base.grpo, steps=3)
     assert changed_keys(base, dataclasses.replace(base, grpo=grpo)) == {"grpo"}
+    # a setting added later (flowforge.settings) keys its stages once it leaves its default
+    contrast = dataclasses.replace(base.grpo, prompt_contrast=0.5)
+    assert changed_keys(base, dataclasses.replace(base, grpo=contrast)) == {"grpo"}
     judged = {"library", "collect", "evaluate"}
     assert changed_keys(base, dataclasses.replace(base, judge="sim:1")) == judged
     assert changed_keys(base, dataclasses.replace(base, judge="sim:0")) == set()  # = "sim"

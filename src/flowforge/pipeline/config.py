@@ -22,6 +22,7 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
+from ..settings import identity_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file, to_json
 
@@ -255,7 +256,9 @@ class RunConfig:
             raise RunConfigError("; ".join(problems))
 
     def section(self, name: str) -> Any:
-        """A section (or a dotted setting) as JSON. ``judge`` is the judge's id (`judge_id`),
+        """A section (or a dotted setting) as JSON, as it identifies the stages that read it
+        (`flowforge.settings.identity_json`: a setting added later is left out while at its
+        default, so runs made before it resume). ``judge`` is the judge's id (`judge_id`),
         which names what changes scores and nothing else, so a run resumes under ``sim`` for
         ``sim:0``, another cache_dir or other ComfyUI servers without redoing its stages."""
         if name == "judge":
@@ -263,7 +266,7 @@ class RunConfig:
         value: Any = self
         for part in name.split("."):
             value = getattr(value, part)
-        return to_json(value)
+        return identity_json(value)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = to_json(self)

@@ -63,14 +63,19 @@ def run_record(kind: str, config: dict[str, Any], finished: bool, **extra: Any) 
     return {"kind": kind, "config": config, "finished": finished, **extra, "versions": versions()}
 
 
-def open_run(out: Path, kind: str, config: dict[str, Any]) -> bool:
+def open_run(
+    out: Path, kind: str, config: dict[str, Any], added: Mapping[str, Any] | None = None
+) -> bool:
     """Create the run (writing its record) or check a resumed one: the same kind and config
-    (``out`` aside, so a run can be moved). Returns whether it has finished."""
+    (``out`` aside, so a run can be moved). `added`: settings that came after runs existed
+    (`flowforge.settings.added_defaults`), with the value a record written before them
+    stands for. Returns whether it has finished."""
     path = out / RUN_FILE
     wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out"}
     if path.is_file():
         record = json.loads(path.read_text(encoding="utf-8"))
-        saved = {k: v for k, v in record.get("config", {}).items() if k != "out"}
+        saved = {**(added or {}), **record.get("config", {})}
+        saved.pop("out", None)
         if record.get("kind") != kind or saved != wanted:
             changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
             raise RunDirError(

@@ -56,6 +56,7 @@ from transformers import PreTrainedModel
 from flowforge.data.prompts import load_prompts
 from flowforge.reward.ensemble import RewardPrediction, load_ensemble
 from flowforge.reward.model import cpu_threads
+from flowforge.settings import added_defaults, added_setting
 from flowforge.workflow.anatomy import AnatomyError, read_anatomy
 from flowforge.workflow.graph import GraphError, Workflow
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
@@ -176,7 +177,7 @@ class GRPORunConfig:
     #: on the step's other prompts (`elsewhere_rewards`), so that within a group a design
     #: that suits *this* prompt beats one that is good on every prompt. 0: off (the paper's
     #: reward). Needs prompts_per_step >= 2. Measured in docs/evaluation.md ("What was tried").
-    prompt_contrast: float = 0.0
+    prompt_contrast: float = added_setting(0.0)
 
     def __post_init__(self) -> None:
         problems = [message for ok, message in self._checks() if not ok]
@@ -668,7 +669,7 @@ def train_grpo(
         )
     out = Path(config.out)
     try:
-        if open_run(out, KIND, asdict(config)):
+        if open_run(out, KIND, asdict(config), added_defaults(GRPORunConfig)):
             return out
         checkpoint = latest_checkpoint(out)
         with _settings(config.threads):

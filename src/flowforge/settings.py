@@ -1,0 +1,56 @@
+"""Settings added after runs exist: what identifies a run leaves them out while at a default
+that does what the code did before them.
+
+A run is identified by its settings: ``flowforge run`` hashes each stage's sections into the
+stage key (a changed key redoes the stage), and a GRPO run refuses to resume under other
+settings. A new setting whose default changes nothing would still change both, so upgrading
+flowforge would redo (or refuse) every run made before it, for nothing. A field declared with
+`added_setting` is therefore left out of the run's identity while it holds that default
+(`identity_json`, `added_defaults`); set to anything else, it counts like any setting.
+
+Only a default that reproduces the old behaviour exactly may be marked: a marked field whose
+default changed results would let an old run resume as if nothing had changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The field metadata key `added_setting` sets.
+ADDED = "flowforge.added_setting"
+
+
+def added_setting(default: T) -> T:
+    """A dataclass field default for a setting added after runs existed, whose `default` does
+    exactly what the code did without it (see the module docstring)."""
+    return dataclasses.field(default=default, metadata={ADDED: True})
+
+
+def added_defaults(config_type: type) -> dict[str, Any]:
+    """The top-level settings of a config dataclass declared with `added_setting`, with their
+    defaults as JSON values: what a run made before each of them used."""
+    return {
+        f.name: identity_json(f.default)
+        for f in dataclasses.fields(config_type)
+        if f.metadata.get(ADDED) and f.default is not dataclasses.MISSING
+    }
+
+
+def identity_json(config: Any) -> Any:
+    """A config as JSON values (tuples as lists, paths as strings), without the settings
+    declared with `added_setting` that hold their default: what identifies a run."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {
+            f.name: identity_json(getattr(config, f.name))
+            for f in dataclasses.fields(config)
+            if not (f.metadata.get(ADDED) and getattr(config, f.name) == f.default)
+        }
+    if isinstance(config, list | tuple):
+        return [identity_json(v) for v in config]
+    if isinstance(config, Path):
+        return str(config)
+    return config
