@@ -4,9 +4,9 @@ split into those in the run's library and those not.
 Usage: ``python benchmarks/novelty_split.py --run RUN [--methods grpo,best_of_8,...]``.
 Reads ``RUN/evaluate/designs.jsonl`` (each method's design for each held-out prompt, with
 the judge's scores) and ``RUN/library``, and prints per method how many of its valid designs
-are library workflows (the same design key, `textform.design_hash`, as the report's "not in
-library") and the mean held-out score of each part. Designs whose renders all failed have
-no score and are counted apart.
+are library workflows (the report's own library index decides, as for "not in library")
+and the mean held-out score of each part. Designs whose renders all failed have no score
+and are counted apart.
 
 Why: the report's "not in library" share says how much a policy invents, its held-out score
 how well it designs; neither says whether the inventions are any good. A policy whose new
@@ -23,18 +23,9 @@ from pathlib import Path
 import numpy as np
 from machine import command_line, describe_machine
 
-from flowforge.evaluate.judging import check_design
-from flowforge.workflow.library import load_workflow_dir
+from flowforge.evaluate.compare import library_index
+from flowforge.evaluate.report import read_designs
 from flowforge.workflow.schema import load_catalog
-from flowforge.workflow.textform import to_text
-
-
-def library_keys(run: Path) -> set[str]:
-    """The design keys of the run's library workflows."""
-    catalog = load_catalog(run / "library" / "object_info.json")
-    workflows = load_workflow_dir(run / "library" / "workflows").values()
-    keys = {check_design(to_text(w, catalog)[0], catalog).key for w in workflows}
-    return {key for key in keys if key is not None}
 
 
 def main() -> None:
@@ -47,11 +38,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     scorer = json.loads((args.run / "config.json").read_text("utf-8"))["evaluate"]["heldout_scorer"]
-    library = library_keys(args.run)
-    rows = [
-        json.loads(line)
-        for line in (args.run / "evaluate" / "designs.jsonl").read_text("utf-8").splitlines()
-    ]
+    catalog = load_catalog(args.run / "library" / "object_info.json")
+    library = library_index(args.run / "library" / "workflows", catalog)[1].keys
+    rows = read_designs(args.run / "evaluate")
     header = "library designs | their held-out score | new designs | their held-out score"
     print(f"| method | {header} | unscored |")
     print("|---|---|---|---|---|---|")

@@ -18,12 +18,12 @@ construction; the library oracle shows how much per-prompt choice there is to fi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from machine import command_line, describe_machine
 
+from flowforge.evaluate.report import read_designs
 from flowforge.pipeline.layout import final_models
 from flowforge.reward.ensemble import load_ensemble
 from flowforge.workflow.schema import load_catalog
@@ -42,10 +42,7 @@ def main() -> None:
     catalog = load_catalog(args.run / "library" / "object_info.json")
     reward = final_models(args.run).reward
     ensemble = load_ensemble(reward, catalog=catalog)
-    rows = [
-        json.loads(line)
-        for line in (args.run / "evaluate" / "designs.jsonl").read_text("utf-8").splitlines()
-    ]
+    rows = read_designs(args.run / "evaluate")
     rng = np.random.default_rng(0)
 
     def mean_prediction(prompts: list[str], texts: list[str]) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from flowforge.pipeline.config import RunConfig
 from flowforge.policy.grpo import GRPORunConfig
-from flowforge.settings import added_defaults, added_setting, identity_json
+from flowforge.settings import added_defaults, added_setting, to_json
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ class Outer:
 
 
 def test_an_added_setting_at_its_default_is_left_out_and_counts_once_changed() -> None:
-    assert identity_json(Outer()) == {"path": "x", "inner": {"old": 1}}
+    assert to_json(Outer(), identity=True) == {"path": "x", "inner": {"old": 1}}
+    assert to_json(Outer()) == {"path": "x", "inner": {"old": 1, "new": ["a"]}, "switch": False}
     changed = Outer(inner=Inner(new=("b",)), switch=True)
-    assert identity_json(changed) == {
+    assert to_json(changed, identity=True) == {
         "path": "x",
         "inner": {"old": 1, "new": ["b"]},
         "switch": True,

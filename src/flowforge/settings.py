@@ -6,7 +6,7 @@ stage key (a changed key redoes the stage), and a GRPO run refuses to resume und
 settings. A new setting whose default changes nothing would still change both, so upgrading
 flowforge would redo (or refuse) every run made before it, for nothing. A field declared with
 `added_setting` is therefore left out of the run's identity while it holds that default
-(`identity_json`, `added_defaults`); set to anything else, it counts like any setting.
+(`to_json` with `identity`, `added_defaults`); set to anything else, it counts like any setting.
 
 Only a default that reproduces the old behaviour exactly may be marked: a marked field whose
 default changed results would let an old run resume as if nothing had changed.
@@ -34,23 +34,24 @@ def added_defaults(config_type: type) -> dict[str, Any]:
     """The top-level settings of a config dataclass declared with `added_setting`, with their
     defaults as JSON values: what a run made before each of them used."""
     return {
-        f.name: identity_json(f.default)
+        f.name: to_json(f.default)
         for f in dataclasses.fields(config_type)
         if f.metadata.get(ADDED) and f.default is not dataclasses.MISSING
     }
 
 
-def identity_json(config: Any) -> Any:
-    """A config as JSON values (tuples as lists, paths as strings), without the settings
-    declared with `added_setting` that hold their default: what identifies a run."""
+def to_json(config: Any, identity: bool = False) -> Any:
+    """A config as JSON values (tuples as lists, paths as strings). With `identity`, without
+    the settings declared with `added_setting` that hold their default: what identifies a run
+    (the record of a run keeps them all)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return {
-            f.name: identity_json(getattr(config, f.name))
+            f.name: to_json(getattr(config, f.name), identity)
             for f in dataclasses.fields(config)
-            if not (f.metadata.get(ADDED) and getattr(config, f.name) == f.default)
+            if not (identity and f.metadata.get(ADDED) and getattr(config, f.name) == f.default)
         }
     if isinstance(config, list | tuple):
-        return [identity_json(v) for v in config]
+        return [to_json(v, identity) for v in config]
     if isinstance(config, Path):
         return str(config)
     return config

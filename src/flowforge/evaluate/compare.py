@@ -140,7 +140,7 @@ def load_sources(
         else None
     )
     score = _training_score(ensemble, [t.scores for t in triplets if t.scores], config)
-    library, index = _library(inputs.library, catalog)
+    library, index = library_index(inputs.library, catalog)
     session = JudgeSession(judge, config.negative, config.judge_batch, config.max_attempts)
     sources = MethodSources(
         config, inputs, catalog, scored_rows(triplets, score), len(triplets),
@@ -169,8 +169,9 @@ def _training_score(
     return fit_training_score(rows, RewardConfig(heldout_scorer=config.heldout_scorer))
 
 
-def _library(folder: Path, catalog: Catalog) -> tuple[list[str], LibraryIndex]:
-    """Canonical texts of the library's distinct designs, and the novelty index over them."""
+def library_index(folder: Path, catalog: Catalog) -> tuple[list[str], LibraryIndex]:
+    """Canonical texts of the library's distinct designs, and the novelty index over them
+    (its `keys` decide "not in library")."""
     designs: dict[str, CheckedDesign] = {}
     for workflow in load_workflow_dir(folder).values():
         checked = check_design(to_text(workflow, catalog)[0], catalog)

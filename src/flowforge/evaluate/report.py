@@ -190,6 +190,12 @@ def design_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:
     ]
 
 
+def read_designs(out: Path) -> list[dict[str, Any]]:
+    """The rows (`design_rows`) an evaluation wrote to ``designs.jsonl`` in `out`."""
+    text = (out / DESIGNS).read_text(encoding="utf-8")
+    return [json.loads(line) for line in text.splitlines()]
+
+
 def _num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 

@@ -22,9 +22,9 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
-from ..settings import identity_json
+from ..settings import to_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
-from .overrides import apply, read_config_file, to_json
+from .overrides import apply, read_config_file
 
 
 class RunConfigError(ValueError):
@@ -261,16 +261,17 @@ class RunConfig:
 
     def section(self, name: str) -> Any:
         """A section (or a dotted setting) as JSON, as it identifies the stages that read it
-        (`flowforge.settings.identity_json`: a setting added later is left out while at its
-        default, so runs made before it resume). ``judge`` is the judge's id (`judge_id`),
-        which names what changes scores and nothing else, so a run resumes under ``sim`` for
-        ``sim:0``, another cache_dir or other ComfyUI servers without redoing its stages."""
+        (`flowforge.settings.to_json` with `identity`: a setting added later is left out
+        while at its default, so runs made before it resume). ``judge`` is the judge's id
+        (`judge_id`), which names what changes scores and nothing else, so a run resumes
+        under ``sim`` for ``sim:0``, another cache_dir or other ComfyUI servers without
+        redoing its stages."""
         if name == "judge":
             return _judge_section(self.judge, self.judge_opt)
         value: Any = self
         for part in name.split("."):
             value = getattr(value, part)
-        return identity_json(value)
+        return to_json(value, identity=True)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = to_json(self)

@@ -125,14 +125,3 @@ def _scalar(value: Any, hint: Any, path: str) -> Any:
 def _wrong(path: str, value: Any, hint: Any) -> ConfigFileError:
     shown = getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
     return ConfigFileError(f"{path} must be {shown}, not {value!r}")
-
-
-def to_json(config: Any) -> Any:
-    """A config as JSON values (tuples as lists, paths as strings)."""
-    if dataclasses.is_dataclass(config) and not isinstance(config, type):
-        return {f.name: to_json(getattr(config, f.name)) for f in dataclasses.fields(config)}
-    if isinstance(config, list | tuple):
-        return [to_json(v) for v in config]
-    if isinstance(config, Path):
-        return str(config)
-    return config
