@@ -119,7 +119,7 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     settings = tmp_path / "refine.toml"
     settings.write_text(
         "[grpo]\naudit_every = 1\naudit_samples = 2\nusable_only = false\n"  # quick designs
-        "[refine]\nenabled = true\nrounds = 2\nsamples = 1\npolicies = 2\n"
+        "[refine]\nenabled = true\nrounds = 2\nsamples = 1\npolicies = 2\nsft_designs = true\n"
     )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
@@ -168,6 +168,13 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     assert sft_record["pairing"] == "ensemble"
     assert sft_record["reward_dir"] == str(last / "reward")
     assert sft_record["pairs"] == quick_config().sft.pairs
+    # ... among the library and every round's judged designs (sft_designs)
+    assert sft_record["designs"] == [
+        str(run / "refine" / f"round-{n}" / "judged.parquet") for n in (1, 2)
+    ]
+    sft_data = json.loads((repaired / "flowforge_run.json").read_text())["data"]
+    library = list((run / "library" / "workflows").glob("*.json"))
+    assert sft_data["library_workflows"] == len(library) and sft_data["judged_designs"] > 0
     starts = [r["config"]["sft_dir"] for r in records[1:]]
     assert starts == [str(run / "sft")] * 2 + [str(repaired)] * 2
     assert "GRPO again from the re-paired SFT" in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from flowforge.pipeline.config import RunConfigError, SFTStageConfig
 from flowforge.policy.config import SFTError, SFTRunConfig, TrainSettings
 from flowforge.policy.examples import ExampleError, effective_choices, preferred_pairs
 from flowforge.policy.model import read_run_config
-from flowforge.policy.sft import ensemble_rewards, run_sft
+from flowforge.policy.sft import ensemble_rewards, judged_designs, run_sft
 from flowforge.reward.config import RewardConfig
 from flowforge.reward.ensemble import load_ensemble
 from flowforge.reward.train import train_ensemble
@@ -143,6 +144,84 @@ def test_sft_pairs_by_the_ensemble_and_says_so(
     assert record["data"]["paired_workflows"] == 1
     assert record["data"]["effective_workflows_per_prompt"]["p50"] == pytest.approx(1.0)
     assert record["config"]["pairing"] == "ensemble" and ensemble_paired(Path(config.out_dir))
+
+
+def _judged_table(path: Path, rows: Sequence[tuple[str, str | None]]) -> Path:
+    """A Parquet table with the columns `judged_designs` reads (text, error per row)."""
+    import pyarrow as pa  # type: ignore[import-untyped]
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    texts, errors = zip(*rows, strict=True)
+    table = pa.table({"workflow_text": list(texts), "error": pa.array(errors, pa.string())})
+    pq.write_table(table, path)
+    return path
+
+
+def test_judged_designs_are_the_distinct_designs_judged_without_error(tmp_path: Path) -> None:
+    first = _judged_table(
+        tmp_path / "1.parquet", [("a", None), ("b", "render failed"), ("a", None)]
+    )
+    second = _judged_table(tmp_path / "2.parquet", [("c", None), ("a", None), ("b", None)])
+    assert judged_designs([str(first)]) == ["a"]
+    assert judged_designs([str(first), str(second)]) == ["a", "c", "b"]
+    with pytest.raises(SFTError, match="is not a file"):
+        judged_designs([str(tmp_path / "missing.parquet")])
+
+
+def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A judged design (not in the library) that the ensemble prefers for every prompt is
+    what every pair teaches; one judged with an error is no candidate."""
+    library = library_texts(40)
+    design = library[0].replace("steps=", "steps=1", 1)  # a new design: 10x the steps
+    assert design not in library and "steps=1" in design
+    broken = library[1].replace("cfg=", "cfg=1", 1)
+    judged = _judged_table(tmp_path / "judged.parquet", [(design, None), (broken, "failed")])
+    candidates: list[str] = []
+
+    def prefers_the_last(
+        reward_dir: str, catalog: object, texts: Sequence[str], prompts: Sequence[str], _: bool
+    ) -> NDArray[np.float64]:
+        candidates.extend(texts)
+        table = np.zeros((len(prompts), len(texts)))
+        table[:, -1] = 100.0
+        return table
+
+    monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", prefers_the_last)
+    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
+    config = SFTRunConfig(
+        out_dir=str(tmp_path / "p"),
+        pairs=16,
+        library_size=40,
+        train=train,
+        pairing="ensemble",
+        reward_dir=str(tmp_path / "reward"),
+        designs=(str(judged),),
+    )
+    run_sft(config, progress=False)
+    record = read_run_config(config.out_dir)
+    assert record is not None
+    assert candidates[-1] == design and broken not in candidates
+    assert record["data"]["judged_designs"] == 1 and record["data"]["paired_workflows"] == 1
+    assert record["data"]["library_workflows"] == len(set(library))
+    assert SFTRunConfig.from_json(record["config"]) == config
+
+
+def test_a_record_from_before_judged_designs_resumes(tmp_path: Path) -> None:
+    """A finished SFT run recorded before `designs` existed is the same run as one with
+    none (`flowforge.settings.added_setting`), not a run with other settings."""
+    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
+    config = SFTRunConfig(out_dir=str(tmp_path / "p"), pairs=16, library_size=40, train=train)
+    first = run_sft(config, progress=False)
+    path = tmp_path / "p" / "flowforge_run.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    del record["config"]["designs"]
+    path.write_text(json.dumps(record), encoding="utf-8")
+    again = run_sft(config, progress=False)
+    assert again.resumed and again.steps == first.steps
+    with pytest.raises(SFTError, match="designs"):
+        run_sft(replace(config, designs=(str(tmp_path / "judged.parquet"),)), progress=False)
 
 
 def test_a_randomly_paired_policy_owes_no_judged_data(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
-from ..settings import to_json
+from ..settings import added_setting, to_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file
 
@@ -122,6 +122,11 @@ class RefineStageConfig:
     #: tried"). Costs one SFT run (~7 minutes by default). The first ensemble was too wrong
     #: for this (`sft.pairing = "ensemble"`: GRPO 0.203 on world 1).
     refit_sft: bool = True
+    #: With `refit_sft`: the re-paired SFT also pairs prompts with the designs every round
+    #: judged (each distinct design judged without error), which the refitted ensemble
+    #: learnt from, beside the library's workflows; those it prefers for a prompt become
+    #: SFT targets, so the last round's GRPO can start from new designs the judge saw.
+    sft_designs: bool = added_setting(False)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
@@ -163,10 +168,12 @@ class SFTStageConfig:
         object_info: Path,
         reward_dir: Path,
         pairing: str | None = None,
+        designs: tuple[str, ...] = (),
     ) -> SFTRunConfig:
         """This section as an SFT run into `out_dir` on the run's library; `pairing` overrides
         the section's (the refine rounds' re-paired SFT asks for "ensemble" on their own
-        ensemble in `reward_dir`)."""
+        ensemble in `reward_dir`); `designs`: judged designs that join the library's
+        workflows as candidates (`SFTRunConfig.designs`)."""
         return SFTRunConfig(
             out_dir=str(out_dir),
             pairs=self.pairs,
@@ -176,6 +183,7 @@ class SFTStageConfig:
             pairing=pairing or self.pairing,
             reward_dir=str(reward_dir),
             pairing_temperature=self.pairing_temperature,
+            designs=designs,
         )
 
 

@@ -141,7 +141,11 @@ def refine(
             _refit(data, here, reward_dir, reward, catalog, say, processes)
         start, what = paths.sft, "SFT"
         if config.refit_sft and number == config.rounds:
-            start, what = refit_sft(here, reward_dir, sft, paths, say), "the re-paired SFT"
+            designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in range(1, number + 1))
+            start = refit_sft(
+                here, reward_dir, sft, paths, say, designs if config.sft_designs else ()
+            )
+            what = "the re-paired SFT"
         runs = [
             replace(
                 grpo,
@@ -202,17 +206,20 @@ def refit_sft(
     sft: SFTStageConfig,
     paths: RefinePaths,
     say: Callable[[str], None],
+    designs: tuple[str, ...] = (),
 ) -> Path:
     """SFT into ``here/sft`` (resumed from its checkpoints, returned if finished), each train
-    prompt paired with library workflows the ensemble in `reward_dir` prefers for it.
+    prompt paired with library workflows the ensemble in `reward_dir` prefers for it, and
+    with the judged designs in the `designs` tables (`SFTRunConfig.designs`).
 
     Why here and not in the SFT stage: the rounds' ensemble knows what the first one did
     not (its per-prompt pick from the library beat the best fixed workflow on 71% of
     held-out prompts on both sim worlds, the first one's on 66% and 55%), and GRPO from a
     policy that already reads its prompt that way keeps reading it."""
     out = here / SFT_DIR
-    say(f"refine: SFT again, {sft.pairs:,} pairs chosen by the refitted ensemble -> {out}")
-    config = sft.run_config(out, paths.library, paths.object_info, reward_dir, "ensemble")
+    among = " among the library and the judged designs" if designs else ""
+    say(f"refine: SFT again, {sft.pairs:,} pairs chosen by the refitted ensemble{among} -> {out}")
+    config = sft.run_config(out, paths.library, paths.object_info, reward_dir, "ensemble", designs)
     run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..settings import added_setting
 from .model import LoraSettings, PolicyModelConfig
 from .vocab import VocabConfig
 
@@ -128,6 +129,11 @@ class SFTRunConfig:
     #: judged pairs) for ``pairing = "ensemble"``: 0.15 pairs a prompt with about 16
     #: workflows effectively (median over prompts; docs/policy.md), 1 with most of them.
     pairing_temperature: float = 0.15
+    #: Judged designs to pair prompts with beside the library's workflows: Parquet tables
+    #: with the export's columns (the refine rounds' ``judged.parquet``); each distinct
+    #: ``workflow_text`` judged without error joins the candidates. For "ensemble" pairing,
+    #: whose ensemble was refitted on those judgements, so it knows the designs it rates.
+    designs: tuple[str, ...] = added_setting(())
 
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.library_size < 1:
@@ -140,7 +146,13 @@ class SFTRunConfig:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> SFTRunConfig:
-        return SFTRunConfig(**{**data, "train": TrainSettings.from_json(data["train"])})
+        return SFTRunConfig(
+            **{
+                **data,
+                "train": TrainSettings.from_json(data["train"]),
+                "designs": tuple(data.get("designs", ())),
+            }
+        )
 
 
 @dataclass(frozen=True)

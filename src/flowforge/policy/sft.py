@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -52,6 +52,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
 from flowforge.reward.backbone import TextEncoder, default_encoder
+from flowforge.settings import added_defaults
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -101,12 +102,17 @@ class SFTResult:
 
 
 # --- 1. the run directory -----------------------------------------------------------------
-def _open_run(out_dir: Path, kind: str, config: dict[str, Any]) -> dict[str, Any] | None:
-    """Create the run (writing its config) or check a resumed one; its record if finished."""
+def _open_run(
+    out_dir: Path, kind: str, config: dict[str, Any], added: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Create the run (writing its config) or check a resumed one; its record if finished.
+    `added`: settings that came after runs existed, with the value a record written before
+    them stands for (`flowforge.settings.added_defaults`)."""
     path = out_dir / RUN_FILE
     if path.is_file():
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        saved = {k: v for k, v in record.get("config", {}).items() if k != "out_dir"}
+        recorded = {**(added or {}), **record.get("config", {})}
+        saved = {k: v for k, v in recorded.items() if k != "out_dir"}
         wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out_dir"}
         if record.get("kind") != kind or saved != wanted:
             changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
@@ -147,6 +153,22 @@ def _library_texts(config: SFTRunConfig, catalog: Catalog) -> list[str]:
         )
         workflows = [entry.workflow for entry in entries]
     return list(dict.fromkeys(to_text(workflow, catalog)[0] for workflow in workflows))
+
+
+def judged_designs(paths: Sequence[str]) -> list[str]:
+    """The distinct ``workflow_text`` of the rows judged without error in Parquet tables
+    with the export's columns (`SFTRunConfig.designs`), in order of first appearance."""
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+    texts: list[str] = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise SFTError(f"judged designs: {path} is not a file")
+        table = pq.read_table(path, columns=["workflow_text", "error"])
+        errors = table.column("error").to_pylist()
+        found = table.column("workflow_text").to_pylist()
+        texts += [t for t, e in zip(found, errors, strict=True) if e is None and t]
+    return list(dict.fromkeys(texts))
 
 
 def _tokenizer_and_model(
@@ -331,7 +353,8 @@ def _run(
     say: Callable[[str], None] | None = None,
 ) -> SFTResult:
     """Steps 1-6 for either kind; `examples_of(catalog)` -> (texts, examples, data stats)."""
-    done = _open_run(out_dir, kind, config_json)
+    added = added_defaults(SFTRunConfig) if kind == "sft" else None
+    done = _open_run(out_dir, kind, config_json, added)
     if done is not None:
         return _result(out_dir, done, resumed=True)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -390,9 +413,12 @@ def run_sft(
     catalog = load_catalog(config.object_info)
 
     def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
-        texts = _library_texts(config, catalog)
+        library = _library_texts(config, catalog)
+        texts = list(dict.fromkeys([*library, *judged_designs(config.designs)]))
         prompts = [prompt.text for prompt in load_prompts("train")]
-        stats: dict[str, Any] = {"library_workflows": len(texts), "train_prompts": len(prompts)}
+        stats: dict[str, Any] = {"library_workflows": len(library), "train_prompts": len(prompts)}
+        if config.designs:
+            stats["judged_designs"] = len(texts) - len(library)  # the designs not in it
         if config.pairing == "random":
             return texts, library_pairs(texts, prompts, config.pairs, config.train.seed), stats
         assert config.reward_dir is not None  # SFTRunConfig checks it
