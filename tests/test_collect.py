@@ -249,6 +249,19 @@ def test_resuming_with_other_settings_names_each_difference(
     assert collect(operational, judge_for(operational)).skipped_done == 60
 
 
+def test_a_run_moved_with_its_inputs_resumes_at_its_new_place(tmp_path: Path) -> None:
+    """A collection copied elsewhere with the run directory around it (its prompt file
+    inside) is the same run there, not one with other settings."""
+    old, new = tmp_path / "a" / "run", tmp_path / "b" / "copy"
+    old.mkdir(parents=True)
+    config = config_for(old, write_prompts(old), out=old / "collect")
+    collect(config, judge_for(config))
+    new.parent.mkdir()
+    old.rename(new)
+    moved = config_for(new, new / "prompts.txt", out=new / "collect")
+    assert collect(moved, judge_for(moved)).skipped_done == 60
+
+
 def test_a_judge_breaking_the_contract_stops_the_run(tmp_path: Path, prompts_file: Path) -> None:
     class ShortJudge:
         def object_info(self) -> dict[str, object]:

@@ -224,6 +224,26 @@ def test_a_record_from_before_judged_designs_resumes(tmp_path: Path) -> None:
         run_sft(replace(config, designs=(str(tmp_path / "judged.parquet"),)), progress=False)
 
 
+def test_a_moved_sft_run_is_the_same_run(tmp_path: Path) -> None:
+    """An SFT run moved with the run around it (its judged designs too) is found finished
+    at its new place instead of refused for other settings."""
+    library = library_texts(40)
+    old, new = tmp_path / "a" / "run", tmp_path / "b" / "copy"
+    old.mkdir(parents=True)
+    _judged_table(old / "judged.parquet", [(library[0].replace("steps=", "steps=1", 1), None)])
+    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
+
+    def config(root: Path) -> SFTRunConfig:
+        designs = (str(root / "judged.parquet"),)
+        return SFTRunConfig(str(root / "p"), 16, 40, train=train, designs=designs)
+
+    first = run_sft(config(old), progress=False)
+    new.parent.mkdir()
+    old.rename(new)
+    again = run_sft(config(new), progress=False)
+    assert again.resumed and again.steps == first.steps
+
+
 def test_a_randomly_paired_policy_owes_no_judged_data(tmp_path: Path) -> None:
     (tmp_path / "flowforge_run.json").write_text(
         json.dumps({"kind": "sft", "config": {"pairing": "random"}}), encoding="utf-8"

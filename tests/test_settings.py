@@ -6,9 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from flowforge.pipeline.config import RunConfig
+from flowforge.policy.checkpoint import RunDirError, open_run
 from flowforge.policy.grpo import GRPORunConfig
-from flowforge.settings import added_defaults, added_setting, to_json
+from flowforge.settings import added_defaults, added_setting, moved_paths, to_json
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,45 @@ def test_grpo_prompt_contrast_is_an_added_setting_of_the_stage_keys() -> None:
     assert dataclasses.replace(base, grpo=contrast).section("grpo")["prompt_contrast"] == 0.5
     # the run's own record still holds every setting
     assert base.to_json()["grpo"]["prompt_contrast"] == 0.0
+
+
+def test_a_moved_runs_paths_are_read_under_its_new_root() -> None:
+    recorded = {
+        "out": "/a/run/refine/round-2/grpo",
+        "sft_dir": "/a/run/refine/round-2/sft",
+        "library_dir": "/a/run/library/workflows",
+        "designs": ["/a/run/refine/round-1/judged.parquet"],
+        "elsewhere": "/a/runs/other",  # shares a prefix of characters, not of the root
+        "steps": 200,
+    }
+    moved = moved_paths(recorded, recorded["out"], "/b/copy/refine/round-2/grpo")
+    assert moved == {
+        "out": "/b/copy/refine/round-2/grpo",
+        "sft_dir": "/b/copy/refine/round-2/sft",
+        "library_dir": "/b/copy/library/workflows",
+        "designs": ["/b/copy/refine/round-1/judged.parquet"],
+        "elsewhere": "/a/runs/other",
+        "steps": 200,
+    }
+    assert moved_paths(recorded, recorded["out"], recorded["out"]) == recorded
+    # the run directory itself renamed: only what lies inside it moves with it
+    renamed = moved_paths({"out": "/a/grpo", "sft_dir": "/a/grpo/sft"}, "/a/grpo", "/a/grpo2")
+    assert renamed == {"out": "/a/grpo2", "sft_dir": "/a/grpo2/sft"}
+
+
+def test_a_run_moved_half_done_resumes_and_other_inputs_are_still_refused(
+    tmp_path: Path,
+) -> None:
+    """A killed GRPO run copied to a new place with the run around it resumes there (its
+    inputs moved with it); an input that really changed is still another run."""
+    old, new = tmp_path / "a" / "run", tmp_path / "b" / "copy"
+
+    def config(root: Path, sft: str = "sft") -> dict[str, object]:
+        return {"out": str(root / "grpo"), "sft_dir": str(root / sft), "steps": 3}
+
+    assert not open_run(old / "grpo", "grpo", config(old))
+    new.parent.mkdir()
+    old.rename(new)
+    assert not open_run(new / "grpo", "grpo", config(new))  # not finished, no error
+    with pytest.raises(RunDirError, match="sft_dir"):
+        open_run(new / "grpo", "grpo", config(new, "sft-2"))

@@ -10,6 +10,9 @@ flowforge would redo (or refuse) every run made before it, for nothing. A field 
 
 Only a default that reproduces the old behaviour exactly may be marked: a marked field whose
 default changed results would let an old run resume as if nothing had changed.
+
+Likewise a run's place is not its identity: a run directory moved or copied with a stage half
+done resumes there (`moved_paths`).
 """
 
 from __future__ import annotations
@@ -55,3 +58,37 @@ def to_json(config: Any, identity: bool = False) -> Any:
     if isinstance(config, Path):
         return str(config)
     return config
+
+
+def moved_paths(recorded: dict[str, Any], was: str, now: str) -> dict[str, Any]:
+    """A run record's settings as if recorded at `now`, the run's directory, when it was
+    recorded at `was`: every path under the old root replaced by the same path under the new
+    one. The root is what the two directories do not share at their end (``/a/run/sft`` moved
+    to ``/b/copy/sft``: ``/a/run`` -> ``/b/copy``).
+
+    Why: a stage of ``flowforge run`` records its inputs (the run's SFT, library, triplets)
+    by absolute path, and a resumed stage refuses other settings. A run directory moved or
+    copied while a stage was half done would then refuse to resume it, though nothing but the
+    place changed."""
+    old_parts, new_parts = Path(was).parts, Path(now).parts
+    shared = 0
+    while (
+        shared < min(len(old_parts), len(new_parts)) - 1
+        and old_parts[-1 - shared] == new_parts[-1 - shared]
+    ):
+        shared += 1
+    old_root = str(Path(*old_parts[: len(old_parts) - shared]))
+    new_root = str(Path(*new_parts[: len(new_parts) - shared]))
+    if old_root == new_root:
+        return recorded
+
+    def moved(value: Any) -> Any:
+        if isinstance(value, str) and (value == old_root or value.startswith(old_root + "/")):
+            return new_root + value[len(old_root) :]
+        if isinstance(value, list):
+            return [moved(v) for v in value]
+        if isinstance(value, dict):
+            return {k: moved(v) for k, v in value.items()}
+        return value
+
+    return {k: moved(v) for k, v in recorded.items()}

@@ -31,6 +31,7 @@ from .. import __version__
 from ..files import write_text_atomic
 from ..judge.base import Judge, JudgeItem, JudgeResult
 from ..judge.loader import LoadedJudge
+from ..settings import moved_paths
 from ..workflow.graph import Workflow
 from ..workflow.library import build_library, load_seed_library, load_workflow_dir
 from ..workflow.schema import Catalog, catalog_from_object_info
@@ -381,8 +382,9 @@ def _meta(config: CollectConfig, judge_id: str, plan: Plan) -> dict[str, str]:
 
 def _check_resume(meta: Mapping[str, str], config: CollectConfig, judge_id: str) -> None:
     """CollectError naming every setting that differs from the run's, operational ones aside."""
-    stored = json.loads(meta["config"])
     current = config.to_json()
+    stored = json.loads(meta["config"])
+    stored = moved_paths(stored, str(stored.get("out", current["out"])), str(current["out"]))
     differences = [
         f"--{name.replace('_', '-')} was {stored.get(name)!r}, now {current[name]!r}"
         for name in current

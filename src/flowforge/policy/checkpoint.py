@@ -28,6 +28,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ..files import write_text_atomic
+from ..settings import moved_paths
 from .model import RUN_FILE, save_policy
 from .tokenizer import PolicyTokenizer
 
@@ -75,6 +76,7 @@ def open_run(
     if path.is_file():
         record = json.loads(path.read_text(encoding="utf-8"))
         saved = {**(added or {}), **record.get("config", {})}
+        saved = moved_paths(saved, str(saved.get("out", out)), str(config.get("out", out)))
         saved.pop("out", None)
         if record.get("kind") != kind or saved != wanted:
             changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))

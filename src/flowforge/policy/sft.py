@@ -52,7 +52,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
 from flowforge.reward.backbone import TextEncoder, default_encoder
-from flowforge.settings import added_defaults
+from flowforge.settings import added_defaults, moved_paths
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -112,6 +112,8 @@ def _open_run(
     if path.is_file():
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         recorded = {**(added or {}), **record.get("config", {})}
+        was = str(recorded.get("out_dir", out_dir))
+        recorded = moved_paths(recorded, was, str(config.get("out_dir", out_dir)))
         saved = {k: v for k, v in recorded.items() if k != "out_dir"}
         wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out_dir"}
         if record.get("kind") != kind or saved != wanted:
