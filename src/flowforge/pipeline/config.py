@@ -126,6 +126,10 @@ class RefineStageConfig:
     #: judged (each distinct design judged without error), which the refitted ensemble
     #: learnt from, beside the library's workflows; those it prefers for a prompt become
     #: SFT targets, so the last round's GRPO can start from new designs the judge saw.
+    #: Off: measured on both sim worlds (docs/evaluation.md, "What was tried") the SFT got
+    #: better (0.522 against 0.423 held-out on world 0) and GRPO from it worse (0.500 / 0.541
+    #: against 0.555 / 0.575; on world 1 100% new designs, 55% against the best fixed
+    #: workflow where the library picks made 66%).
     sft_designs: bool = added_setting(False)
 
     def __post_init__(self) -> None:
