@@ -128,8 +128,9 @@ class RefineStageConfig:
     #: SFT targets, so the last round's GRPO can start from new designs the judge saw.
     #: Off: measured on both sim worlds (docs/evaluation.md, "What was tried") the SFT got
     #: better (0.522 against 0.423 held-out on world 0) and GRPO from it worse (0.500 / 0.541
-    #: against 0.555 / 0.575; on world 1 100% new designs, 55% against the best fixed
-    #: workflow where the library picks made 66%).
+    #: against 0.555 / 0.575 on another CPU); on the same CPU as the setting's runs, world
+    #: 1's default scored 0.482 (44%), below the setting's 0.541 (55%), so it stays off only
+    #: until world 0 is measured the same way.
     sft_designs: bool = added_setting(False)
 
     def __post_init__(self) -> None:
