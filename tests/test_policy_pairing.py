@@ -28,6 +28,21 @@ from flowforge.workflow.schema import load_catalog
 
 TEXTS = [f"workflow {i}" for i in range(6)]
 PROMPTS = ["a cat", "a dog", "a city at night", "a bowl of fruit"]
+TINY_TRAIN = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
+
+
+def _ensemble_paired(tmp_path: Path, designs: tuple[str, ...] = ()) -> SFTRunConfig:
+    """A tiny SFT run paired by the ensemble in ``tmp_path/reward`` (its scoring swapped for
+    a table by the tests)."""
+    return SFTRunConfig(
+        out_dir=str(tmp_path / "p"),
+        pairs=16,
+        library_size=40,
+        train=TINY_TRAIN,
+        pairing="ensemble",
+        reward_dir=str(tmp_path / "reward"),
+        designs=designs,
+    )
 
 
 def _favourites(prompts: int, workflows: int, margin: float) -> NDArray[np.float64]:
@@ -129,15 +144,7 @@ def test_sft_pairs_by_the_ensemble_and_says_so(
         return table
 
     monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", one_favourite)
-    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
-    config = SFTRunConfig(
-        out_dir=str(tmp_path / "p"),
-        pairs=16,
-        library_size=40,
-        train=train,
-        pairing="ensemble",
-        reward_dir=str(tmp_path / "reward"),
-    )
+    config = _ensemble_paired(tmp_path)
     run_sft(config, progress=False)
     record = read_run_config(config.out_dir)
     assert record is not None and seen["reward_dir"] == str(tmp_path / "reward")
@@ -189,16 +196,7 @@ def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
         return table
 
     monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", prefers_the_last)
-    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
-    config = SFTRunConfig(
-        out_dir=str(tmp_path / "p"),
-        pairs=16,
-        library_size=40,
-        train=train,
-        pairing="ensemble",
-        reward_dir=str(tmp_path / "reward"),
-        designs=(str(judged),),
-    )
+    config = _ensemble_paired(tmp_path, (str(judged),))
     run_sft(config, progress=False)
     record = read_run_config(config.out_dir)
     assert record is not None
@@ -211,8 +209,7 @@ def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
 def test_a_record_from_before_judged_designs_resumes(tmp_path: Path) -> None:
     """A finished SFT run recorded before `designs` existed is the same run as one with
     none (`flowforge.settings.added_setting`), not a run with other settings."""
-    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
-    config = SFTRunConfig(out_dir=str(tmp_path / "p"), pairs=16, library_size=40, train=train)
+    config = SFTRunConfig(out_dir=str(tmp_path / "p"), pairs=16, library_size=40, train=TINY_TRAIN)
     first = run_sft(config, progress=False)
     path = tmp_path / "p" / "flowforge_run.json"
     record = json.loads(path.read_text(encoding="utf-8"))
@@ -231,11 +228,10 @@ def test_a_moved_sft_run_is_the_same_run(tmp_path: Path) -> None:
     old, new = tmp_path / "a" / "run", tmp_path / "b" / "copy"
     old.mkdir(parents=True)
     _judged_table(old / "judged.parquet", [(library[0].replace("steps=", "steps=1", 1), None)])
-    train = TrainSettings(model=TINY, batch_size=8, learning_rate=1e-3, save_steps=3, seed=0)
 
     def config(root: Path) -> SFTRunConfig:
         designs = (str(root / "judged.parquet"),)
-        return SFTRunConfig(str(root / "p"), 16, 40, train=train, designs=designs)
+        return SFTRunConfig(str(root / "p"), 16, 40, train=TINY_TRAIN, designs=designs)
 
     first = run_sft(config(old), progress=False)
     new.parent.mkdir()

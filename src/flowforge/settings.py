@@ -18,6 +18,8 @@ done resumes there (`moved_paths`).
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,3 +94,21 @@ def moved_paths(recorded: dict[str, Any], was: str, now: str) -> dict[str, Any]:
         return value
 
     return {k: moved(v) for k, v in recorded.items()}
+
+
+def changed_settings(
+    recorded: Mapping[str, Any],
+    config: Mapping[str, Any],
+    out_key: str,
+    added: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The settings (sorted) in which a resumed run's recorded config differs from `config`,
+    the one asked for now; empty when it is the same run. The record is read with the
+    `added` settings' old values filled in (`added_defaults`) and its paths under the run's
+    present place (`moved_paths`); the run directory itself (`out_key`) is no setting."""
+    wanted = json.loads(json.dumps(dict(config)))
+    saved = {**(added or {}), **recorded}
+    saved = moved_paths(saved, str(saved.get(out_key)), str(wanted.get(out_key)))
+    saved.pop(out_key, None)
+    wanted.pop(out_key, None)
+    return sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))

@@ -141,10 +141,9 @@ def refine(
             _refit(data, here, reward_dir, reward, catalog, say, processes)
         start, what = paths.sft, "SFT"
         if config.refit_sft and number == config.rounds:
-            designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in range(1, number + 1))
-            start = refit_sft(
-                here, reward_dir, sft, paths, say, designs if config.sft_designs else ()
-            )
+            judged_so_far = range(1, number + 1) if config.sft_designs else range(0)
+            designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in judged_so_far)
+            start = refit_sft(here, reward_dir, sft, paths, say, designs)
             what = "the re-paired SFT"
         runs = [
             replace(

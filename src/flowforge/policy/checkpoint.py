@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedModel
 
 from ..files import write_text_atomic
-from ..settings import moved_paths
+from ..settings import changed_settings
 from .model import RUN_FILE, save_policy
 from .tokenizer import PolicyTokenizer
 
@@ -72,14 +72,10 @@ def open_run(
     (`flowforge.settings.added_defaults`), with the value a record written before them
     stands for. Returns whether it has finished."""
     path = out / RUN_FILE
-    wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out"}
     if path.is_file():
         record = json.loads(path.read_text(encoding="utf-8"))
-        saved = {**(added or {}), **record.get("config", {})}
-        saved = moved_paths(saved, str(saved.get("out", out)), str(config.get("out", out)))
-        saved.pop("out", None)
-        if record.get("kind") != kind or saved != wanted:
-            changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
+        changed = changed_settings(record.get("config", {}), config, "out", added)
+        if record.get("kind") != kind or changed:
             raise RunDirError(
                 f"{out} holds a {record.get('kind')} run with other settings "
                 f"({', '.join(changed) or 'kind'}); use a new out or the same settings"

@@ -52,7 +52,7 @@ from trl.trainer.sft_trainer import SFTTrainer
 from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
 from flowforge.reward.backbone import TextEncoder, default_encoder
-from flowforge.settings import added_defaults, moved_paths
+from flowforge.settings import added_defaults, changed_settings
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -111,13 +111,8 @@ def _open_run(
     path = out_dir / RUN_FILE
     if path.is_file():
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        recorded = {**(added or {}), **record.get("config", {})}
-        was = str(recorded.get("out_dir", out_dir))
-        recorded = moved_paths(recorded, was, str(config.get("out_dir", out_dir)))
-        saved = {k: v for k, v in recorded.items() if k != "out_dir"}
-        wanted = {k: v for k, v in json.loads(json.dumps(config)).items() if k != "out_dir"}
-        if record.get("kind") != kind or saved != wanted:
-            changed = sorted(k for k in {*saved, *wanted} if saved.get(k) != wanted.get(k))
+        changed = changed_settings(record.get("config", {}), config, "out_dir", added)
+        if record.get("kind") != kind or changed:
             raise SFTError(
                 f"{out_dir} holds a {record.get('kind')} run with other settings "
                 f"({', '.join(changed) or 'kind'}); use a new --out or the same settings"
