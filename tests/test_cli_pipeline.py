@@ -120,6 +120,7 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     settings.write_text(
         "[grpo]\naudit_every = 1\naudit_samples = 2\nusable_only = false\n"  # quick designs
         "[refine]\nenabled = true\nrounds = 2\nsamples = 1\npolicies = 2\nsft_designs = true\n"
+        "sft_top_k = 3\n"
     )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
@@ -175,6 +176,8 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     sft_data = json.loads((repaired / "flowforge_run.json").read_text())["data"]
     library = list((run / "library" / "workflows").glob("*.json"))
     assert sft_data["library_workflows"] == len(library) and sft_data["judged_designs"] > 0
+    assert sft_record["pairing_top_k"] == 3  # each prompt paired among its 3 best (sft_top_k)
+    assert sft_data["effective_workflows_per_prompt"]["p90"] <= 3 + 1e-6
     starts = [r["config"]["sft_dir"] for r in records[1:]]
     assert starts == [str(run / "sft")] * 2 + [str(repaired)] * 2
     assert "GRPO again from the re-paired SFT" in result.stderr

@@ -78,6 +78,20 @@ def test_the_same_seed_pairs_the_same_way() -> None:
     assert first != preferred_pairs(TEXTS, PROMPTS, rewards, 30, 0.3, seed=8)
 
 
+def test_top_k_pairs_a_prompt_only_with_its_k_best_predicted_workflows() -> None:
+    rewards = np.tile(np.arange(6.0), (4, 1))  # every prompt: workflow 5 best, then 4, ...
+    examples = preferred_pairs(TEXTS, PROMPTS, rewards, 400, 100.0, seed=3, top_k=2)
+    assert {e.workflow_text for e in examples} == {TEXTS[4], TEXTS[5]}  # hot, yet only two
+    assert effective_choices(rewards, 100.0, top_k=2) == pytest.approx([2, 2, 2, 2], rel=1e-3)
+    ties = preferred_pairs(TEXTS, PROMPTS, np.zeros((4, 6)), 400, 1.0, seed=3, top_k=2)
+    assert {e.workflow_text for e in ties} == set(TEXTS)  # a tie with the k-th is kept
+    assert preferred_pairs(TEXTS, PROMPTS, rewards, 30, 0.3, seed=7, top_k=6) == (
+        preferred_pairs(TEXTS, PROMPTS, rewards, 30, 0.3, seed=7)
+    )
+    with pytest.raises(ExampleError, match="top_k must be >= 0"):
+        preferred_pairs(TEXTS, PROMPTS, rewards, 8, 1.0, seed=0, top_k=-1)
+
+
 @pytest.mark.parametrize(
     ("rewards", "pairs", "temperature", "message"),
     [
@@ -109,6 +123,8 @@ def test_settings_name_what_is_wrong(tmp_path: Path) -> None:
         SFTRunConfig(out_dir=out, pairing="ensemble")
     with pytest.raises(SFTError, match="pairing_temperature"):
         SFTRunConfig(out_dir=out, pairing_temperature=0.0)
+    with pytest.raises(SFTError, match="pairing_top_k must be >= 0"):
+        SFTRunConfig(out_dir=out, pairing_top_k=-1)
     with pytest.raises(RunConfigError, match=r"sft\.pairing"):
         SFTStageConfig(pairing="ensembles")
 

@@ -70,6 +70,7 @@ def test_a_json_file_works_the_same(tmp_path: Path) -> None:
         ("[collect]\npairs = 0\n", "settings of collect"),
         ("[refine]\nrounds = 0\n", "refine: rounds, samples and seeds must be >= 1"),
         ("[refine]\npolicies = 0\n", "refine: policies and choose_prompts must be >= 1"),
+        ("[refine]\nsft_top_k = -1\n", "refine: sft_top_k must be >= 0"),
         ("jobs = 0\n", "jobs must be >= 1, got 0"),
         ("[grpo]\nsft_dir = '/elsewhere'\n", "grpo.sft_dir: paths are the run's"),
         ("[collect]\nnegative = 'ugly'\n", "negative must be equal"),

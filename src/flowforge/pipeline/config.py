@@ -132,6 +132,11 @@ class RefineStageConfig:
     #: 1's default scored 0.482 (44%), below the setting's 0.541 (55%), so it stays off only
     #: until world 0 is measured the same way.
     sft_designs: bool = added_setting(False)
+    #: The re-paired SFT draws a prompt's workflow only among its this many best-predicted
+    #: candidates (`SFTRunConfig.pairing_top_k`); 0: among all. Why: with `sft_designs` the
+    #: temperature alone paired a prompt with ~700 of the ~2,700 candidates effectively
+    #: (median), against ~16 of the library's (docs/evaluation.md, "What was tried").
+    sft_top_k: int = added_setting(0)
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
@@ -140,6 +145,8 @@ class RefineStageConfig:
             raise RunConfigError(
                 "refine: policies and choose_prompts must be >= 1, choose_temperature > 0"
             )
+        if self.sft_top_k < 0:
+            raise RunConfigError(f"refine: sft_top_k must be >= 0 (0: all), got {self.sft_top_k}")
 
 
 def _small_model() -> TrainSettings:
@@ -174,11 +181,13 @@ class SFTStageConfig:
         reward_dir: Path,
         pairing: str | None = None,
         designs: tuple[str, ...] = (),
+        top_k: int = 0,
     ) -> SFTRunConfig:
         """This section as an SFT run into `out_dir` on the run's library; `pairing` overrides
         the section's (the refine rounds' re-paired SFT asks for "ensemble" on their own
         ensemble in `reward_dir`); `designs`: judged designs that join the library's
-        workflows as candidates (`SFTRunConfig.designs`)."""
+        workflows as candidates (`SFTRunConfig.designs`); `top_k`: the candidates a prompt
+        is paired among (`SFTRunConfig.pairing_top_k`)."""
         return SFTRunConfig(
             out_dir=str(out_dir),
             pairs=self.pairs,
@@ -188,6 +197,7 @@ class SFTStageConfig:
             pairing=pairing or self.pairing,
             reward_dir=str(reward_dir),
             pairing_temperature=self.pairing_temperature,
+            pairing_top_k=top_k,
             designs=designs,
         )
 

@@ -143,7 +143,7 @@ def refine(
         if config.refit_sft and number == config.rounds:
             judged_so_far = range(1, number + 1) if config.sft_designs else range(0)
             designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in judged_so_far)
-            start = refit_sft(here, reward_dir, sft, paths, say, designs)
+            start = refit_sft(here, reward_dir, sft, paths, say, designs, config.sft_top_k)
             what = "the re-paired SFT"
         runs = [
             replace(
@@ -206,10 +206,12 @@ def refit_sft(
     paths: RefinePaths,
     say: Callable[[str], None],
     designs: tuple[str, ...] = (),
+    top_k: int = 0,
 ) -> Path:
     """SFT into ``here/sft`` (resumed from its checkpoints, returned if finished), each train
     prompt paired with library workflows the ensemble in `reward_dir` prefers for it, and
-    with the judged designs in the `designs` tables (`SFTRunConfig.designs`).
+    with the judged designs in the `designs` tables (`SFTRunConfig.designs`), among its
+    `top_k` best-predicted candidates (0: all).
 
     Why here and not in the SFT stage: the rounds' ensemble knows what the first one did
     not (its per-prompt pick from the library beat the best fixed workflow on 71% of
@@ -218,7 +220,8 @@ def refit_sft(
     out = here / SFT_DIR
     among = " among the library and the judged designs" if designs else ""
     say(f"refine: SFT again, {sft.pairs:,} pairs chosen by the refitted ensemble{among} -> {out}")
-    config = sft.run_config(out, paths.library, paths.object_info, reward_dir, "ensemble", designs)
+    library, object_info = paths.library, paths.object_info
+    config = sft.run_config(out, library, object_info, reward_dir, "ensemble", designs, top_k)
     run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
     return out
 

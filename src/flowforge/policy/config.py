@@ -91,13 +91,15 @@ class TrainSettings:
 PAIRINGS = ("random", "ensemble")
 
 
-def pairing_problem(pairing: str, temperature: float) -> str | None:
+def pairing_problem(pairing: str, temperature: float, top_k: int = 0) -> str | None:
     """What is wrong with these pairing settings, or None (`SFTRunConfig` and the pipeline's
     SFT stage, which checks them before any stage runs)."""
     if pairing not in PAIRINGS:
         return f"pairing must be one of {', '.join(PAIRINGS)}, got {pairing!r}"
     if not temperature > 0:
         return f"pairing_temperature must be > 0, got {temperature}"
+    if top_k < 0:
+        return f"pairing_top_k must be >= 0 (0: every candidate), got {top_k}"
     return None
 
 
@@ -129,6 +131,10 @@ class SFTRunConfig:
     #: judged pairs) for ``pairing = "ensemble"``: 0.15 pairs a prompt with about 16
     #: workflows effectively (median over prompts; docs/policy.md), 1 with most of them.
     pairing_temperature: float = 0.15
+    #: For ``pairing = "ensemble"``: draw a prompt's workflow only among its `pairing_top_k`
+    #: best-predicted candidates (0: among all). Why: with the judged `designs` (thousands,
+    #: many alike) the temperature alone paired a prompt with ~700 candidates effectively.
+    pairing_top_k: int = added_setting(0)
     #: Judged designs to pair prompts with beside the library's workflows: Parquet tables
     #: with the export's columns (the refine rounds' ``judged.parquet``); each distinct
     #: ``workflow_text`` judged without error joins the candidates. For "ensemble" pairing,
@@ -138,7 +144,7 @@ class SFTRunConfig:
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.library_size < 1:
             raise SFTError("pairs and library_size must be >= 1")
-        problem = pairing_problem(self.pairing, self.pairing_temperature)
+        problem = pairing_problem(self.pairing, self.pairing_temperature, self.pairing_top_k)
         if problem is not None:
             raise SFTError(problem)
         if self.pairing == "ensemble" and self.reward_dir is None:

@@ -74,11 +74,14 @@ def preferred_pairs(
     pairs: int,
     temperature: float,
     seed: int,
+    top_k: int = 0,
 ) -> list[Example]:
     """`pairs` examples: prompts in shuffled rounds, each with a workflow drawn from
     ``softmax(rewards[prompt] / temperature)`` (`rewards`: (prompts, workflows), the ensemble's
     predictions). Low temperatures pair a prompt with its few best workflows, high ones
-    approach uniform pairing."""
+    approach uniform pairing. `top_k` > 0 draws only among a prompt's `top_k` best-predicted
+    workflows (ties with the k-th included): the temperature alone pairs a prompt with
+    hundreds once thousands of candidates score alike."""
     table = np.asarray(rewards, dtype=np.float64)
     if table.shape != (len(prompts), len(workflow_texts)) or table.size == 0:
         raise ExampleError(
@@ -91,11 +94,13 @@ def preferred_pairs(
         raise ExampleError(f"pairs must be >= 1, got {pairs}")
     if not temperature > 0:
         raise ExampleError(f"temperature must be > 0, got {temperature}")
+    if top_k < 0:
+        raise ExampleError(f"top_k must be >= 0 (0: every workflow), got {top_k}")
     rng = np.random.default_rng(seed)
     order = np.concatenate(
         [rng.permutation(len(prompts)) for _ in range(-(-pairs // len(prompts)))]
     )[:pairs]
-    cumulative = np.cumsum(_pairing_weights(table, temperature), axis=1)  # (P, W)
+    cumulative = np.cumsum(_pairing_weights(table, temperature, top_k), axis=1)  # (P, W)
     draws = rng.random(pairs)
     picks = [
         min(int(np.searchsorted(cumulative[p], u, side="right")), len(workflow_texts) - 1)
@@ -104,17 +109,25 @@ def preferred_pairs(
     return [Example(prompts[p], workflow_texts[w]) for p, w in zip(order, picks, strict=True)]
 
 
-def effective_choices(rewards: NDArray[np.float64], temperature: float) -> NDArray[np.float64]:
+def effective_choices(
+    rewards: NDArray[np.float64], temperature: float, top_k: int = 0
+) -> NDArray[np.float64]:
     """Per prompt, ``exp(entropy)`` of the pairing distribution: how many workflows a
     prompt is effectively paired with (1: always the same one; W: uniform)."""
-    weights = _pairing_weights(np.asarray(rewards, np.float64), temperature)
+    weights = _pairing_weights(np.asarray(rewards, np.float64), temperature, top_k)
     entropy = -(weights * np.log(np.where(weights > 0, weights, 1.0))).sum(axis=1)
     result: NDArray[np.float64] = np.exp(entropy)
     return result
 
 
-def _pairing_weights(table: NDArray[np.float64], temperature: float) -> NDArray[np.float64]:
-    """Row-wise ``softmax(table / temperature)`` (max subtracted: no overflow when cold)."""
+def _pairing_weights(
+    table: NDArray[np.float64], temperature: float, top_k: int = 0
+) -> NDArray[np.float64]:
+    """Row-wise ``softmax(table / temperature)`` (max subtracted: no overflow when cold),
+    over each row's `top_k` largest entries (and ties with the k-th) when `top_k` > 0."""
+    if 0 < top_k < table.shape[1]:
+        kth = np.partition(table, -top_k, axis=1)[:, -top_k, None]
+        table = np.where(table >= kth, table, -np.inf)
     weights: NDArray[np.float64] = np.exp((table - table.max(axis=1, keepdims=True)) / temperature)
     weights /= weights.sum(axis=1, keepdims=True)
     return weights

@@ -420,10 +420,11 @@ def run_sft(
             return texts, library_pairs(texts, prompts, config.pairs, config.train.seed), stats
         assert config.reward_dir is not None  # SFTRunConfig checks it
         rewards = ensemble_rewards(config.reward_dir, catalog, texts, prompts, progress)
+        temperature, top_k = config.pairing_temperature, config.pairing_top_k
         examples = preferred_pairs(
-            texts, prompts, rewards, config.pairs, config.pairing_temperature, config.train.seed
+            texts, prompts, rewards, config.pairs, temperature, config.train.seed, top_k
         )
-        effective = effective_choices(rewards, config.pairing_temperature)
+        effective = effective_choices(rewards, temperature, top_k)
         stats |= {
             "paired_workflows": len({e.workflow_text for e in examples}),
             "effective_workflows_per_prompt": {
