@@ -126,11 +126,10 @@ class RefineStageConfig:
     #: judged (each distinct design judged without error), which the refitted ensemble
     #: learnt from, beside the library's workflows; those it prefers for a prompt become
     #: SFT targets, so the last round's GRPO can start from new designs the judge saw.
-    #: Off: measured on both sim worlds (docs/evaluation.md, "What was tried") the SFT got
-    #: better (0.522 against 0.423 held-out on world 0) and GRPO from it worse (0.500 / 0.541
-    #: against 0.555 / 0.575 on another CPU); on the same CPU as the setting's runs, world
-    #: 1's default scored 0.482 (44%), below the setting's 0.541 (55%), so it stays off only
-    #: until world 0 is measured the same way.
+    #: Off: measured on one CPU (docs/evaluation.md, "What was tried"), alone it lowers world
+    #: 0 (0.500 against the default's 0.557) and lifts world 1 (0.541 against 0.433); with
+    #: `sft_top_k = 16`, 0.544 / 0.540: better on the worlds' mean, not on world 0, one run
+    #: each, so off until both worlds' runs from nothing are measured with it.
     sft_designs: bool = added_setting(False)
     #: The re-paired SFT draws a prompt's workflow only among its this many best-predicted
     #: candidates (`SFTRunConfig.pairing_top_k`); 0: among all. Why: with `sft_designs` the
