@@ -133,8 +133,8 @@ class RefineStageConfig:
     sft_designs: bool = added_setting(False)
     #: The re-paired SFT draws a prompt's workflow only among its this many best-predicted
     #: candidates (`SFTRunConfig.pairing_top_k`); 0: among all. Why: with `sft_designs` the
-    #: temperature alone paired a prompt with ~700 of the ~2,700 candidates effectively
-    #: (median), against ~16 of the library's (docs/evaluation.md, "What was tried").
+    #: temperature alone paired a prompt with ~700 of the ~4,400 candidates effectively
+    #: (median), against 31-95 of the library's 2,000 (docs/evaluation.md, "What was tried").
     sft_top_k: int = added_setting(0)
 
     def __post_init__(self) -> None:
