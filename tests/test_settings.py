@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flowforge.pipeline.config import RunConfig
+from flowforge.pipeline.config import RefineStageConfig, RunConfig
 from flowforge.policy.checkpoint import RunDirError, open_run
 from flowforge.policy.grpo import GRPORunConfig
 from flowforge.settings import added_defaults, added_setting, moved_paths, to_json
@@ -49,6 +49,14 @@ def test_grpo_prompt_contrast_is_an_added_setting_of_the_stage_keys() -> None:
     assert dataclasses.replace(base, grpo=contrast).section("grpo")["prompt_contrast"] == 0.5
     # the run's own record still holds every setting
     assert base.to_json()["grpo"]["prompt_contrast"] == 0.0
+
+
+def test_refines_judged_design_pairing_is_a_default_that_counts_in_the_stage_key() -> None:
+    # sft_designs and sft_top_k changed results when they became the default (session 20),
+    # so they are no added settings: a run made before them redoes its refine stage
+    assert added_defaults(RefineStageConfig) == {}
+    refine = RunConfig().section("refine")
+    assert (refine["sft_designs"], refine["sft_top_k"]) == (True, 16)
 
 
 def test_a_moved_runs_paths_are_read_under_its_new_root() -> None:

@@ -22,7 +22,7 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
-from ..settings import added_setting, to_json
+from ..settings import to_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file
 
@@ -126,16 +126,17 @@ class RefineStageConfig:
     #: judged (each distinct design judged without error), which the refitted ensemble
     #: learnt from, beside the library's workflows; those it prefers for a prompt become
     #: SFT targets, so the last round's GRPO can start from new designs the judge saw.
-    #: Off: measured on one CPU (docs/evaluation.md, "What was tried"), alone it lowers world
-    #: 0 (0.500 against the default's 0.557) and lifts world 1 (0.541 against 0.433); with
-    #: `sft_top_k = 16`, 0.544 / 0.540: better on the worlds' mean, not on world 0, one run
-    #: each, so off until both worlds' runs from nothing are measured with it.
-    sft_designs: bool = added_setting(False)
+    #: On (with `sft_top_k = 16`) since session 20: measured on one CPU, two samples per
+    #: world (docs/evaluation.md, "What was tried"), it lifts world 1 from 0.452 to 0.553
+    #: held-out (36% to 58% against the best fixed workflow) and costs world 0 0.012 (0.548
+    #: to 0.536, 68% to 66%): the better choice on both worlds together, and the one whose
+    #: worse world is far better. Alone (`sft_top_k = 0`) it lowered world 0 to 0.500.
+    sft_designs: bool = True
     #: The re-paired SFT draws a prompt's workflow only among its this many best-predicted
     #: candidates (`SFTRunConfig.pairing_top_k`); 0: among all. Why: with `sft_designs` the
     #: temperature alone paired a prompt with ~700 of the ~4,400 candidates effectively
     #: (median), against 31-95 of the library's 2,000 (docs/evaluation.md, "What was tried").
-    sft_top_k: int = added_setting(0)
+    sft_top_k: int = 16
 
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
