@@ -111,8 +111,9 @@ class RefineStageConfig:
     choose_prompts: int = 200
     #: Sampling temperature of the designs the choice judges: `flowforge design`'s.
     choose_temperature: float = 0.7
-    #: Train SFT again after the last round's refit, each train prompt paired with library
-    #: workflows the refitted ensemble prefers for it (the `sft` section's pairs, training
+    #: Train SFT again after the last round's refit, each train prompt paired with
+    #: workflows the refitted ensemble prefers for it (from the library, and with
+    #: `sft_designs` the rounds' judged designs; the `sft` section's pairs, training
     #: settings and `pairing_temperature`), and start the last round's GRPO from it (its
     #: KL tether, and guidance's w = 0). Why: the refitted ensemble's own per-prompt pick
     #: from the library beats the best fixed workflow on 71% of held-out prompts on both
