@@ -137,6 +137,8 @@ class RefineStageConfig:
     #: candidates (`SFTRunConfig.pairing_top_k`); 0: among all. Why: with `sft_designs` the
     #: temperature alone paired a prompt with ~700 of the ~4,400 candidates effectively
     #: (median), against 31-95 of the library's 2,000 (docs/evaluation.md, "What was tried").
+    #: It applies with `sft_designs` off too: the default before session 20 is both off
+    #: (`sft_designs = false`, `sft_top_k = 0`).
     sft_top_k: int = 16
 
     def __post_init__(self) -> None:
