@@ -198,6 +198,27 @@ def test_invalid_workflows_get_the_floor_and_valid_ones_mean_minus_kappa_std(
         assert ensemble.predict(prompts, texts) == pytest.approx(got.reward.tolist())
 
 
+def test_a_table_of_prompts_by_workflows_is_predict_on_every_pair(trained: TrainResult) -> None:
+    """`predict_table` (ensemble pairing's grid, each member's prompt and workflow vectors
+    computed once) is `predict` on each (prompt, workflow) pair, invalid texts the floor,
+    in any block size, and its progress callback counts every prompt once."""
+    valid = list(design_texts()[:7])
+    texts = [valid[0], "1 KSampler cfg=", *valid[1:], valid[2]]  # an invalid one, a repeat
+    prompts = ["a cat", "a dog", "a quiet harbour at dawn", "a cat"]
+    ensemble = trained.ensemble.with_scoring(kappa=1.5, floor=-7.0)
+    seen: list[int] = []
+    table = ensemble.predict_table(prompts, texts, block=5, progress=seen.append)
+    assert table.shape == (4, 9) and sum(seen) == 4 and max(seen) < 4
+    for row, prompt in zip(table, prompts, strict=True):
+        expected = ensemble.predict([prompt] * len(texts), texts)
+        assert row.tolist() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    assert (table[:, 1] == -7.0).all() and (table[0] == table[3]).all()
+    assert (table[:, 3] == table[:, 8]).all() and len(set(table[:3, 0])) == 3
+    assert np.allclose(table, ensemble.predict_table(prompts, texts), rtol=0, atol=1e-6)
+    assert ensemble.predict_table([], texts).shape == (0, 9)
+    assert ensemble.predict_table(prompts, []).shape == (4, 0)
+
+
 def test_scoring_settings_are_checked() -> None:
     with pytest.raises(RewardConfigError, match="kappa"):
         RewardConfig(kappa=-1.0)
@@ -348,6 +369,10 @@ def test_hf_backbone_trains_saves_and_loads_without_pickle(tmp_path: Path) -> No
     assert np.allclose(before.members, after.members, atol=1e-6)
     assert (before.std > 0).all()
     assert loaded.predict(["a cat"], ["not a workflow"]) == [config.floor]
+    table = loaded.predict_table(prompts[:2], [*workflows[:3], "not a workflow"])
+    for row, prompt in zip(table, prompts[:2], strict=True):
+        expected = loaded.predict([prompt] * 4, [*workflows[:3], "not a workflow"])
+        assert row.tolist() == pytest.approx(expected, abs=1e-6)
 
 
 def test_training_refuses_to_write_over_what_is_not_its_own(

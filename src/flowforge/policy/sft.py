@@ -452,7 +452,6 @@ def ensemble_rewards(
     from flowforge.reward.ensemble import load_ensemble
 
     ensemble = load_ensemble(reward_dir, catalog=catalog, encoder=encoder)
-    rows = np.empty((len(prompts), len(texts)))
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -462,10 +461,7 @@ def ensemble_rewards(
     )
     with Progress(*columns, disable=not progress, transient=False) as bar:
         task = bar.add_task("ensemble pairing: prompts scored", total=len(prompts))
-        for i, prompt in enumerate(prompts):
-            rows[i] = ensemble.predict([prompt] * len(texts), texts)
-            bar.advance(task)
-    return rows
+        return ensemble.predict_table(prompts, texts, progress=lambda n: bar.advance(task, n))
 
 
 def run_comfygen_ft(

@@ -56,9 +56,42 @@ class MemberNet(nn.Module):
         weight 0 pad); prompt_index, design_index (B,) the pair's prompt and design. Each
         prompt and design is encoded once however many pairs share it (GRPO groups).
         """
-        w = self.workflow(self.bag(rows, per_sample_weights=weights))[design_index]  # (B, dim)
-        p = self.prompt(prompt)[prompt_index]  # (B, dim)
+        w = self.workflow_vectors(rows, weights)[design_index]  # (B, dim)
+        p = self.prompt_vectors(prompt)[prompt_index]  # (B, dim)
+        return self.score(p, w)
+
+    # The three parts of `forward`, apart so that a table of P prompts by D designs
+    # (`RewardEnsemble.predict_table`) encodes each prompt and design once, not P x D times.
+    def workflow_vectors(self, rows: Tensor, weights: Tensor) -> Tensor:
+        """w of D designs: token rows and weights (D, L) -> (D, dim)."""
+        out: Tensor = self.workflow(self.bag(rows, per_sample_weights=weights))
+        return out
+
+    def prompt_vectors(self, prompt: Tensor) -> Tensor:
+        """p of P prompts: embeddings (P, 384) -> (P, dim)."""
+        out: Tensor = self.prompt(prompt)
+        return out
+
+    def score(self, p: Tensor, w: Tensor) -> Tensor:
+        """The head on B (p, w) pairs, (B, dim) each -> (B,)."""
         out: Tensor = self.head(torch.cat([p, w, p * w], dim=-1)).squeeze(-1)
+        return out
+
+    def score_table(self, p: Tensor, w: Tensor) -> Tensor:
+        """The head on every pair of P prompts and D designs, (P, dim) and (D, dim) ->
+        (P, D): `score` up to float rounding, without building the (P, D, 3 dim) input.
+        The head's first layer is split over [p, w, p * w]: its p part is computed once
+        per prompt, and its w and p * w parts are one (dim, hidden) matrix per prompt,
+        ``diag(p) W_pw^T + W_w^T``, applied to all D designs in one batched product."""
+        first = self.head[0]
+        assert isinstance(first, nn.Linear)
+        on_p, on_w, on_pw = torch.split(first.weight, p.shape[1], dim=1)  # (hidden, dim) each
+        per_prompt = p @ on_p.T + first.bias  # (P, hidden)
+        # w's part and p * w's part as one matrix per prompt: w @ (diag(p) on_pw^T + on_w^T)
+        per_pair = p[:, :, None] * on_pw.T[None] + on_w.T[None]  # (P, dim, hidden)
+        wide = w.expand(len(p), *w.shape)  # (P, D, dim), a view
+        hidden = torch.baddbmm(per_prompt[:, None, :], wide, per_pair)  # (P, D, hidden)
+        out: Tensor = self.head[1:](hidden).squeeze(-1)
         return out
 
 
