@@ -57,6 +57,9 @@ def test_refines_judged_design_pairing_is_a_default_that_counts_in_the_stage_key
     assert added_defaults(RefineStageConfig) == {}
     refine = RunConfig().section("refine")
     assert (refine["sft_designs"], refine["sft_top_k"]) == (True, 16)
+    # likewise samples = 8 (session 22): the rounds judge other designs, so a run made
+    # with 4 redoes its refine stage (and its evaluation) rather than resuming it
+    assert refine["samples"] == 8
 
 
 def test_a_moved_runs_paths_are_read_under_its_new_root() -> None:

@@ -79,18 +79,21 @@ class RefineStageConfig:
     0.030 held-out to 0.504 / 0.377 / 0.509 (the collapses gone); with two seeds and the
     judge's choice, 0.508 on world 0 and 0.500 on world 1 (best-of-8 0.514 / 0.516; was 0.504
     / 0.463 and 0.507 / 0.506; docs/benchmarks.md, "Two GRPO seeds per round"). The rounds
-    take ~27 minutes (1,631 s at 8bf55e7) and 11,040 judge calls (55% of the collection's)."""
+    take ~24 minutes (1,426 s at session 22's default on the 2-core EPYC) and 21,680 judge
+    calls (108% of the collection's 20,000)."""
 
     #: Run the rounds; the evaluation then compares the last round's GRPO policy.
     enabled: bool = True
     #: Rounds, each judging the previous round's policy (the first: the run's GRPO).
     rounds: int = 2
-    #: Designs sampled per train prompt from the previous policy, each round. Why 4: the
+    #: Designs sampled per train prompt from the previous policy, each round. Why 8: the
     #: refit learns where GRPO goes only from these judgements; with 4 instead of 2 the last
     #: round's GRPO rose from 0.511 to 0.575 held-out on sim world 1 (49% -> 66% against the
-    #: best fixed workflow) and held world 0 (0.552 -> 0.555), for 5,320 more judge calls
+    #: best fixed workflow) and held world 0 (0.552 -> 0.555); with 8 instead of 4 (session
+    #: 22, two samples per world) best-of-8 beat the best fixed workflow on 69-75% of
+    #: held-out prompts in all four runs (51-73% with 4), for 10,640 more judge calls
     #: (docs/evaluation.md, "What was tried").
-    samples: int = 4
+    samples: int = 8
     #: Render seeds per design (one judge call each).
     seeds: int = 1
     #: Sampling temperature: GRPO's own (1.0), so the judged designs are where it explores.
