@@ -159,7 +159,8 @@ class RewardEnsemble:
         Why not `predict` row by row: with the MiniLM backbone each member's workflow
         vector (token bag, norm, MLP) and prompt vector are computed once for the whole
         table instead of once per pair, and only the head runs per pair, `block` pairs at a
-        time; on the refine rounds' re-paired SFT (1,330 prompts x 4,406 workflows, 10
+        time, its first layer as one matrix product per prompt (`MemberNet.score_table`);
+        on the refine rounds' re-paired SFT (1,330 prompts x 4,406 workflows, 10
         members) that was most of the pairing's time (docs/benchmarks.md, "Ensemble
         pairing's table"). An HF backbone reads each pair as one sequence, so it goes row
         by row. `progress` is called with the number of prompts each step finished."""
