@@ -89,9 +89,10 @@ class RefineStageConfig:
     #: Designs sampled per train prompt from the previous policy, each round. Why 8: the
     #: refit learns where GRPO goes only from these judgements; with 4 instead of 2 the last
     #: round's GRPO rose from 0.511 to 0.575 held-out on sim world 1 (49% -> 66% against the
-    #: best fixed workflow) and held world 0 (0.552 -> 0.555); with 8 instead of 4 (session
-    #: 22, two samples per world) best-of-8 beat the best fixed workflow on 69-75% of
-    #: held-out prompts in all four runs (51-73% with 4), for 10,640 more judge calls
+    #: best fixed workflow) and held world 0 (0.552 -> 0.555); with 8 instead of 4
+    #: (measured in session 21, two samples per world) best-of-8 beat the best fixed
+    #: workflow on 69-75% of held-out prompts in all four runs (51-73% with 4), and from
+    #: nothing at 2da1f5f on 67% (world 0) and 72% (world 1), for 10,640 more judge calls
     #: (docs/evaluation.md, "What was tried").
     samples: int = 8
     #: Render seeds per design (one judge call each).
