@@ -4,6 +4,7 @@ that validates; sampling under the constraint always gives valid workflows."""
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Iterator
 from functools import cache
 
@@ -19,7 +20,7 @@ from flowforge.policy.grammar import GrammarError, GrammarState, Phase, TextForm
 from flowforge.policy.model import build_tiny_model
 from flowforge.policy.sample import sample_workflows
 from flowforge.policy.tokenizer import PolicyTokenizer, new_tokenizer
-from flowforge.policy.vocab import fit_vocab, literal_text
+from flowforge.policy.vocab import WorkflowVocab, fit_vocab, literal_text
 from flowforge.workflow.textform import Bindings, from_text
 from flowforge.workflow.validate import validate
 
@@ -254,3 +255,29 @@ def test_constraint_with_num_return_sequences_and_greedy_decoding() -> None:
         for row in rows:
             assert TOKENIZER.eos_id in row
             assert is_valid(TOKENIZER, row[: row.index(TOKENIZER.eos_id)])
+
+
+def steps_allowed(tokenizer: PolicyTokenizer) -> list[int]:
+    """The values the grammar offers for a KSampler's steps (the last of its inputs)."""
+    text = next(t for t in library_texts() if " KSampler " in t).split("\n")
+    sampler = next(i for i, line in enumerate(text) if " KSampler " in line)
+    prefix = "\n".join([*text[:sampler], text[sampler].split(" steps=")[0] + " steps="])
+    grammar = TextFormGrammar(tokenizer, CATALOG)
+    state = walk(grammar, grammar.initial_state(), tokenizer.encode_workflow(prefix))
+    return [int(v) for v in tokenizer.hf.convert_ids_to_tokens(grammar.allowed(state).tolist())]
+
+
+def test_numbers_stay_within_the_corpus_range_stretched_not_the_catalogs() -> None:
+    corpus = {int(v) for t in library_texts() for v in re.findall(r" KSampler .* steps=(\d+)", t)}
+    allowed = steps_allowed(TOKENIZER)
+    assert max(allowed) <= 1.5 * max(corpus) and min(allowed) >= min(corpus) / 1.5
+    assert 1376 not in allowed  # a width on the grid: the catalog allows up to 10,000 steps
+    assert set(allowed) - corpus  # values the corpus never used are still writable
+    assert corpus <= set(allowed)
+
+
+def test_a_vocabulary_without_number_ranges_writes_the_catalogs_ranges() -> None:
+    saved = TOKENIZER.vocab.to_json()
+    del saved["number_ranges"]
+    old = new_tokenizer(WorkflowVocab.from_json(saved))
+    assert 1376 in steps_allowed(old) and max(steps_allowed(old)) <= 10_000

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,11 +16,14 @@ from transformers import AutoTokenizer
 from flowforge.policy.tokenizer import load_tokenizer
 from flowforge.policy.vocab import (
     UNK,
+    VocabConfig,
     VocabError,
+    WorkflowVocab,
     format_prompt,
     key_text,
     literal_text,
     split_pieces,
+    stretched,
 )
 from flowforge.workflow.augment import augment
 from flowforge.workflow.graph import Workflow
@@ -140,3 +145,50 @@ def test_directory_without_tokenizer_metadata_is_refused(tmp_path: Path) -> None
     TOKENIZER.hf.save_pretrained(str(tmp_path))
     with pytest.raises(VocabError, match=r"flowforge_tokenizer\.json"):
         load_tokenizer(tmp_path)
+
+
+def test_number_ranges_are_the_corpus_extremes_per_class_and_input() -> None:
+    steps = [
+        int(value)
+        for text in library_texts()
+        for line in text.split("\n")
+        if " KSampler " in line
+        for value in re.findall(r" steps=(\d+)", line)
+    ]
+    ranges = {(c, i): (lo, hi) for c, i, lo, hi in TOKENIZER.vocab.number_ranges}
+    assert ranges[("KSampler", "steps")] == (min(steps), max(steps))
+    assert TOKENIZER.vocab.number_range("KSampler", "steps") == (min(steps) / 1.5, max(steps) * 1.5)
+
+
+def test_stretched_ranges_widen_away_from_zero_or_by_half_the_span() -> None:
+    assert stretched(4, 40, 1.5) == (4 / 1.5, 60)
+    assert stretched(-2, -2, 1.5) == (-3, -2 / 1.5)
+    assert stretched(0, 32, 1.5) == (-16, 48)
+    assert stretched(0, 0, 1.5) == (0, 0)
+
+
+def test_an_input_the_class_never_used_takes_the_widest_range_of_its_name() -> None:
+    vocab = replace(
+        tiny_vocab(),
+        number_ranges=(("KSampler", "steps", 4.0, 40.0), ("Other", "steps", 20.0, 60.0)),
+    )
+    assert vocab.number_range("KSampler", "steps") == (4 / 1.5, 60)
+    assert vocab.number_range("KSamplerAdvanced", "steps") == (4 / 1.5, 90)
+    assert vocab.number_range("KSampler", "cfg") is None  # never written: the catalog's range
+    unstretched = replace(vocab, config=replace(vocab.config, number_stretch=None))
+    assert unstretched.number_range("KSampler", "steps") is None
+
+
+def test_a_vocabulary_saved_before_number_ranges_has_no_stretch() -> None:
+    saved = TOKENIZER.vocab.to_json()
+    assert WorkflowVocab.from_json(saved) == TOKENIZER.vocab
+    del saved["number_ranges"], saved["config"]["number_stretch"]
+    old = WorkflowVocab.from_json(saved)
+    assert old.config.number_stretch is None and old.number_ranges == ()
+    assert old.number_range("KSampler", "steps") is None
+
+
+@pytest.mark.parametrize("stretch", [0.5, 0.999])
+def test_a_stretch_below_one_is_refused(stretch: float) -> None:
+    with pytest.raises(VocabError, match="number_stretch"):
+        VocabConfig(number_stretch=stretch)

@@ -113,8 +113,9 @@ class ValueTokens:
             tuple(seeds),
         )
 
-    def for_input(self, spec: InputSpec) -> list[int]:
-        """Value tokens a literal of widget input `spec` may be (what validates, one spelling)."""
+    def for_input(self, spec: InputSpec, within: tuple[float, float] | None = None) -> list[int]:
+        """Value tokens a literal of widget input `spec` may be (what validates, one spelling);
+        a number also `within` (low, high) when given (`WorkflowVocab.number_range`)."""
         if spec.kind == "ENUM":
             surfaces = (literal_text(choice) for choice in spec.choices)
             return [self.atom_ids[s] for s in surfaces if s in self.atom_ids]
@@ -123,6 +124,8 @@ class ValueTokens:
         if spec.kind in ("INT", "FLOAT"):
             low = -float("inf") if spec.min is None else spec.min
             high = float("inf") if spec.max is None else spec.max
+            if within is not None:
+                low, high = max(low, within[0]), min(high, within[1])
             numbers = self.ints if spec.kind == "INT" else self.floats
             return [token for token, value in numbers if low <= value <= high]
         if spec.kind == "BOOLEAN":
@@ -137,7 +140,8 @@ def _slots(schema: NodeSchema, tokenizer: PolicyTokenizer, values: ValueTokens) 
     slots = []
     for spec in sorted(schema.inputs, key=lambda s: s.name):
         key = tokenizer.atom_ids.get(key_text(spec.name))
-        ids = [] if spec.kind == "link" else values.for_input(spec)
+        within = tokenizer.vocab.number_range(schema.class_type, spec.name)
+        ids = [] if spec.kind == "link" else values.for_input(spec, within)
         if key is None or (spec.kind != "link" and not ids):
             if spec.required:
                 return []

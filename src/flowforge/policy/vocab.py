@@ -27,6 +27,13 @@ like the text form; links ``@N.S`` to every earlier line and output slot; placeh
 two of the catalog's embeddings. Prompt words are fitted on the *train* prompts only (held-out
 prompts are never read by a training stage); words seen fewer than ``prompt_min_count``
 times become ``<unk>``, so ``<unk>`` is trained and unseen words at test time map to it.
+
+The grid is shared by every number input, so on its own it would let ``steps`` take a width
+(1376 steps: GRPO found that the sim world and the ensemble do not mind, a ComfyUI server
+would render it 45 times slower than 30). So the vocabulary also records each number input's
+range in the corpus (`number_ranges`, per class and input), and the grammar keeps a value
+within that range stretched by ``number_stretch`` (`number_range`): new values and new
+combinations, but no further from human practice than the ensemble has data to judge.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ TOKEN_PATTERN = (
 )
 _PIECES = re.compile(TOKEN_PATTERN)
 _LINE_ID = re.compile(r"[1-9][0-9]* ")
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _PROMPT_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
 
 PAD, BOS, EOS, SEP, UNK = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>"
@@ -85,6 +93,11 @@ class VocabConfig:
     max_prompt_words: int = 64
     #: Score bins for ComfyGen-FT conditioning; every tokenizer carries these special tokens.
     score_bins: int = 10
+    #: A number input may take values within its range in the corpus stretched by this
+    #: factor (x1.5 above its largest, /1.5 below its smallest; a range with zero in it
+    #: widens by half its span each side), and the catalog's min..max. None: the catalog's
+    #: min..max only (what vocabularies saved before the stretch existed do).
+    number_stretch: float | None = 1.5
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_lines <= 999:
@@ -95,6 +108,8 @@ class VocabConfig:
             raise VocabError(f"max_prompt_words must be >= 1, got {self.max_prompt_words}")
         if not 2 <= self.score_bins <= 100:
             raise VocabError(f"score_bins must be in 2..100, got {self.score_bins}")
+        if self.number_stretch is not None and not self.number_stretch >= 1:
+            raise VocabError(f"number_stretch must be >= 1 or None, got {self.number_stretch}")
 
 
 def split_pieces(text: str) -> list[str]:
@@ -140,23 +155,52 @@ def line_text(line: int) -> str:
     return f"{line} "
 
 
-def _corpus_roles(texts: Iterable[str]) -> tuple[set[str], set[str], set[str], int]:
-    """Classes, keys and values found in text forms, and their most lines."""
-    classes: set[str] = set()
-    keys: set[str] = set()
-    values: set[str] = set()
-    most = 0
+@dataclass
+class _Corpus:
+    """What the text forms of a corpus hold: classes, keys, values, the most lines, and the
+    smallest and largest number of each (class surface, key surface)."""
+
+    classes: set[str] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set)
+    values: set[str] = field(default_factory=set)
+    most: int = 0
+    numbers: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+
+
+def _corpus_roles(texts: Iterable[str]) -> _Corpus:
+    """Read a corpus of text forms (`_Corpus`)."""
+    corpus = _Corpus()
     for text in texts:
         for line in text.split("\n"):
             pieces = split_pieces(line)
             if len(pieces) < 2 or not _LINE_ID.fullmatch(pieces[0]):
                 raise VocabError(f"not a text-form line: {line!r}")
-            classes.add(pieces[1])
+            corpus.classes.add(pieces[1])
             for key, value in zip(pieces[2::2], pieces[3::2], strict=True):
-                keys.add(key)
-                values.add(value)
-        most = max(most, text.count("\n") + 1)
-    return classes, keys, values, most
+                corpus.keys.add(key)
+                corpus.values.add(value)
+                if _NUMBER.fullmatch(value):
+                    number = float(value)
+                    low, high = corpus.numbers.get((pieces[1], key), (number, number))
+                    corpus.numbers[(pieces[1], key)] = (min(low, number), max(high, number))
+        corpus.most = max(corpus.most, text.count("\n") + 1)
+    return corpus
+
+
+def _surface_name(surface: str) -> str:
+    """A class or input name from its piece: ``KSampler`` / ``" cfg="`` -> ``cfg``."""
+    name = surface.strip().removesuffix("=")
+    return str(json.loads(name)) if name.startswith('"') else name
+
+
+def stretched(low: float, high: float, stretch: float) -> tuple[float, float]:
+    """The range a number input may take, from its corpus range (`VocabConfig.number_stretch`)."""
+    if low > 0:
+        return low / stretch, high * stretch
+    if high < 0:
+        return low * stretch, high / stretch
+    margin = (stretch - 1) * (high - low)
+    return low - margin, high + margin
 
 
 def _grid_values() -> list[Value]:
@@ -209,7 +253,12 @@ class WorkflowVocab:
     keys: tuple[str, ...]
     values: tuple[str, ...]
     prompt_words: tuple[str, ...]
+    #: (class, input, smallest, largest) of every number input in the corpus, sorted.
+    number_ranges: tuple[tuple[str, str, float, float], ...] = ()
     _atoms: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    _ranges: dict[tuple[str, str], tuple[float, float]] = field(
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         lines = tuple(line_text(k) for k in range(1, self.config.max_lines + 1))
@@ -218,6 +267,25 @@ class WorkflowVocab:
             dupes = [token for token, n in Counter(atoms).items() if n > 1]
             raise VocabError(f"tokens listed twice in the vocabulary: {dupes[:5]}")
         object.__setattr__(self, "_atoms", atoms)
+        ranges = {(c, i): (lo, hi) for c, i, lo, hi in self.number_ranges}
+        object.__setattr__(self, "_ranges", ranges)
+
+    def number_range(self, class_type: str, input_name: str) -> tuple[float, float] | None:
+        """The values the grammar lets number input `input_name` of `class_type` take, before
+        the catalog's min..max: its corpus range stretched (`stretched`); for a class the
+        corpus never used, the widest stretched range of that input name over the classes
+        it did use (``steps`` means steps everywhere); None without a stretch or when the
+        corpus never wrote that input."""
+        stretch = self.config.number_stretch
+        if stretch is None:
+            return None
+        found = self._ranges.get((class_type, input_name))
+        if found is not None:
+            return stretched(*found, stretch)
+        same = [stretched(*r, stretch) for (_, i), r in self._ranges.items() if i == input_name]
+        if not same:
+            return None
+        return min(lo for lo, _ in same), max(hi for _, hi in same)
 
     @property
     def specials(self) -> tuple[str, ...]:
@@ -241,19 +309,29 @@ class WorkflowVocab:
             "keys": list(self.keys),
             "values": list(self.values),
             "prompt_words": list(self.prompt_words),
+            "number_ranges": [list(r) for r in self.number_ranges],
         }
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> WorkflowVocab:
+        """Read `to_json`'s dict. A vocabulary saved before number ranges existed has none
+        and no stretch: its policy writes what it always could."""
         try:
+            config = dict(data["config"])
+            if "number_ranges" not in data:
+                config["number_stretch"] = None
             return WorkflowVocab(
-                VocabConfig(**data["config"]),
+                VocabConfig(**config),
                 tuple(data["classes"]),
                 tuple(data["keys"]),
                 tuple(data["values"]),
                 tuple(data["prompt_words"]),
+                tuple(
+                    (str(c), str(i), float(lo), float(hi))
+                    for c, i, lo, hi in data.get("number_ranges", ())
+                ),
             )
-        except (KeyError, TypeError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             raise VocabError(f"not a workflow vocabulary: {err}") from None
 
 
@@ -268,7 +346,8 @@ def fit_vocab(
     Raises VocabError when a corpus text has more lines than ``config.max_lines``.
     """
     config = VocabConfig() if config is None else config
-    classes, keys, values, most = _corpus_roles(workflow_texts)
+    corpus = _corpus_roles(workflow_texts)
+    classes, keys, values, most = corpus.classes, corpus.keys, corpus.values, corpus.most
     if most > config.max_lines:
         raise VocabError(
             f"a corpus workflow has {most} lines; raise max_lines ({config.max_lines})"
@@ -288,6 +367,12 @@ def fit_vocab(
         tuple(sorted(keys | catalog_keys)),
         tuple(sorted(all_values - classes)),
         tuple(" " + word for word in words),
+        tuple(
+            sorted(
+                (_surface_name(c), _surface_name(k), lo, hi)
+                for (c, k), (lo, hi) in corpus.numbers.items()
+            )
+        ),
     )
 
 
