@@ -69,7 +69,9 @@ def data_of(run: Path) -> list[tuple[str, Triplet]]:
 
 
 def score_variant(
-    config: RewardConfig, train: Sequence[Triplet], held: Sequence[tuple[str, Triplet]],
+    config: RewardConfig,
+    train: Sequence[Triplet],
+    held: Sequence[tuple[str, Triplet]],
     processes: int,
 ) -> dict[str, Any]:
     """Train on `train`, rank the `held` rows per prompt; metrics per source and overall."""
@@ -80,7 +82,7 @@ def score_variant(
     ensemble = result.ensemble
     units = build_units(ensemble, [t for _, t in held], "heldout")
     source_of = {(t.prompt, t.workflow_text): s for s, t in held}
-    sources = np.array([source_of[(p, x)] for p, x in zip(units.prompts, units.texts)])
+    sources = np.array([source_of[(p, x)] for p, x in zip(units.prompts, units.texts, strict=True)])
     prediction = ensemble.predict_detail(units.prompts, units.texts)
     mean, std = prediction.members.mean(axis=1), prediction.members.std(axis=1)
     reward = mean - config.kappa * std
@@ -124,8 +126,10 @@ def main() -> None:
     rows = data_of(args.run)
     held = [(s, t) for s, t in rows if set_aside(t.prompt_id, args.share)]
     train = [t for s, t in rows if not set_aside(t.prompt_id, args.share)]
-    print(f"{len(train):,} training rows, {len(held):,} set-aside rows "
-          f"({len({t.prompt_id for _, t in held})} prompts)")
+    print(
+        f"{len(train):,} training rows, {len(held):,} set-aside rows "
+        f"({len({t.prompt_id for _, t in held})} prompts)"
+    )
     results: dict[str, Any] = {}
     for text in args.variant or ["default"]:
         name, changes = parse_variant(text)

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
+import flowforge.pipeline.stages as stages_module
 from flowforge.pipeline.config import (
     CollectStageConfig,
     LibraryStageConfig,
     RunConfig,
+    RunConfigError,
     load_run_config,
     quick_config,
 )
@@ -26,6 +29,8 @@ from flowforge.pipeline.runner import (
     stage_key,
 )
 from flowforge.pipeline.stages import STAGES, Stage, StageContext
+from flowforge.pipeline.workers import execute
+from flowforge.policy.sft import SFTResult
 
 
 class Killed(RuntimeError):
@@ -184,6 +189,7 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     pool_b = dataclasses.replace(pool_a, judge_opt=(scorers, ("servers", "http://b:1")))
     assert changed_keys(pool_a, pool_b) == set()
     assert changed_keys(base, dataclasses.replace(base, threads=2)) == set()
+    assert changed_keys(base, dataclasses.replace(base, sft_threads=None)) == set()
     assert changed_keys(base, dataclasses.replace(base, jobs=1)) == set()  # results the same
 
 
@@ -221,3 +227,28 @@ def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() ->
 def test_a_second_run_of_the_same_directory_is_refused_while_one_runs(tmp_path: Path) -> None:
     with run_lock(tmp_path), pytest.raises(RunError, match="another process"):
         run_pipeline(in_order(), tmp_path, stages=FakeStages().all())
+
+
+@pytest.mark.parametrize(("sft_threads", "expected"), [(2, 2), (3, 3), (None, 1)])
+def test_sft_trains_on_its_own_threads_and_the_run_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sft_threads: int | None, expected: int
+) -> None:
+    """Phase-1 SFT runs while the other core idles: `sft_threads` (None: the run's)."""
+    seen: list[int] = []
+
+    def fake_sft(config: Any, progress: bool = True, say: Any = None) -> SFTResult:
+        seen.append(torch.get_num_threads())
+        return SFTResult(Path(config.out_dir), 1, 1, 0.0, 0.0, 1, False)
+
+    monkeypatch.setattr(stages_module, "run_sft", fake_sft)
+    config = dataclasses.replace(in_order(), threads=1, sft_threads=sft_threads)
+    sft = next(stage for stage in STAGES if stage.name == "sft")
+    before = torch.get_num_threads()
+    result, _, _ = execute(sft, StageContext(tmp_path, config, lambda line: None))
+    assert seen == [expected] and result["policy_dir"] == str(tmp_path / "sft")
+    assert torch.get_num_threads() == before
+
+
+def test_sft_threads_below_one_are_refused() -> None:
+    with pytest.raises(RunConfigError, match="sft_threads must be >= 1"):
+        dataclasses.replace(quick_config(), sft_threads=0)

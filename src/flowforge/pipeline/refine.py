@@ -40,6 +40,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from ..policy.audit import Auditor, JudgeAuditor
 from ..policy.grpo import GRPORunConfig, train_grpo
 from ..policy.sft import run_sft
 from ..reward.config import RewardConfig
+from ..reward.model import cpu_threads
 from ..reward.store import CONFIG_FILE as REWARD_CONFIG
 from ..reward.train import train_ensemble
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
@@ -115,6 +117,7 @@ def refine(
     say: Callable[[str], None] = print,
     audits: AuditJudge | None = None,
     processes: int = 1,
+    sft_threads: int | None = None,
 ) -> dict[str, Any]:
     """`config.rounds` rounds of judge, refit, GRPO again (resuming whatever a killed run
     finished); the summary. Round k judges the policies of round k-1 (the run's GRPO for the
@@ -124,7 +127,7 @@ def refine(
     when ``grpo.audit_every > 0``; `processes` is how many processes sample designs (the
     run's `jobs`; the results do not depend on it). With `config.refit_sft` the last round's
     GRPO starts from an SFT re-paired by that round's ensemble (`refit_sft`), trained with
-    the run's `sft` settings."""
+    the run's `sft` settings, on `sft_threads` torch threads (None: the caller's)."""
     if grpo.audit_every > 0 and audits is None:
         raise ValueError("the rounds' GRPO audits (audit_every > 0) need an AuditJudge")
     paths.out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +147,8 @@ def refine(
         if config.refit_sft and number == config.rounds:
             judged_so_far = range(1, number + 1) if config.sft_designs else range(0)
             designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in judged_so_far)
-            start = refit_sft(here, reward_dir, sft, paths, say, designs, config.sft_top_k)
+            with nullcontext() if sft_threads is None else cpu_threads(sft_threads):
+                start = refit_sft(here, reward_dir, sft, paths, say, designs, config.sft_top_k)
             what = "the re-paired SFT"
         runs = [
             replace(

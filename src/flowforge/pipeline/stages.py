@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
@@ -27,6 +28,7 @@ from ..policy.audit import JudgeAuditor
 from ..policy.config import ComfyGenFTConfig
 from ..policy.grpo import train_grpo
 from ..policy.sft import run_comfygen_ft, run_sft
+from ..reward.model import cpu_threads
 from ..reward.train import train_ensemble
 from ..workflow.library import build_library, load_seed_library, save_library
 from ..workflow.schema import Catalog
@@ -166,7 +168,16 @@ def sft_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.path(LIBRARY, OBJECT_INFO),
         ctx.path(REWARD_DIR),
     )
-    return _policy_result(asdict(run_sft(config, progress=False, say=ctx.say)))
+    with sft_threads(ctx.config):
+        result = run_sft(config, progress=False, say=ctx.say)
+    return _policy_result(asdict(result))
+
+
+def sft_threads(config: RunConfig) -> AbstractContextManager[None]:
+    """The torch threads SFT trains with in the run (`RunConfig.sft_threads`)."""
+    if config.sft_threads is None:
+        return nullcontext()
+    return cpu_threads(config.sft_threads)
 
 
 def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
@@ -262,6 +273,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.say,
         AuditJudge(ctx.judge_source, c.collect.negative),  # used only with audits on
         processes=c.jobs,
+        sft_threads=c.sft_threads,
     )
 
 
