@@ -40,7 +40,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
+import torch
 
 from ..data.collect import check_results
 from ..data.export import run_table
@@ -147,7 +147,7 @@ def refine(
         if config.refit_sft and number == config.rounds:
             judged_so_far = range(1, number + 1) if config.sft_designs else range(0)
             designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in judged_so_far)
-            with nullcontext() if sft_threads is None else cpu_threads(sft_threads):
+            with cpu_threads(sft_threads or torch.get_num_threads()):
                 start = refit_sft(here, reward_dir, sft, paths, say, designs, config.sft_top_k)
             what = "the re-paired SFT"
         runs = [

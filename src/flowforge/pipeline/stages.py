@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from ..data.collect import CollectConfig, collect, judge_catalog
 from ..data.export import load_triplets
@@ -168,16 +169,9 @@ def sft_stage(ctx: StageContext) -> dict[str, Any]:
         ctx.path(LIBRARY, OBJECT_INFO),
         ctx.path(REWARD_DIR),
     )
-    with sft_threads(ctx.config):
+    with cpu_threads(ctx.config.sft_threads or torch.get_num_threads()):
         result = run_sft(config, progress=False, say=ctx.say)
     return _policy_result(asdict(result))
-
-
-def sft_threads(config: RunConfig) -> AbstractContextManager[None]:
-    """The torch threads SFT trains with in the run (`RunConfig.sft_threads`)."""
-    if config.sft_threads is None:
-        return nullcontext()
-    return cpu_threads(config.sft_threads)
 
 
 def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:

@@ -49,7 +49,7 @@ from typing import Any
 
 from flowforge.workflow.graph import Node, Value, Workflow
 from flowforge.workflow.schema import Catalog
-from flowforge.workflow.textform import to_text
+from flowforge.workflow.textform import number_literal, to_text
 
 _QUOTED = r'"(?:[^"\\\n]|\\.)*"'
 _BARE = r"[A-Za-z0-9_][A-Za-z0-9_.\-+/:]*"
@@ -63,7 +63,6 @@ TOKEN_PATTERN = (
 )
 _PIECES = re.compile(TOKEN_PATTERN)
 _LINE_ID = re.compile(r"[1-9][0-9]* ")
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _PROMPT_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*|[^\w\s]|_")
 
 PAD, BOS, EOS, SEP, UNK = "<pad>", "<bos>", "<eos>", "<sep>", "<unk>"
@@ -179,8 +178,8 @@ def _corpus_roles(texts: Iterable[str]) -> _Corpus:
             for key, value in zip(pieces[2::2], pieces[3::2], strict=True):
                 corpus.keys.add(key)
                 corpus.values.add(value)
-                if _NUMBER.fullmatch(value):
-                    number = float(value)
+                number = number_literal(value)
+                if number is not None:
                     low, high = corpus.numbers.get((pieces[1], key), (number, number))
                     corpus.numbers[(pieces[1], key)] = (min(low, number), max(high, number))
         corpus.most = max(corpus.most, text.count("\n") + 1)

@@ -186,6 +186,14 @@ def off_grid(workflow: Workflow) -> list[str]:
     return problems
 
 
+def number_literal(token: str) -> float | None:
+    """The number an unquoted value of the text form spells (``20``, ``-3``, ``7.0``), None
+    for any other value: the same spellings `from_text` reads as numbers."""
+    if _INT.fullmatch(token) or _FLOAT.fullmatch(token):
+        return float(token)
+    return None
+
+
 def _is_bare(text: str) -> bool:
     return (
         _BARE.fullmatch(text) is not None
