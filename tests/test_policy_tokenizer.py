@@ -175,8 +175,9 @@ def test_an_input_the_class_never_used_takes_the_widest_range_of_its_name() -> N
     assert vocab.number_range("KSampler", "steps") == (4 / 1.5, 60)
     assert vocab.number_range("KSamplerAdvanced", "steps") == (4 / 1.5, 90)
     assert vocab.number_range("KSampler", "cfg") is None  # never written: the catalog's range
-    unstretched = replace(vocab, config=replace(vocab.config, number_stretch=None))
-    assert unstretched.number_range("KSampler", "steps") is None
+    for off in (None, 0.0):
+        unstretched = replace(vocab, config=replace(vocab.config, number_stretch=off))
+        assert unstretched.number_range("KSampler", "steps") is None
 
 
 def test_a_vocabulary_saved_before_number_ranges_has_no_stretch() -> None:

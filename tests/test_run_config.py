@@ -59,6 +59,13 @@ def test_a_json_file_works_the_same(tmp_path: Path) -> None:
     assert (config.grpo.steps, config.grpo.beta) == (3, 0.1)
 
 
+def test_a_toml_file_switches_the_number_ranges_off_with_zero(tmp_path: Path) -> None:
+    """TOML has no null, so 0 is the spelling of "catalog ranges only" (docs/policy.md)."""
+    path = tmp_path / "run.toml"
+    path.write_text("[sft.train.vocab]\nnumber_stretch = 0\n", encoding="utf-8")
+    assert load_run_config(path).sft.train.vocab.number_stretch == 0
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -71,6 +78,7 @@ def test_a_json_file_works_the_same(tmp_path: Path) -> None:
         ("[refine]\nrounds = 0\n", "refine: rounds, samples and seeds must be >= 1"),
         ("[refine]\npolicies = 0\n", "refine: policies and choose_prompts must be >= 1"),
         ("[refine]\nsft_top_k = -1\n", "refine: sft_top_k must be >= 0"),
+        ("[sft.train.vocab]\nnumber_stretch = 0.5\n", "number_stretch must be >= 1, or 0"),
         ("jobs = 0\n", "jobs must be >= 1, got 0"),
         ("[grpo]\nsft_dir = '/elsewhere'\n", "grpo.sft_dir: paths are the run's"),
         ("[collect]\nnegative = 'ugly'\n", "negative must be equal"),

@@ -140,7 +140,9 @@ def _slots(schema: NodeSchema, tokenizer: PolicyTokenizer, values: ValueTokens) 
     slots = []
     for spec in sorted(schema.inputs, key=lambda s: s.name):
         key = tokenizer.atom_ids.get(key_text(spec.name))
-        within = tokenizer.vocab.number_range(schema.class_type, spec.name)
+        within = None
+        if spec.kind in ("INT", "FLOAT"):
+            within = tokenizer.vocab.number_range(schema.class_type, spec.name)
         ids = [] if spec.kind == "link" else values.for_input(spec, within)
         if key is None or (spec.kind != "link" and not ids):
             if spec.required:

@@ -94,8 +94,9 @@ class VocabConfig:
     score_bins: int = 10
     #: A number input may take values within its range in the corpus stretched by this
     #: factor (x1.5 above its largest, /1.5 below its smallest; a range with zero in it
-    #: widens by half its span each side), and the catalog's min..max. None: the catalog's
-    #: min..max only (what vocabularies saved before the stretch existed do).
+    #: widens by half its span each side), and the catalog's min..max. None or 0: the
+    #: catalog's min..max only (what vocabularies saved before the stretch existed do; 0 is
+    #: the spelling a TOML config has, which has no null).
     number_stretch: float | None = 1.5
 
     def __post_init__(self) -> None:
@@ -107,8 +108,10 @@ class VocabConfig:
             raise VocabError(f"max_prompt_words must be >= 1, got {self.max_prompt_words}")
         if not 2 <= self.score_bins <= 100:
             raise VocabError(f"score_bins must be in 2..100, got {self.score_bins}")
-        if self.number_stretch is not None and not self.number_stretch >= 1:
-            raise VocabError(f"number_stretch must be >= 1 or None, got {self.number_stretch}")
+        if self.number_stretch not in (None, 0) and not self.number_stretch >= 1:
+            raise VocabError(
+                f"number_stretch must be >= 1, or 0 or None (no stretch), got {self.number_stretch}"
+            )
 
 
 def split_pieces(text: str) -> list[str]:
@@ -273,10 +276,10 @@ class WorkflowVocab:
         """The values the grammar lets number input `input_name` of `class_type` take, before
         the catalog's min..max: its corpus range stretched (`stretched`); for a class the
         corpus never used, the widest stretched range of that input name over the classes
-        it did use (``steps`` means steps everywhere); None without a stretch or when the
-        corpus never wrote that input."""
+        it did use (``steps`` means steps everywhere); None without a stretch (None or 0) or
+        when the corpus never wrote that input."""
         stretch = self.config.number_stretch
-        if stretch is None:
+        if not stretch:
             return None
         found = self._ranges.get((class_type, input_name))
         if found is not None:
