@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+import flowforge.pipeline.refine as refine_module
 import flowforge.pipeline.stages as stages_module
 from flowforge.pipeline.config import (
     CollectStageConfig,
@@ -20,6 +21,7 @@ from flowforge.pipeline.config import (
     load_run_config,
     quick_config,
 )
+from flowforge.pipeline.refine import RefinePaths, refit_sft
 from flowforge.pipeline.runner import (
     RUN_FILE,
     RunError,
@@ -247,6 +249,31 @@ def test_sft_trains_on_its_own_threads_and_the_run_keeps_its_own(
     result, _, _ = execute(sft, StageContext(tmp_path, config, lambda line: None))
     assert seen == [expected] and result["policy_dir"] == str(tmp_path / "sft")
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(2, 2), (None, 1)])
+def test_the_repaired_sft_trains_on_its_own_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int | None, expected: int
+) -> None:
+    """The last refine round's SFT runs with nothing beside it: the run's `sft_threads`."""
+    seen: list[tuple[int, str]] = []
+
+    def fake_sft(config: Any, progress: bool = True, say: Any = None) -> SFTResult:
+        seen.append((torch.get_num_threads(), config.pairing))
+        return SFTResult(Path(config.out_dir), 1, 1, 0.0, 0.0, 1, False)
+
+    monkeypatch.setattr(refine_module, "run_sft", fake_sft)
+    paths = RefinePaths(*(tmp_path / name for name in ("c", "s", "g", "l", "o.json", "out")))
+    original = torch.get_num_threads()
+    torch.set_num_threads(1)  # the rounds' process: one thread (the run's `threads`)
+    try:
+        out = refit_sft(
+            tmp_path, tmp_path / "r", in_order().sft, paths, lambda line: None, threads=threads
+        )
+        assert seen == [(expected, "ensemble")] and out == tmp_path / "sft"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(original)
 
 
 def test_sft_threads_below_one_are_refused() -> None:

@@ -147,8 +147,9 @@ def refine(
         if config.refit_sft and number == config.rounds:
             judged_so_far = range(1, number + 1) if config.sft_designs else range(0)
             designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in judged_so_far)
-            with cpu_threads(sft_threads or torch.get_num_threads()):
-                start = refit_sft(here, reward_dir, sft, paths, say, designs, config.sft_top_k)
+            start = refit_sft(
+                here, reward_dir, sft, paths, say, designs, config.sft_top_k, sft_threads
+            )
             what = "the re-paired SFT"
         runs = [
             replace(
@@ -212,11 +213,13 @@ def refit_sft(
     say: Callable[[str], None],
     designs: tuple[str, ...] = (),
     top_k: int = 0,
+    threads: int | None = None,
 ) -> Path:
     """SFT into ``here/sft`` (resumed from its checkpoints, returned if finished), each train
     prompt paired with library workflows the ensemble in `reward_dir` prefers for it, and
     with the judged designs in the `designs` tables (`SFTRunConfig.designs`), among its
-    `top_k` best-predicted candidates (0: all).
+    `top_k` best-predicted candidates (0: all), on `threads` torch threads (None: the
+    caller's; nothing runs beside it, so the run's `sft_threads`).
 
     Why here and not in the SFT stage: the rounds' ensemble knows what the first one did
     not (its per-prompt pick from the library beat the best fixed workflow on 71% of
@@ -227,7 +230,8 @@ def refit_sft(
     say(f"refine: SFT again, {sft.pairs:,} pairs chosen by the refitted ensemble{among} -> {out}")
     library, object_info = paths.library, paths.object_info
     config = sft.run_config(out, library, object_info, reward_dir, "ensemble", designs, top_k)
-    run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
+    with cpu_threads(threads or torch.get_num_threads()):
+        run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
     return out
 
 
