@@ -265,6 +265,29 @@ def test_turbo_wants_few_steps_and_low_cfg(
         assert np.all(bad_q < 0.02) and np.all(good_q > 5 * bad_q)
 
 
+def test_a_negative_that_is_the_positive_gives_no_guidance(
+    judges: dict[int, SimJudge], seeds: dict[str, Workflow]
+) -> None:
+    """Both conditionings the same (one encoder, or one text): CFG 1 whatever it says."""
+    base = seeds["sdxl_base"]
+    sampler = base.by_class("KSampler")[0]
+    one_encoder = base.replace_node(sampler.with_inputs(negative=sampler.get("positive")))
+    negative = base.node(sampler.get("negative").node)
+    unguided = edited(base, "KSampler", cfg=1.0)
+    families = default_families()
+    assert read_pipeline(one_encoder, families, None).cfg == 1.0
+    assert read_pipeline(base, families, None).cfg == sampler.get("cfg") > 1.0
+    for judge in judges.values():
+        same_text = [
+            JudgeItem(p, with_prompt(base.replace_node(negative.with_inputs(text=p)), p), 0)
+            for p in PROMPTS
+        ]
+        q_unguided = quality(judge, items_for(unguided))
+        assert np.allclose(quality(judge, items_for(one_encoder)), q_unguided)
+        assert np.allclose(quality(judge, same_text), q_unguided)
+        assert np.all(q_unguided < 0.5 * quality(judge, items_for(base)))
+
+
 def test_lcm_lora_wants_the_lcm_sampler(
     judges: dict[int, SimJudge], seeds: dict[str, Workflow]
 ) -> None:

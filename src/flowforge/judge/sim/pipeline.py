@@ -267,6 +267,24 @@ def _patches(anatomy: Anatomy) -> dict[str, Any]:
     return fields
 
 
+def _cfg(anatomy: Anatomy) -> float:
+    """The base pass's CFG, or 1.0 when its negative conditioning is its positive one (the
+    same encoder node, or an encoder of the same class and texts).
+
+    Why: classifier-free guidance mixes two predictions, eps_neg + cfg (eps_pos - eps_neg);
+    when both come from the same conditioning that is eps_pos whatever the CFG says, i.e.
+    CFG 1, which a full (undistilled) checkpoint renders washed out. Before this was read,
+    GRPO wired the prompt's encoder into both inputs in over 90% of its designs (no library
+    workflow does), and the world scored them as if guided."""
+    positive, negative = anatomy.positive, anatomy.negative
+    same = positive.id == negative.id or (
+        positive.class_type == negative.class_type
+        and _prompt_texts(positive, TEXT_ENCODERS, "positive")
+        == _prompt_texts(negative, TEXT_ENCODERS, "negative")
+    )
+    return 1.0 if same else _number(anatomy.base, "cfg")
+
+
 def _prompts(
     workflow: Workflow, anatomy: Anatomy, prompt: str | tuple[str, ...] | None
 ) -> dict[str, Any]:
@@ -306,7 +324,7 @@ def read_pipeline(
         "sampler": _text(base, "sampler_name"),
         "scheduler": _text(base, "scheduler"),
         "steps": int(_number(base, "steps")),
-        "cfg": _number(base, "cfg"),
+        "cfg": _cfg(anatomy),
         "width": int(_number(anatomy.latent, "width")),
         "height": int(_number(anatomy.latent, "height")),
         "vae": _vae(workflow, anatomy),
