@@ -17,6 +17,7 @@ from flowforge.policy.model import (
 from flowforge.policy.tokenizer import new_tokenizer
 from flowforge.policy.vocab import VocabConfig, fit_vocab
 from flowforge.workflow.schema import default_catalog
+from flowforge.workflow.validate import validate
 
 TOKENIZER = tiny_tokenizer()
 TEXT = next(t for t in library_texts() if "KSampler " in t and "LoraLoader" in t)
@@ -60,6 +61,18 @@ def test_reward_model_ranks_the_candidates(policy_dir: Path) -> None:
     result = designer.design("a cat", samples=3, seed=0, reward=_PreferLonger())
     assert result.text == texts[-1]
     assert [c.predicted_reward for c in result.candidates] == [float(len(t)) for t in texts]
+
+
+def test_the_delivered_workflow_leaves_out_nodes_no_output_reads(policy_dir: Path) -> None:
+    lines = TEXT.split("\n")
+    dead = f"{len(lines) + 1} EmptyLatentImage batch_size=1 height=512 width=512"
+    written = "\n".join([*lines, dead])
+    force = ForceText([TOKENIZER.encode_workflow(written)], TOKENIZER.eos_id)
+    result = load_designer(policy_dir, extra_processors=[force]).design("a cat", ui=True)
+    assert result.text == written  # what the policy wrote
+    assert len(result.api) == len(lines) == len(result.ui["nodes"])  # type: ignore[index]
+    report = validate(result.workflow, default_catalog())
+    assert report.ok and not report.warnings
 
 
 @pytest.mark.parametrize("runtime", ["numpy", "transformers"])

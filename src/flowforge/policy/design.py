@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from flowforge.workflow.anatomy import prune
 from flowforge.workflow.api import to_api
 from flowforge.workflow.graph import Workflow
 from flowforge.workflow.schema import Catalog, default_catalog
@@ -83,8 +84,8 @@ class DesignResult:
 
     prompt: str
     seed: int
-    text: str  # text form (placeholders) of the chosen workflow
-    workflow: Workflow  # with prompt, negative and seed filled in
+    text: str  # text form (placeholders) of the chosen workflow, as the policy wrote it
+    workflow: Workflow  # with prompt, negative and seed filled in; nodes no output reads dropped
     api: dict[str, Any]  # ComfyUI API JSON, ready for POST /prompt
     ui: dict[str, Any] | None  # ComfyUI editor JSON, when asked for
     candidates: tuple[Candidate, ...]
@@ -221,13 +222,17 @@ class Designer:
                 f"none of {samples} sampled workflows is valid ({shown}); "
                 "try --samples with a larger N or another seed"
             )
+        # A policy may write nodes nothing reads (a second EmptyLatentImage, an unused
+        # loader); ComfyUI never runs them and `flowforge validate` warns about them, so the
+        # workflow handed over leaves them out. The text stays what the policy wrote.
+        delivered = prune(best.workflow, self.catalog)
         return DesignResult(
             prompt=prompt,
             seed=seed,
             text=best.text,
-            workflow=best.workflow,
-            api=to_api(best.workflow),
-            ui=to_ui(best.workflow, self.catalog) if ui else None,
+            workflow=delivered,
+            api=to_api(delivered),
+            ui=to_ui(delivered, self.catalog) if ui else None,
             candidates=candidates,
             seconds=time.perf_counter() - start,
         )
