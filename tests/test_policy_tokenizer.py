@@ -193,3 +193,12 @@ def test_a_vocabulary_saved_before_number_ranges_has_no_stretch() -> None:
 def test_a_stretch_below_one_is_refused(stretch: float) -> None:
     with pytest.raises(VocabError, match="number_stretch"):
         VocabConfig(number_stretch=stretch)
+
+
+def test_a_new_tokenizer_encodes_a_prompt_segment_as_its_wrapper_does() -> None:
+    fresh = tiny_tokenizer()  # no wrapper built, nothing saved and loaded
+    segment = fresh.prompt_segment("a red cat", score_bin=2)
+    ids = fresh.encode_segment(segment)
+    assert ids[:2] == [fresh.bos_id, fresh.atom_ids["<score_2>"]]
+    assert ids[-2:] == [fresh.atom_ids[" cat"], fresh.sep_id]
+    assert ids == fresh.hf(segment, add_special_tokens=False)["input_ids"]

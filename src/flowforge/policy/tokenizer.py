@@ -72,6 +72,10 @@ def build_tokenizer(vocab: WorkflowVocab) -> Tokenizer:
     backend = Tokenizer(models.WordLevel(ids, unk_token=UNK))
     backend.pre_tokenizer = _split()
     backend.decoder = decoders.Fuse()
+    # The specials as whole tokens (their ids unchanged), as the transformers wrapper and a
+    # saved tokenizer.json have them: without this a new tokenizer's `encode_segment` read
+    # "<bos><score_3>" or " cat<sep>" as one unknown piece.
+    backend.add_special_tokens([AddedToken(t, special=True) for t in vocab.specials])
     return backend
 
 
