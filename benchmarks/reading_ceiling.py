@@ -1,0 +1,153 @@
+"""How much of what the final ensemble knows per prompt could a designer reach, and how much
+does the run's policy reach? Judged on the simulated world's hidden quality q.
+
+Usage: ``python benchmarks/reading_ceiling.py --run RUN --judge sim:W [--meaning 8x5]``.
+
+For the run's held-out prompts (those of ``RUN/evaluate/designs.jsonl``) it picks one
+workflow per prompt from the candidates the re-paired SFT pairs among (the library's
+workflows and every refine round's judged designs) in several ways, and reports each pick's
+mean q and its q-win rate against the best fixed workflow's design (from designs.jsonl):
+
+- ``ensemble, per prompt``: the final ensemble's best-predicted candidate for the prompt
+  itself (what ensemble pairing aims the re-paired SFT at);
+- ``ensemble, k nearest train prompts``: the best candidate on average over the k train
+  prompts nearest in MiniLM space (a designer that reads the prompt's meaning only as well
+  as its neighbours allow);
+- ``... in meaning tokens``: the same with "nearest" measured by the meaning tokens
+  (`policy.meaning`: D components in B bins, Manhattan distance between codes), i.e. what
+  the tokens carry at most;
+- the run's own policies (the chosen GRPO policy and its start) sampled at ``design``'s
+  temperature 0.7, one design per prompt, on the held-out prompts and on as many train
+  prompts (where the SFT learnt its pairs), beside the ensemble's own pick for those train
+  prompts.
+
+Why: it tells a gap in the ensemble (nothing here beats the best fixed workflow) from a gap
+in the policy (the ensemble's picks do, the policy's designs do not). Uses the judge's
+hidden q (`SimJudge.true_quality`): a benchmark, never a training signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from machine import command_line, describe_machine
+
+from flowforge.data.plan import RequestTemplate
+from flowforge.data.prompts import load_prompts
+from flowforge.evaluate.designers import SamplingSettings
+from flowforge.judge.base import JudgeItem
+from flowforge.judge.loader import load_judge
+from flowforge.pipeline.draws import Draw, draw
+from flowforge.pipeline.layout import final_models
+from flowforge.policy.meaning import fit_meaning, shared_encoder
+from flowforge.policy.sft import judged_designs
+from flowforge.reward.ensemble import load_ensemble
+from flowforge.workflow.library import load_workflow_dir
+from flowforge.workflow.schema import load_catalog
+from flowforge.workflow.textform import to_text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, type=Path, help="a finished `flowforge run`")
+    parser.add_argument("--judge", default="sim", help="the run's sim world, e.g. sim:1")
+    parser.add_argument("--meaning", default="8x5", help="meaning tokens DIMSxBINS")
+    parser.add_argument("--train-prompts", type=int, default=300, help="train prompts sampled")
+    args = parser.parse_args()
+    run: Path = args.run
+    judge = load_judge(args.judge).judge
+    if not hasattr(judge, "true_quality"):
+        parser.error("--judge must be a simulated world (sim or sim:SEED): q is its hidden quality")
+    catalog = load_catalog(run / "library" / "object_info.json")
+    negative = json.loads((run / "config.json").read_text())["collect"]["negative"]
+    library = load_workflow_dir(run / "library" / "workflows").values()
+    texts = list(dict.fromkeys(to_text(w, catalog)[0] for w in library))
+    rounds = sorted(str(p) for p in (run / "refine").glob("round-*/judged.parquet"))
+    candidates = list(dict.fromkeys([*texts, *judged_designs(rounds)]))
+    fixed: dict[str, float] = {}
+    for line in (run / "evaluate" / "designs.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if row["method"] == "best_fixed" and row["quality"] is not None:
+            fixed[row["prompt"]] = float(row["quality"])
+    held = sorted(fixed)
+    train = sorted({p.text for p in load_prompts("train")})
+    baseline = np.array([fixed[p] for p in held])
+
+    def quality(prompts: list[str], designs: list[str]) -> np.ndarray:
+        items = [
+            JudgeItem(p, RequestTemplate(d, negative).fill(p, 1), 1)
+            for p, d in zip(prompts, designs, strict=True)
+        ]
+        found = judge.true_quality(items)  # type: ignore[attr-defined]
+        return np.array([0.0 if q is None else q for q in found])
+
+    rows: list[tuple[str, float, float, int]] = []
+
+    def report(name: str, prompts: list[str], designs: list[str], against: bool = True) -> None:
+        q = quality(prompts, designs)
+        win = float(np.mean(q > baseline)) if against else float("nan")
+        rows.append((name, float(q.mean()), win, len(set(designs))))
+
+    models = final_models(run)
+    ensemble = load_ensemble(models.reward, catalog=catalog)
+    held_table = ensemble.predict_table(held, candidates)
+    report("ensemble, per prompt", held, [candidates[i] for i in held_table.argmax(1)])
+    train_table = ensemble.predict_table(train, candidates)
+    encoder = shared_encoder()
+
+    def unit(prompts: list[str]) -> np.ndarray:
+        vectors = np.asarray(encoder.encode(prompts), np.float64)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    near = (unit(held) @ unit(train).T).argsort(axis=1)[:, ::-1]
+    for k in (1, 10):
+        picks = [int(train_table[near[i, :k]].mean(0).argmax()) for i in range(len(held))]
+        report(f"ensemble, {k} nearest train prompts", held, [candidates[j] for j in picks])
+    dims, bins = (int(x) for x in args.meaning.split("x"))
+    codec = fit_meaning(train, dims, bins, encoder)
+    train_codes = np.array([codec.code(v) for v in encoder.encode(train)])
+    held_codes = np.array([codec.code(v) for v in encoder.encode(held)])
+    jitter = np.random.default_rng(0).random((len(held), len(train))) * 1e-3  # ties at random
+    distance = np.abs(held_codes[:, None, :] - train_codes[None, :, :]).sum(2) + jitter
+    close = distance.argsort(axis=1)
+    picks = [int(train_table[close[i, :10]].mean(0).argmax()) for i in range(len(held))]
+    report(
+        f"ensemble, 10 nearest in meaning tokens ({dims}x{bins})",
+        held,
+        [candidates[j] for j in picks],
+    )
+    some_train = [train[i] for i in np.random.default_rng(0).permutation(len(train))]
+    some_train = some_train[: args.train_prompts]
+    index = {p: i for i, p in enumerate(train)}
+    own = [candidates[int(train_table[index[p]].argmax())] for p in some_train]
+    report(
+        "ensemble, per prompt, train prompts (what the SFT was paired towards)",
+        some_train,
+        own,
+        False,
+    )
+    settings = SamplingSettings(0.7, True, 384, 64, negative)
+    for name, policy in (("GRPO (kept)", models.policy), ("its start", models.start)):
+        for where, prompts in (("held-out", held), ("train", some_train)):
+            chunks = [prompts[i : i + 64] for i in range(0, len(prompts), 64)]
+            draws = [
+                Draw(policy, tuple(c), tuple(range(i, i + len(c))), 1)
+                for i, c in zip(range(0, len(prompts), 64), chunks, strict=True)
+            ]
+            samples = [s for found in draw(draws, catalog, settings, 2) for s in found]
+            designs = [s.text if s.valid else candidates[0] for s in samples]
+            report(f"{name} at 0.7, {where} prompts", prompts, designs, where == "held-out")
+    print("| pick | mean q | q-win vs best fixed | distinct |")
+    print("|---|---|---|---|")
+    print(f"| best fixed workflow | {baseline.mean():.3f} | - | 1 |")
+    for name, q, win, distinct in rows:
+        shown = "-" if np.isnan(win) else f"{win:.0%}"
+        print(f"| {name} | {q:.3f} | {shown} | {distinct} |")
+    print(f"\nrun: {run}\nmachine: {describe_machine()}\ncommand: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()
