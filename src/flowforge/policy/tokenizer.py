@@ -41,6 +41,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 if TYPE_CHECKING:  # transformers is imported where the wrapper is built (module docstring)
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .meaning import shared_encoder
 from .vocab import (
     BOS,
     EOS,
@@ -149,6 +150,7 @@ class PolicyTokenizer:
     encoding: Encoding
     atom_ids: dict[str, int] = field(init=False, repr=False, compare=False)
     _surfaces: dict[int, str] = field(init=False, repr=False, compare=False)
+    _meanings: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         table = self.backend.get_vocab(with_added_tokens=True)
@@ -164,6 +166,7 @@ class PolicyTokenizer:
             raise VocabError(f"tokenizer lacks workflow tokens, e.g. {missing[:3]}; refit it")
         object.__setattr__(self, "atom_ids", atoms)
         object.__setattr__(self, "_surfaces", {i: t for t, i in atoms.items()})
+        object.__setattr__(self, "_meanings", {})
 
     # --- ids of the layout -------------------------------------------------------------
     @property
@@ -230,11 +233,25 @@ class PolicyTokenizer:
 
     # --- text <-> ids ------------------------------------------------------------------
     def prompt_segment(self, prompt: str, score_bin: int | None = None) -> str:
-        """``<bos> [<score_k>] prompt <sep>`` as a string (what TRL tokenizes as the prompt)."""
+        """``<bos> [<score_k>] [meaning tokens] prompt <sep>`` as a string (what TRL
+        tokenizes as the prompt); the meaning tokens only with a meaning codec."""
         score = "" if score_bin is None else score_token(score_bin)
         if score_bin is not None and not 0 <= score_bin < self.vocab.config.score_bins:
             raise VocabError(f"score bin {score_bin} outside 0..{self.vocab.config.score_bins - 1}")
-        return BOS + score + format_prompt(prompt, self.vocab.config.max_prompt_words) + SEP
+        words = format_prompt(prompt, self.vocab.config.max_prompt_words)
+        return BOS + score + self.meaning_segment(prompt) + words + SEP
+
+    def meaning_segment(self, prompt: str) -> str:
+        """The prompt's meaning tokens (`policy.meaning`; "" without a codec), computed once
+        per prompt text: MiniLM embeds it (cached in memory and on disk)."""
+        codec = self.vocab.meaning
+        if codec is None:
+            return ""
+        found = self._meanings.get(prompt)
+        if found is None:
+            found = codec.segment(shared_encoder().encode([prompt])[0])
+            self._meanings[prompt] = found
+        return found
 
     def encode_workflow(self, text: str) -> list[int]:
         """One id per piece of a text form; VocabError naming the first piece not in it."""

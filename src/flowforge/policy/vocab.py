@@ -45,11 +45,17 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from flowforge.settings import added_setting
 from flowforge.workflow.graph import Node, Value, Workflow
 from flowforge.workflow.schema import Catalog
 from flowforge.workflow.textform import number_literal, to_text
+
+from .meaning import MeaningCodec, MeaningError, fit_meaning
+
+if TYPE_CHECKING:
+    from flowforge.reward.backbone import TextEncoder
 
 _QUOTED = r'"(?:[^"\\\n]|\\.)*"'
 _BARE = r"[A-Za-z0-9_][A-Za-z0-9_.\-+/:]*"
@@ -98,6 +104,12 @@ class VocabConfig:
     #: catalog's min..max only (what vocabularies saved before the stretch existed do; 0 is
     #: the spelling a TOML config has, which has no null).
     number_stretch: float | None = 1.5
+    #: Meaning tokens (`policy.meaning`): the prompt's MiniLM embedding on this many leading
+    #: principal components of the train prompts', each cut into `meaning_bins` bins, read
+    #: as one token per component before the prompt's words. 0: none (words only).
+    meaning_dims: int = added_setting(0)
+    #: Bins per meaning component (equally filled over the train prompts).
+    meaning_bins: int = added_setting(5)
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_lines <= 999:
@@ -111,6 +123,11 @@ class VocabConfig:
         if self.number_stretch not in (None, 0) and not self.number_stretch >= 1:
             raise VocabError(
                 f"number_stretch must be >= 1, or 0 or None (no stretch), got {self.number_stretch}"
+            )
+        if not 0 <= self.meaning_dims <= 64 or not 2 <= self.meaning_bins <= 32:
+            raise VocabError(
+                f"meaning_dims must be in 0..64 and meaning_bins in 2..32, got "
+                f"{self.meaning_dims} and {self.meaning_bins}"
             )
 
 
@@ -257,6 +274,9 @@ class WorkflowVocab:
     prompt_words: tuple[str, ...]
     #: (class, input, smallest, largest) of every number input in the corpus, sorted.
     number_ranges: tuple[tuple[str, str, float, float], ...] = ()
+    #: The meaning tokens' codec (`policy.meaning`), fitted on the train prompts; None when
+    #: ``config.meaning_dims`` is 0.
+    meaning: MeaningCodec | None = None
     _atoms: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _ranges: dict[tuple[str, str], tuple[float, float]] = field(
         init=False, repr=False, compare=False
@@ -271,6 +291,12 @@ class WorkflowVocab:
         object.__setattr__(self, "_atoms", atoms)
         ranges = {(c, i): (lo, hi) for c, i, lo, hi in self.number_ranges}
         object.__setattr__(self, "_ranges", ranges)
+        if (self.meaning is not None) != (self.config.meaning_dims > 0) or (
+            self.meaning is not None
+            and (self.meaning.dims, self.meaning.bins)
+            != (self.config.meaning_dims, self.config.meaning_bins)
+        ):
+            raise VocabError("the vocabulary's meaning codec does not match its meaning_dims/bins")
 
     def number_range(self, class_type: str, input_name: str) -> tuple[float, float] | None:
         """The values the grammar lets number input `input_name` of `class_type` take, before
@@ -291,9 +317,11 @@ class WorkflowVocab:
 
     @property
     def specials(self) -> tuple[str, ...]:
-        """Special tokens, in id order: pad, bos, eos, sep, unk, then the score bins."""
+        """Special tokens, in id order: pad, bos, eos, sep, unk, the score bins, then the
+        meaning tokens (if any)."""
         scores = tuple(score_token(k) for k in range(self.config.score_bins))
-        return (PAD, BOS, EOS, SEP, UNK, *scores)
+        meaning = self.meaning.tokens() if self.meaning is not None else ()
+        return (PAD, BOS, EOS, SEP, UNK, *scores, *meaning)
 
     def tokens(self) -> tuple[str, ...]:
         """Every token surface in id order: specials, newline, line ids, classes, keys,
@@ -312,6 +340,7 @@ class WorkflowVocab:
             "values": list(self.values),
             "prompt_words": list(self.prompt_words),
             "number_ranges": [list(r) for r in self.number_ranges],
+            **({"meaning": self.meaning.to_json()} if self.meaning is not None else {}),
         }
 
     @staticmethod
@@ -332,6 +361,7 @@ class WorkflowVocab:
                     (str(c), str(i), float(lo), float(hi))
                     for c, i, lo, hi in data.get("number_ranges", ())
                 ),
+                MeaningCodec.from_json(data["meaning"]) if "meaning" in data else None,
             )
         except (KeyError, TypeError, ValueError) as err:
             raise VocabError(f"not a workflow vocabulary: {err}") from None
@@ -342,12 +372,16 @@ def fit_vocab(
     prompts: Iterable[str],
     catalog: Catalog,
     config: VocabConfig | None = None,
+    encoder: TextEncoder | None = None,
 ) -> WorkflowVocab:
-    """Fit the inventory (module docstring) on text forms, train prompts and the catalog.
+    """Fit the inventory (module docstring) on text forms, train prompts and the catalog;
+    with ``config.meaning_dims`` also the meaning codec, on the same prompts through
+    `encoder` (None: MiniLM, `meaning.shared_encoder`).
 
     Raises VocabError when a corpus text has more lines than ``config.max_lines``.
     """
     config = VocabConfig() if config is None else config
+    prompts = list(prompts)
     corpus = _corpus_roles(workflow_texts)
     classes, keys, values, most = corpus.classes, corpus.keys, corpus.values, corpus.most
     if most > config.max_lines:
@@ -375,7 +409,19 @@ def fit_vocab(
                 for (c, k), (lo, hi) in corpus.numbers.items()
             )
         ),
+        _fit_meaning(prompts, config, encoder),
     )
+
+
+def _fit_meaning(
+    prompts: list[str], config: VocabConfig, encoder: TextEncoder | None
+) -> MeaningCodec | None:
+    if config.meaning_dims == 0:
+        return None
+    try:
+        return fit_meaning(prompts, config.meaning_dims, config.meaning_bins, encoder)
+    except MeaningError as err:
+        raise VocabError(str(err)) from None
 
 
 def save_vocab(vocab: WorkflowVocab, path: Path) -> None:
