@@ -19,7 +19,9 @@ mean q and its q-win rate against the best fixed workflow's design (from designs
 - the run's own policies (the chosen GRPO policy and its start) sampled at ``design``'s
   temperature 0.7, one design per prompt, on the held-out prompts and on as many train
   prompts (where the SFT learnt its pairs), beside the ensemble's own pick for those train
-  prompts.
+  prompts; and for those train prompts, how often a policy writes one of the candidates, one
+  of the prompt's own 16 best-predicted (the re-paired SFT's pairing support), and how often
+  a design drawn from the pairing's mixture over all train prompts would (chance).
 
 Why: it tells a gap in the ensemble (nothing here beats the best fixed workflow) from a gap
 in the policy (the ensemble's picks do, the policy's designs do not). Uses the judge's
@@ -42,12 +44,16 @@ from flowforge.judge.base import JudgeItem
 from flowforge.judge.loader import load_judge
 from flowforge.pipeline.draws import Draw, draw
 from flowforge.pipeline.layout import final_models
+from flowforge.policy.examples import pairing_weights
 from flowforge.policy.meaning import fit_meaning, shared_encoder
 from flowforge.policy.sft import judged_designs
 from flowforge.reward.ensemble import load_ensemble
 from flowforge.workflow.library import load_workflow_dir
 from flowforge.workflow.schema import load_catalog
 from flowforge.workflow.textform import to_text
+
+TOP_K = 16  # `[refine] sft_top_k`'s default
+PAIRING_TEMPERATURE = 0.15  # `[sft] pairing_temperature`'s default
 
 
 def main() -> None:
@@ -129,6 +135,22 @@ def main() -> None:
         own,
         False,
     )
+    # Does a policy write, for a train prompt, one of the designs that prompt was paired with
+    # (its `TOP_K` best-predicted candidates, ensemble pairing's support), more often than a
+    # design drawn from the pairing's mixture over all train prompts would by chance?
+    weights = pairing_weights(train_table, PAIRING_TEMPERATURE, TOP_K)
+    mixture = weights.mean(axis=0)
+    support = np.argsort(-train_table, axis=1)[:, :TOP_K]
+    position = {text: j for j, text in enumerate(candidates)}
+
+    def support_share(prompts: list[str], designs: list[str]) -> tuple[float, float, float]:
+        own = [set(support[index[p]].tolist()) for p in prompts]
+        known = [position.get(d) for d in designs]
+        in_own = np.mean([k is not None and k in o for k, o in zip(known, own, strict=True)])
+        chance = np.mean([mixture[support[index[p]]].sum() for p in prompts])
+        return float(np.mean([k is not None for k in known])), float(in_own), float(chance)
+
+    fits: list[tuple[str, tuple[float, float, float]]] = []
     settings = SamplingSettings(0.7, True, 384, 64, negative)
     for name, policy in (("GRPO (kept)", models.policy), ("its start", models.start)):
         for where, prompts in (("held-out", held), ("train", some_train)):
@@ -140,12 +162,18 @@ def main() -> None:
             samples = [s for found in draw(draws, catalog, settings, 2) for s in found]
             designs = [s.text if s.valid else candidates[0] for s in samples]
             report(f"{name} at 0.7, {where} prompts", prompts, designs, where == "held-out")
+            if where == "train":
+                fits.append((name, support_share(some_train, designs)))
     print("| pick | mean q | q-win vs best fixed | distinct |")
     print("|---|---|---|---|")
     print(f"| best fixed workflow | {baseline.mean():.3f} | - | 1 |")
     for name, q, win, distinct in rows:
         shown = "-" if np.isnan(win) else f"{win:.0%}"
         print(f"| {name} | {q:.3f} | {shown} | {distinct} |")
+    print(f"\n| policy, train prompts | a candidate | in the prompt's top {TOP_K} | by chance |")
+    print("|---|---|---|---|")
+    for name, (candidate, in_own, chance) in fits:
+        print(f"| {name} | {candidate:.0%} | {in_own:.0%} | {chance:.0%} |")
     print(f"\nrun: {run}\nmachine: {describe_machine()}\ncommand: {command_line()}")
 
 

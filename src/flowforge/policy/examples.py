@@ -100,7 +100,7 @@ def preferred_pairs(
     order = np.concatenate(
         [rng.permutation(len(prompts)) for _ in range(-(-pairs // len(prompts)))]
     )[:pairs]
-    cumulative = np.cumsum(_pairing_weights(table, temperature, top_k), axis=1)  # (P, W)
+    cumulative = np.cumsum(pairing_weights(table, temperature, top_k), axis=1)  # (P, W)
     draws = rng.random(pairs)
     picks = [
         min(int(np.searchsorted(cumulative[p], u, side="right")), len(workflow_texts) - 1)
@@ -114,17 +114,18 @@ def effective_choices(
 ) -> NDArray[np.float64]:
     """Per prompt, ``exp(entropy)`` of the pairing distribution: how many workflows a
     prompt is effectively paired with (1: always the same one; W: uniform)."""
-    weights = _pairing_weights(np.asarray(rewards, np.float64), temperature, top_k)
+    weights = pairing_weights(np.asarray(rewards, np.float64), temperature, top_k)
     entropy = -(weights * np.log(np.where(weights > 0, weights, 1.0))).sum(axis=1)
     result: NDArray[np.float64] = np.exp(entropy)
     return result
 
 
-def _pairing_weights(
+def pairing_weights(
     table: NDArray[np.float64], temperature: float, top_k: int = 0
 ) -> NDArray[np.float64]:
     """Row-wise ``softmax(table / temperature)`` (max subtracted: no overflow when cold),
-    over each row's `top_k` largest entries (and ties with the k-th) when `top_k` > 0."""
+    over each row's `top_k` largest entries (and ties with the k-th) when `top_k` > 0: the
+    distribution ensemble pairing draws each prompt's workflows from."""
     if 0 < top_k < table.shape[1]:
         kth = np.partition(table, -top_k, axis=1)[:, -top_k, None]
         table = np.where(table >= kth, table, -np.inf)
