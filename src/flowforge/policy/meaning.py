@@ -63,16 +63,20 @@ class MeaningCodec:
         """Every meaning token, component-major: ``<m0_0>``, ``<m0_1>``, ..."""
         return tuple(meaning_token(d, b) for d in range(self.dims) for b in range(self.bins))
 
-    def code(self, embedding: NDArray[np.float32]) -> tuple[int, ...]:
-        """The bin of each component for one prompt's unit embedding."""
+    def project(self, embedding: NDArray[np.floating[Any]]) -> tuple[float, ...]:
+        """One prompt's unit embedding on each component (element-wise sums, no BLAS)."""
         centred = np.asarray(embedding, np.float64) - np.asarray(self.mean)
-        found = []
-        for direction, edges in zip(self.components, self.edges, strict=True):
-            value = float(np.sum(centred * np.asarray(direction)))  # element-wise: no BLAS
-            found.append(int(np.searchsorted(np.asarray(edges), value, side="right")))
-        return tuple(found)
+        return tuple(float(np.sum(centred * np.asarray(d))) for d in self.components)
 
-    def segment(self, embedding: NDArray[np.float32]) -> str:
+    def code(self, embedding: NDArray[np.floating[Any]]) -> tuple[int, ...]:
+        """The bin of each component for one prompt's unit embedding."""
+        values = self.project(embedding)
+        return tuple(
+            int(np.searchsorted(np.asarray(edges), value, side="right"))
+            for value, edges in zip(values, self.edges, strict=True)
+        )
+
+    def segment(self, embedding: NDArray[np.floating[Any]]) -> str:
         """The tokens a prompt with this embedding is read with, as one string."""
         return "".join(meaning_token(d, b) for d, b in enumerate(self.code(embedding)))
 
@@ -120,14 +124,10 @@ def fit_meaning(
     signs = np.sign(directions[np.arange(dims), np.abs(directions).argmax(axis=1)])
     directions = directions * signs[:, None]
     codec = MeaningCodec(tuple(mean.tolist()), tuple(tuple(d) for d in directions.tolist()), ())
-    values = np.array([[_project(codec, v, d) for d in range(dims)] for v in vectors])
+    values = np.array([codec.project(v) for v in vectors])  # as `code` will compute them
     inner = np.linspace(0.0, 1.0, bins + 1)[1:-1]
     edges = np.quantile(values, inner, axis=0).T  # (dims, bins - 1)
     return MeaningCodec(codec.mean, codec.components, tuple(tuple(e) for e in edges.tolist()))
-
-
-def _project(codec: MeaningCodec, vector: NDArray[np.float64], dim: int) -> float:
-    return float(np.sum((vector - np.asarray(codec.mean)) * np.asarray(codec.components[dim])))
 
 
 _ENCODER: list[TextEncoder] = []
