@@ -82,20 +82,22 @@ def main() -> None:
     train = sorted({p.text for p in load_prompts("train")})
     baseline = np.array([fixed[p] for p in held])
 
-    def quality(prompts: list[str], designs: list[str]) -> np.ndarray:
-        items = [
-            JudgeItem(p, RequestTemplate(d, negative).fill(p, 1), 1)
-            for p, d in zip(prompts, designs, strict=True)
-        ]
-        found = judge.true_quality(items)  # type: ignore[attr-defined]
-        return np.array([0.0 if q is None else q for q in found])
+    def quality(prompts: list[str], designs: list[str | None]) -> np.ndarray:
+        """q of each (prompt, design); 0 for an invalid sample (None)."""
+        pairs = [(p, d) for p, d in zip(prompts, designs, strict=True) if d is not None]
+        items = [JudgeItem(p, RequestTemplate(d, negative).fill(p, 1), 1) for p, d in pairs]
+        found = iter(judge.true_quality(items))  # type: ignore[attr-defined]
+        q = [0.0 if d is None else (next(found) or 0.0) for d in designs]
+        return np.array(q)
 
     rows: list[tuple[str, float, float, int]] = []
 
-    def report(name: str, prompts: list[str], designs: list[str], against: bool = True) -> None:
+    def report(
+        name: str, prompts: list[str], designs: list[str | None], against: bool = True
+    ) -> None:
         q = quality(prompts, designs)
         win = float(np.mean(q > baseline)) if against else float("nan")
-        rows.append((name, float(q.mean()), win, len(set(designs))))
+        rows.append((name, float(q.mean()), win, len({d for d in designs if d is not None})))
 
     models = final_models(run)
     ensemble = load_ensemble(models.reward, catalog=catalog)
@@ -104,9 +106,8 @@ def main() -> None:
     train_table = ensemble.predict_table(train, candidates)
     encoder = shared_encoder()
 
-    def unit(prompts: list[str]) -> np.ndarray:
-        vectors = np.asarray(encoder.encode(prompts), np.float64)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    def unit(prompts: list[str]) -> np.ndarray:  # MiniLM's vectors are unit vectors already
+        return np.asarray(encoder.encode(prompts), np.float64)
 
     near = (unit(held) @ unit(train).T).argsort(axis=1)[:, ::-1]
     for k in (1, 10):
@@ -143,9 +144,9 @@ def main() -> None:
     support = np.argsort(-train_table, axis=1)[:, :TOP_K]
     position = {text: j for j, text in enumerate(candidates)}
 
-    def support_share(prompts: list[str], designs: list[str]) -> tuple[float, float, float]:
+    def support_share(prompts: list[str], designs: list[str | None]) -> tuple[float, float, float]:
         own = [set(support[index[p]].tolist()) for p in prompts]
-        known = [position.get(d) for d in designs]
+        known = [None if d is None else position.get(d) for d in designs]
         in_own = np.mean([k is not None and k in o for k, o in zip(known, own, strict=True)])
         chance = np.mean([mixture[support[index[p]]].sum() for p in prompts])
         return float(np.mean([k is not None for k in known])), float(in_own), float(chance)
@@ -160,7 +161,7 @@ def main() -> None:
                 for i, c in zip(range(0, len(prompts), 64), chunks, strict=True)
             ]
             samples = [s for found in draw(draws, catalog, settings, 2) for s in found]
-            designs = [s.text if s.valid else candidates[0] for s in samples]
+            designs: list[str | None] = [s.text if s.valid else None for s in samples]
             report(f"{name} at 0.7, {where} prompts", prompts, designs, where == "held-out")
             if where == "train":
                 fits.append((name, support_share(some_train, designs)))
