@@ -1,7 +1,8 @@
 """How much of what the final ensemble knows per prompt could a designer reach, and how much
 does the run's policy reach? Judged on the simulated world's hidden quality q.
 
-Usage: ``python benchmarks/reading_ceiling.py --run RUN --judge sim:W [--meaning 8x5]``.
+Usage: ``python benchmarks/reading_ceiling.py --run RUN --judge sim:W [--meaning 8x5]
+[--clusters 16,32,64]``.
 
 For the run's held-out prompts (those of ``RUN/evaluate/designs.jsonl``) it picks one
 workflow per prompt from the candidates the re-paired SFT pairs among (the library's
@@ -16,6 +17,9 @@ mean q and its q-win rate against the best fixed workflow's design (from designs
 - ``... in meaning tokens``: the same with "nearest" measured by the meaning tokens
   (`policy.meaning`: D components in B bins, Manhattan distance between codes), i.e. what
   the tokens carry at most;
+- ``... in the prompt's cluster (K)``: the best candidate on average over the train prompts
+  in the prompt's meaning cluster (`policy.meaning`, K spherical k-means clusters): what one
+  cluster token carries at most;
 - the run's own policies (the chosen GRPO policy and its start) sampled at ``design``'s
   temperature 0.7, one design per prompt, on the held-out prompts and on as many train
   prompts (where the SFT learnt its pairs), beside the ensemble's own pick for those train
@@ -61,6 +65,7 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path, help="a finished `flowforge run`")
     parser.add_argument("--judge", default="sim", help="the run's sim world, e.g. sim:1")
     parser.add_argument("--meaning", default="8x5", help="meaning tokens DIMSxBINS")
+    parser.add_argument("--clusters", default="16,32,64", help="meaning cluster counts K")
     parser.add_argument("--train-prompts", type=int, default=300, help="train prompts sampled")
     args = parser.parse_args()
     run: Path = args.run
@@ -126,6 +131,18 @@ def main() -> None:
         held,
         [candidates[j] for j in picks],
     )
+    for clusters in (int(k) for k in args.clusters.split(",") if k):
+        grouped = fit_meaning(train, 0, 2, encoder, clusters)
+        train_of = np.array([grouped.cluster(v) for v in encoder.encode(train)])
+        by_cluster = {
+            k: int(train_table[train_of == k].mean(0).argmax()) for k in set(train_of.tolist())
+        }
+        picks = [by_cluster[grouped.cluster(v)] for v in encoder.encode(held)]
+        report(
+            f"ensemble, train prompts in the prompt's cluster ({clusters})",
+            held,
+            [candidates[j] for j in picks],
+        )
     some_train = [train[i] for i in np.random.default_rng(0).permutation(len(train))]
     some_train = some_train[: args.train_prompts]
     index = {p: i for i, p in enumerate(train)}

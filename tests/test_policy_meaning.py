@@ -11,7 +11,14 @@ from policy_helpers import CATALOG, library_texts, train_prompts
 
 from flowforge.judge.sim.embed import PromptEncoder
 from flowforge.policy import meaning as meaning_module
-from flowforge.policy.meaning import MeaningCodec, fit_meaning, meaning_token
+from flowforge.policy.meaning import (
+    MeaningCodec,
+    MeaningError,
+    cluster_token,
+    fit_meaning,
+    meaning_token,
+    spherical_kmeans,
+)
 from flowforge.policy.tokenizer import load_tokenizer, new_tokenizer
 from flowforge.policy.vocab import VocabConfig, VocabError, fit_vocab
 
@@ -79,11 +86,100 @@ def test_without_meaning_the_layout_is_unchanged() -> None:
     assert meaning_token(0, 0) not in vocab.specials
 
 
+def test_each_train_prompt_reads_the_cluster_whose_centroid_is_nearest() -> None:
+    prompts = train_prompts()[:300]
+    encoder = PromptEncoder(disk=False)
+    codec = fit_meaning(prompts, 0, 5, encoder, clusters=12)
+    assert (codec.dims, codec.clusters) == (0, 12)
+    vectors = np.asarray(encoder.encode(sorted(set(prompts))), np.float64)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    centroids = np.asarray(codec.centroids)
+    assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0)
+    clusters = [codec.cluster(v) for v in vectors]
+    assert clusters == (vectors @ centroids.T).argmax(axis=1).tolist()
+    assert sorted(set(clusters)) == list(range(12))  # no empty cluster
+    # Each centroid is the mean direction of its prompts (k-means converged).
+    for k in range(12):
+        mean = vectors[np.array(clusters) == k].sum(axis=0)
+        assert np.allclose(centroids[k], mean / np.linalg.norm(mean), atol=1e-6)
+    # Deterministic: a refit groups the prompts the same way (its floats may differ in the
+    # last bit: numpy's sums round with the arrays' memory alignment).
+    again = fit_meaning(prompts, 0, 5, encoder, clusters=12)
+    assert [again.cluster(v) for v in vectors] == clusters
+
+
+def test_k_means_reseeds_a_cluster_left_empty() -> None:
+    # Four copies of two points: k-means++ must still return 3 centroids, each with points.
+    rows = np.array([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+    centroids = spherical_kmeans(rows, 3)
+    assigned = (rows @ centroids.T).argmax(axis=1)
+    assert centroids.shape == (3, 2) and len(set(assigned.tolist())) >= 2
+    assert spherical_kmeans(rows, 0).shape == (0, 2)
+
+
+def test_prompts_sharing_a_cluster_are_closer_than_prompts_that_do_not() -> None:
+    prompts = sorted(set(train_prompts()))
+    encoder = PromptEncoder(disk=False)
+    codec = fit_meaning(prompts, 0, 5, encoder, clusters=16)
+    vectors = np.asarray(encoder.encode(prompts), np.float64)
+    clusters = np.array([codec.cluster(v) for v in vectors])
+    cosines = vectors @ vectors.T
+    same = clusters[:, None] == clusters[None, :]
+    off_diagonal = ~np.eye(len(prompts), dtype=bool)
+    assert cosines[same & off_diagonal].mean() > cosines[~same].mean() + 0.1
+
+
+def test_the_tokenizer_writes_the_cluster_token_after_the_component_tokens(
+    tmp_path: Path,
+) -> None:
+    config = VocabConfig(meaning_dims=2, meaning_bins=3, meaning_clusters=6)
+    vocab = fit_vocab(library_texts(), train_prompts(), CATALOG, config, PromptEncoder(tmp_path))
+    assert vocab.meaning is not None and vocab.meaning.clusters == 6
+    assert [cluster_token(k) for k in range(6)] == list(vocab.specials[-6:])
+    tokenizer = new_tokenizer(vocab)
+    segment = tokenizer.prompt_segment("a red cat")
+    tokens = tokenizer.hf.convert_ids_to_tokens(tokenizer.encode_segment(segment))
+    assert tokens[0] == "<bos>" and tokens[-4:] == [" a", " red", " cat", "<sep>"]
+    assert [t[:3] for t in tokens[1:3]] == ["<m0", "<m1"] and tokens[3].startswith("<c")
+    tokenizer.save(tmp_path / "tok")
+    again = load_tokenizer(tmp_path / "tok")
+    assert again.vocab == vocab and again.prompt_segment("a red cat") == segment
+    only = fit_vocab(
+        library_texts(),
+        train_prompts(),
+        CATALOG,
+        VocabConfig(meaning_clusters=4),
+        PromptEncoder(tmp_path),
+    )
+    tokens = new_tokenizer(only).prompt_segment("a red cat")
+    assert tokens.startswith("<bos><c") and "<m0" not in tokens
+
+
+def test_a_codec_with_clusters_round_trips_and_a_bad_one_is_refused() -> None:
+    codec = fit_meaning(train_prompts()[:100], 2, 3, PromptEncoder(disk=False), clusters=3)
+    assert MeaningCodec.from_json(codec.to_json()) == codec
+    broken = {**codec.to_json(), "centroids": [codec.centroids[0][:5]]}
+    with pytest.raises(MeaningError, match="shapes"):
+        MeaningCodec.from_json(broken)
+    without = fit_meaning(train_prompts()[:100], 2, 3, PromptEncoder(disk=False))
+    assert "centroids" not in without.to_json()
+
+
 def test_bad_meaning_settings_are_refused() -> None:
     with pytest.raises(VocabError, match="meaning_dims"):
         VocabConfig(meaning_dims=-1)
     with pytest.raises(VocabError, match="meaning_bins"):
         VocabConfig(meaning_dims=2, meaning_bins=1)
+    with pytest.raises(VocabError, match="meaning_clusters"):
+        VocabConfig(meaning_clusters=1)
+    with pytest.raises(VocabError, match="distinct prompts"):
+        fit_vocab(
+            library_texts(),
+            ["a cat", "a dog", "a cow"],
+            CATALOG,
+            VocabConfig(meaning_clusters=2),
+            PromptEncoder(disk=False),
+        )
     with pytest.raises(VocabError, match="distinct prompts"):
         fit_vocab(
             library_texts(),
@@ -116,6 +212,7 @@ def test_runs_made_before_meaning_tokens_keep_their_identity() -> None:
     from flowforge.settings import to_json
 
     assert "meaning_dims" not in to_json(VocabConfig(), identity=True)
+    assert "meaning_clusters" not in to_json(VocabConfig(), identity=True)
     assert to_json(VocabConfig(meaning_dims=8), identity=True)["meaning_dims"] == 8
 
 

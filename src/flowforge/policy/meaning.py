@@ -15,6 +15,14 @@ its train quantiles. A prompt becomes `dims` tokens ``<m{d}_{b}>`` (component d 
 written after ``<bos>`` (and a ComfyGen-FT score token) and before the prompt's words.
 Held-out prompts are placed by the same projection and edges, fitted on train prompts only.
 
+Clusters (`clusters` > 0): besides (or instead of) the components, the train prompts' unit
+embeddings are grouped by spherical k-means, and a prompt also reads one token ``<c{k}>``,
+its nearest centroid (largest cosine). Why: a designer that averages the ensemble's picks
+over a prompt's neighbours reaches most of the ensemble's per-prompt knowledge, but the
+policy had to combine several component tokens to find those neighbours and did not learn
+to; one cluster token names a neighbourhood outright, so "these prompts -> these designs" is
+a lookup the tiny model learns from the pairs that share it (docs/policy.md).
+
 The codec is plain floats (saved in the tokenizer's JSON), and a prompt's projection is
 computed one prompt at a time with element-wise sums, so its code does not depend on which
 prompts it was encoded with (a BLAS product rounds differently with the batch size).
@@ -42,6 +50,11 @@ def meaning_token(dim: int, bin_index: int) -> str:
     return f"<m{dim}_{bin_index}>"
 
 
+def cluster_token(index: int) -> str:
+    """The special token of cluster `index`."""
+    return f"<c{index}>"
+
+
 @dataclass(frozen=True)
 class MeaningCodec:
     """The fitted projection and bin edges (module docstring). Tuples of floats, so two
@@ -50,6 +63,7 @@ class MeaningCodec:
     mean: tuple[float, ...]  # (384,) the train prompts' mean embedding
     components: tuple[tuple[float, ...], ...]  # (dims, 384) leading principal directions
     edges: tuple[tuple[float, ...], ...]  # (dims, bins - 1) inner bin edges, ascending
+    centroids: tuple[tuple[float, ...], ...] = ()  # (clusters, 384) unit vectors
 
     @property
     def dims(self) -> int:
@@ -59,9 +73,15 @@ class MeaningCodec:
     def bins(self) -> int:
         return len(self.edges[0]) + 1 if self.edges else 1
 
+    @property
+    def clusters(self) -> int:
+        return len(self.centroids)
+
     def tokens(self) -> tuple[str, ...]:
-        """Every meaning token, component-major: ``<m0_0>``, ``<m0_1>``, ..."""
-        return tuple(meaning_token(d, b) for d in range(self.dims) for b in range(self.bins))
+        """Every meaning token: the components' component-major (``<m0_0>``, ``<m0_1>``,
+        ...), then the clusters' (``<c0>``, ...)."""
+        components = (meaning_token(d, b) for d in range(self.dims) for b in range(self.bins))
+        return (*components, *(cluster_token(k) for k in range(self.clusters)))
 
     def project(self, embedding: NDArray[np.floating[Any]]) -> tuple[float, ...]:
         """One prompt's unit embedding on each component (element-wise sums, no BLAS)."""
@@ -76,15 +96,24 @@ class MeaningCodec:
             for value, edges in zip(values, self.edges, strict=True)
         )
 
+    def cluster(self, embedding: NDArray[np.floating[Any]]) -> int:
+        """The nearest centroid (largest cosine; element-wise sums, no BLAS) of one prompt's
+        unit embedding; -1 without clusters."""
+        vector = np.asarray(embedding, np.float64)
+        cosines = [float(np.sum(vector * np.asarray(c))) for c in self.centroids]
+        return int(np.argmax(cosines)) if cosines else -1
+
     def segment(self, embedding: NDArray[np.floating[Any]]) -> str:
         """The tokens a prompt with this embedding is read with, as one string."""
-        return "".join(meaning_token(d, b) for d, b in enumerate(self.code(embedding)))
+        components = "".join(meaning_token(d, b) for d, b in enumerate(self.code(embedding)))
+        return components + (cluster_token(self.cluster(embedding)) if self.centroids else "")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "mean": list(self.mean),
             "components": [list(c) for c in self.components],
             "edges": [list(e) for e in self.edges],
+            **({"centroids": [list(c) for c in self.centroids]} if self.centroids else {}),
         }
 
     @staticmethod
@@ -94,28 +123,46 @@ class MeaningCodec:
                 tuple(float(x) for x in data["mean"]),
                 tuple(tuple(float(x) for x in c) for c in data["components"]),
                 tuple(tuple(float(x) for x in e) for e in data["edges"]),
+                tuple(tuple(float(x) for x in c) for c in data.get("centroids", ())),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise MeaningError(f"not a meaning codec: {err}") from None
-        widths = {len(c) for c in codec.components} | {len(codec.mean)}
-        if len(widths) != 1 or len(codec.edges) != codec.dims or not codec.dims:
+        widths = {len(c) for c in (*codec.components, *codec.centroids)} | {len(codec.mean)}
+        if (
+            len(widths) != 1
+            or len(codec.edges) != codec.dims
+            or not (codec.dims or codec.clusters)
+            or codec.clusters == 1
+        ):
             raise MeaningError("not a meaning codec: its shapes disagree")
         return codec
 
 
 def fit_meaning(
-    prompts: Sequence[str], dims: int, bins: int, encoder: TextEncoder | None = None
+    prompts: Sequence[str],
+    dims: int,
+    bins: int,
+    encoder: TextEncoder | None = None,
+    clusters: int = 0,
 ) -> MeaningCodec:
-    """Fit the codec on `prompts` (train prompts only; distinct texts are used once)."""
-    if dims < 1 or bins < 2:
-        raise MeaningError(f"meaning needs dims >= 1 and bins >= 2, got {dims} and {bins}")
-    texts = sorted(set(prompts))
-    if len(texts) < max(dims + 1, bins):
+    """Fit the codec on `prompts` (train prompts only; distinct texts are used once): `dims`
+    components in `bins` bins, and `clusters` k-means clusters (0: none)."""
+    if dims < 0 or bins < 2 or clusters < 0 or clusters == 1 or not (dims or clusters):
         raise MeaningError(
-            f"fitting {dims} meaning components in {bins} bins needs at least "
-            f"{max(dims + 1, bins)} distinct prompts, got {len(texts)}"
+            "meaning needs dims >= 0, bins >= 2 and clusters 0 or >= 2, not both 0; got "
+            f"dims {dims}, bins {bins}, clusters {clusters}"
+        )
+    texts = sorted(set(prompts))
+    need = max(dims + 1, bins if dims else 0, 2 * clusters)
+    if len(texts) < need:
+        raise MeaningError(
+            f"fitting {dims} meaning components in {bins} bins and {clusters} clusters needs "
+            f"at least {need} distinct prompts, got {len(texts)}"
         )
     vectors = np.asarray((encoder or shared_encoder()).encode(texts), np.float64)
+    centroids = tuple(tuple(c) for c in spherical_kmeans(vectors, clusters).tolist())
+    if not dims:
+        return MeaningCodec(tuple(vectors.mean(axis=0).tolist()), (), (), centroids)
     mean = vectors.mean(axis=0)
     centred = vectors - mean
     _, _, rows = np.linalg.svd(centred, full_matrices=False)
@@ -127,7 +174,45 @@ def fit_meaning(
     values = np.array([codec.project(v) for v in vectors])  # as `code` will compute them
     inner = np.linspace(0.0, 1.0, bins + 1)[1:-1]
     edges = np.quantile(values, inner, axis=0).T  # (dims, bins - 1)
-    return MeaningCodec(codec.mean, codec.components, tuple(tuple(e) for e in edges.tolist()))
+    edged = tuple(tuple(e) for e in edges.tolist())
+    return MeaningCodec(codec.mean, codec.components, edged, centroids)
+
+
+def spherical_kmeans(
+    vectors: NDArray[np.float64], k: int, iterations: int = 100, seed: int = 0
+) -> NDArray[np.float64]:
+    """(k, width) unit centroids of `vectors` (rows normalised first) by spherical k-means:
+    k-means++ seeding on cosine distance, then Lloyd steps on cosine until no prompt moves.
+    Deterministic in `seed`; an emptied cluster is reseeded at the prompt its centroid fits
+    worst, so every centroid keeps prompts. k = 0: an empty array."""
+    if k == 0:
+        return np.zeros((0, vectors.shape[1]))
+    rows = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    chosen = [int(rng.integers(len(rows)))]
+    distance = 1.0 - rows @ rows[chosen[0]]
+    for _ in range(1, k):
+        weights = np.maximum(distance, 0.0) ** 2
+        total = weights.sum()
+        pick = int(rng.choice(len(rows), p=weights / total)) if total > 0 else len(chosen)
+        chosen.append(pick)
+        distance = np.minimum(distance, 1.0 - rows @ rows[pick])
+    centroids: NDArray[np.float64] = rows[chosen].copy()
+    assigned = np.full(len(rows), -1)
+    for _ in range(iterations):
+        cosines = rows @ centroids.T
+        new = cosines.argmax(axis=1)
+        for empty in sorted(set(range(k)) - set(new.tolist())):
+            worst = int(cosines[np.arange(len(rows)), new].argmin())
+            new[worst] = empty
+            cosines[worst, empty] = np.inf
+        if np.array_equal(new, assigned):
+            break
+        assigned = new
+        for c in range(k):
+            total_vector = rows[assigned == c].sum(axis=0)
+            centroids[c] = total_vector / max(float(np.linalg.norm(total_vector)), 1e-12)
+    return centroids
 
 
 _ENCODER: list[TextEncoder] = []

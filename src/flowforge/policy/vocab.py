@@ -110,6 +110,10 @@ class VocabConfig:
     meaning_dims: int = added_setting(0)
     #: Bins per meaning component (equally filled over the train prompts).
     meaning_bins: int = added_setting(5)
+    #: Meaning clusters (`policy.meaning`): the train prompts' MiniLM embeddings grouped by
+    #: spherical k-means into this many clusters; a prompt reads one token, its nearest
+    #: centroid's, after any component tokens. 0: none.
+    meaning_clusters: int = added_setting(0)
 
     def __post_init__(self) -> None:
         if not 2 <= self.max_lines <= 999:
@@ -129,6 +133,15 @@ class VocabConfig:
                 f"meaning_dims must be in 0..64 and meaning_bins in 2..32, got "
                 f"{self.meaning_dims} and {self.meaning_bins}"
             )
+        if not 0 <= self.meaning_clusters <= 4096 or self.meaning_clusters == 1:
+            raise VocabError(
+                f"meaning_clusters must be 0 (none) or in 2..4096, got {self.meaning_clusters}"
+            )
+
+    @property
+    def meaning(self) -> bool:
+        """Whether prompts are read with meaning tokens (components or clusters)."""
+        return self.meaning_dims > 0 or self.meaning_clusters > 0
 
 
 def split_pieces(text: str) -> list[str]:
@@ -275,7 +288,7 @@ class WorkflowVocab:
     #: (class, input, smallest, largest) of every number input in the corpus, sorted.
     number_ranges: tuple[tuple[str, str, float, float], ...] = ()
     #: The meaning tokens' codec (`policy.meaning`), fitted on the train prompts; None when
-    #: ``config.meaning_dims`` is 0.
+    #: ``config.meaning_dims`` and ``config.meaning_clusters`` are 0.
     meaning: MeaningCodec | None = None
     _atoms: tuple[str, ...] = field(init=False, repr=False, compare=False)
     _ranges: dict[tuple[str, str], tuple[float, float]] = field(
@@ -291,12 +304,18 @@ class WorkflowVocab:
         object.__setattr__(self, "_atoms", atoms)
         ranges = {(c, i): (lo, hi) for c, i, lo, hi in self.number_ranges}
         object.__setattr__(self, "_ranges", ranges)
-        if (self.meaning is not None) != (self.config.meaning_dims > 0) or (
+        config = self.config
+        if (self.meaning is not None) != config.meaning or (
             self.meaning is not None
-            and (self.meaning.dims, self.meaning.bins)
-            != (self.config.meaning_dims, self.config.meaning_bins)
+            and (
+                self.meaning.dims != config.meaning_dims
+                or (config.meaning_dims and self.meaning.bins != config.meaning_bins)
+                or self.meaning.clusters != config.meaning_clusters
+            )
         ):
-            raise VocabError("the vocabulary's meaning codec does not match its meaning_dims/bins")
+            raise VocabError(
+                "the vocabulary's meaning codec does not match its meaning_dims/bins/clusters"
+            )
 
     def number_range(self, class_type: str, input_name: str) -> tuple[float, float] | None:
         """The values the grammar lets number input `input_name` of `class_type` take, before
@@ -375,8 +394,8 @@ def fit_vocab(
     encoder: TextEncoder | None = None,
 ) -> WorkflowVocab:
     """Fit the inventory (module docstring) on text forms, train prompts and the catalog;
-    with ``config.meaning_dims`` also the meaning codec, on the same prompts through
-    `encoder` (None: MiniLM, `meaning.shared_encoder`).
+    with ``config.meaning_dims`` or ``meaning_clusters`` also the meaning codec, on the same
+    prompts through `encoder` (None: MiniLM, `meaning.shared_encoder`).
 
     Raises VocabError when a corpus text has more lines than ``config.max_lines``.
     """
@@ -416,10 +435,12 @@ def fit_vocab(
 def _fit_meaning(
     prompts: list[str], config: VocabConfig, encoder: TextEncoder | None
 ) -> MeaningCodec | None:
-    if config.meaning_dims == 0:
+    if not config.meaning:
         return None
     try:
-        return fit_meaning(prompts, config.meaning_dims, config.meaning_bins, encoder)
+        return fit_meaning(
+            prompts, config.meaning_dims, config.meaning_bins, encoder, config.meaning_clusters
+        )
     except MeaningError as err:
         raise VocabError(str(err)) from None
 
