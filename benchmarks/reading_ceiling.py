@@ -2,7 +2,7 @@
 does the run's policy reach? Judged on the simulated world's hidden quality q.
 
 Usage: ``python benchmarks/reading_ceiling.py --run RUN --judge sim:W [--meaning 8x5]
-[--clusters 16,32,64]``.
+[--clusters 16,32,64] [--policy NAME=DIR ...] [--no-run-policies]``.
 
 For the run's held-out prompts (those of ``RUN/evaluate/designs.jsonl``) it picks one
 workflow per prompt from the candidates the re-paired SFT pairs among (the library's
@@ -67,6 +67,16 @@ def main() -> None:
     parser.add_argument("--meaning", default="8x5", help="meaning tokens DIMSxBINS")
     parser.add_argument("--clusters", default="16,32,64", help="meaning cluster counts K")
     parser.add_argument("--train-prompts", type=int, default=300, help="train prompts sampled")
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="another policy directory to sample beside the run's (e.g. a variant SFT)",
+    )
+    parser.add_argument(
+        "--no-run-policies", action="store_true", help="sample only the --policy directories"
+    )
     args = parser.parse_args()
     run: Path = args.run
     judge = load_judge(args.judge).judge
@@ -170,7 +180,10 @@ def main() -> None:
 
     fits: list[tuple[str, tuple[float, float, float]]] = []
     settings = SamplingSettings(0.7, True, 384, 64, negative)
-    for name, policy in (("GRPO (kept)", models.policy), ("its start", models.start)):
+    policies = [] if args.no_run_policies else [("GRPO (kept)", models.policy)]
+    policies += [] if args.no_run_policies else [("its start", models.start)]
+    policies += [(text.split("=", 1)[0], Path(text.split("=", 1)[1])) for text in args.policy]
+    for name, policy in policies:
         for where, prompts in (("held-out", held), ("train", some_train)):
             chunks = [prompts[i : i + 64] for i in range(0, len(prompts), 64)]
             draws = [

