@@ -78,6 +78,9 @@ def main() -> None:
         "--no-run-policies", action="store_true", help="sample only the --policy directories"
     )
     args = parser.parse_args()
+    extra = [text.partition("=")[::2] for text in args.policy]
+    if any(not name or not folder for name, folder in extra):
+        parser.error("--policy takes NAME=DIR, e.g. --policy 'variant SFT=runs/x/sft'")
     run: Path = args.run
     judge = load_judge(args.judge).judge
     if not hasattr(judge, "true_quality"):
@@ -124,14 +127,15 @@ def main() -> None:
     def unit(prompts: list[str]) -> np.ndarray:  # MiniLM's vectors are unit vectors already
         return np.asarray(encoder.encode(prompts), np.float64)
 
-    near = (unit(held) @ unit(train).T).argsort(axis=1)[:, ::-1]
+    train_vectors, held_vectors = unit(train), unit(held)
+    near = (held_vectors @ train_vectors.T).argsort(axis=1)[:, ::-1]
     for k in (1, 10):
         picks = [int(train_table[near[i, :k]].mean(0).argmax()) for i in range(len(held))]
         report(f"ensemble, {k} nearest train prompts", held, [candidates[j] for j in picks])
     dims, bins = (int(x) for x in args.meaning.split("x"))
     codec = fit_meaning(train, dims, bins, encoder)
-    train_codes = np.array([codec.code(v) for v in encoder.encode(train)])
-    held_codes = np.array([codec.code(v) for v in encoder.encode(held)])
+    train_codes = np.array([codec.code(v) for v in train_vectors])
+    held_codes = np.array([codec.code(v) for v in held_vectors])
     jitter = np.random.default_rng(0).random((len(held), len(train))) * 1e-3  # ties at random
     distance = np.abs(held_codes[:, None, :] - train_codes[None, :, :]).sum(2) + jitter
     close = distance.argsort(axis=1)
@@ -143,11 +147,11 @@ def main() -> None:
     )
     for clusters in (int(k) for k in args.clusters.split(",") if k):
         grouped = fit_meaning(train, 0, 2, encoder, clusters)
-        train_of = np.array([grouped.cluster(v) for v in encoder.encode(train)])
+        train_of = np.array([grouped.cluster(v) for v in train_vectors])
         by_cluster = {
             k: int(train_table[train_of == k].mean(0).argmax()) for k in set(train_of.tolist())
         }
-        picks = [by_cluster[grouped.cluster(v)] for v in encoder.encode(held)]
+        picks = [by_cluster[grouped.cluster(v)] for v in held_vectors]
         report(
             f"ensemble, train prompts in the prompt's cluster ({clusters})",
             held,
@@ -182,7 +186,7 @@ def main() -> None:
     settings = SamplingSettings(0.7, True, 384, 64, negative)
     policies = [] if args.no_run_policies else [("GRPO (kept)", models.policy)]
     policies += [] if args.no_run_policies else [("its start", models.start)]
-    policies += [(text.split("=", 1)[0], Path(text.split("=", 1)[1])) for text in args.policy]
+    policies += [(name, Path(folder)) for name, folder in extra]
     for name, policy in policies:
         for where, prompts in (("held-out", held), ("train", some_train)):
             chunks = [prompts[i : i + 64] for i in range(0, len(prompts), 64)]

@@ -161,9 +161,9 @@ def fit_meaning(
         )
     vectors = np.asarray((encoder or shared_encoder()).encode(texts), np.float64)
     centroids = tuple(tuple(c) for c in spherical_kmeans(vectors, clusters).tolist())
-    if not dims:
-        return MeaningCodec(tuple(vectors.mean(axis=0).tolist()), (), (), centroids)
     mean = vectors.mean(axis=0)
+    if not dims:
+        return MeaningCodec(tuple(mean.tolist()), (), (), centroids)
     centred = vectors - mean
     _, _, rows = np.linalg.svd(centred, full_matrices=False)
     directions = rows[:dims]
