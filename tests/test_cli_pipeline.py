@@ -14,6 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flowforge.cli import app
+from flowforge.data.export import run_table
+from flowforge.data.prompts import load_prompts
 from flowforge.evaluate.designers import SamplingSettings
 from flowforge.pipeline.config import load_run_config, quick_config
 from flowforge.pipeline.draws import Draw, draw
@@ -151,6 +153,11 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     best = max(choice["scores"].values())
     assert choice["chosen"] == summary["policy"] and choice["scores"][choice["chosen"]] == best
     assert choice["prompts"] == 20 and 0 < choice["judge_calls"] <= 40
+    # ... on validation prompts: none of them was collected, so no stage trained on them
+    validation = {p.id for p in load_prompts("validation")}
+    collected = set(run_table(run / "collect")[0].column("prompt_id").to_pylist())
+    assert set(choice["prompt_ids"]) <= validation and len(set(choice["prompt_ids"])) == 20
+    assert not collected & validation and collected
     kept = last / summary["policy"]
     # every GRPO run audits; the kept run's audits are read from its own record, the
     # others' (which chose what the rounds judged, or competed for the choice) are charged

@@ -191,7 +191,7 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert by_name["grpo"]["not_in_library"] == 1.0  # an untrained model writes new things
     assert by_name["sft"]["data_calls"] == 0 and by_name["grpo"]["data_calls"] == 120
     assert by_name["grpo_w1"]["heldout"] == by_name["grpo"]["heldout"]  # w=1 is the policy
-    choice = data["guidance_choice"]  # judged on 4 train prompts x 1 seed x 2 weights
+    choice = data["guidance_choice"]  # judged on 4 validation prompts x 1 seed x 2 weights
     assert choice["prompts"] == 4 and choice["judge_calls"] == 8
     assert choice["weight"] in (0.5, 1.0) and set(choice["train_score_by_weight"]) == {"0.5", "1"}
     chosen = "grpo_w0.5" if choice["weight"] == 0.5 else "grpo_w1"

@@ -10,6 +10,7 @@ import pytest
 
 from flowforge.data.prompts import (
     HELDOUT_SHARE,
+    VALIDATION_SHARE,
     Prompt,
     PromptFileError,
     load_paraphrases,
@@ -32,22 +33,27 @@ def test_shipped_sets_have_every_prompt_with_unique_stable_ids() -> None:
 
 
 def test_splits_are_disjoint_and_cover_everything() -> None:
-    train, heldout = load_prompts("train"), load_prompts("heldout")
-    assert {p.id for p in train}.isdisjoint({p.id for p in heldout})
-    assert {p.text.lower() for p in train}.isdisjoint({p.text.lower() for p in heldout})
-    assert len(train) + len(heldout) == len(load_prompts("all"))
+    splits = [load_prompts(name) for name in ("train", "validation", "heldout")]
+    for k, one in enumerate(splits):
+        for other in splits[k + 1 :]:
+            assert {p.id for p in one}.isdisjoint({p.id for p in other})
+            assert {p.text.lower() for p in one}.isdisjoint({p.text.lower() for p in other})
+    assert sum(len(s) for s in splits) == len(load_prompts("all"))
 
 
 def test_split_is_the_documented_hash_rule_and_never_changes() -> None:
     # The rule of docs/prompts.md, restated independently of the module under test.
     for prompt in load_prompts("all", "parti"):
         digest = hashlib.sha256(f"flowforge-split-v1:{prompt.id}".encode()).digest()
-        expected = int.from_bytes(digest[:8], "big") / 2**64 < HELDOUT_SHARE
-        assert (split_of(prompt) == "heldout") == expected
+        fraction = int.from_bytes(digest[:8], "big") / 2**64
+        assert (split_of(prompt) == "heldout") == (fraction < HELDOUT_SHARE)
+        validation = HELDOUT_SHARE <= fraction < HELDOUT_SHARE + VALIDATION_SHARE
+        assert (split_of(prompt) == "validation") == validation
     # Pinned so that a change to the rule or the files shows up as a failing test.
     assert len(load_prompts("heldout", "parti")) == 302
     held = [p.id for p in load_prompts("heldout", "parti")[:5]]
     assert held == ["parti-0007", "parti-0008", "parti-0010", "parti-0011", "parti-0017"]
+    assert len(load_prompts("validation")) == 131 and len(load_prompts("train")) == 1199
 
 
 def test_geneval_is_held_out_entirely() -> None:
@@ -59,6 +65,7 @@ def test_every_parti_category_is_in_both_splits() -> None:
     train = {p.category for p in load_prompts("train", "parti")}
     heldout = {p.category for p in load_prompts("heldout", "parti")}
     assert train == heldout and len(train) == 12
+    assert len({p.category for p in load_prompts("validation")}) == 12
 
 
 def test_unknown_split_or_source_is_an_error() -> None:

@@ -103,7 +103,7 @@ def evaluate(
     )
     threads = config.threads or torch.get_num_threads()
     with cpu_threads(threads):
-        say("building the methods (choosing the guidance weight on train prompts)")
+        say("building the methods (choosing the guidance weight on validation prompts)")
         methods, not_run = build_methods(sources)
         choices = [
             m.designer.choice for m in methods if isinstance(m.designer, SelectedWeightDesigner)

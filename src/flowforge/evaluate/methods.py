@@ -220,7 +220,8 @@ def _selected(
     data_calls: int,
     choice: WeightChoice | None,
 ) -> Method | None:
-    """GRPO + guidance at the w the judge prefers on train prompts (`SelectedWeightDesigner`)."""
+    """GRPO + guidance at the w the judge prefers on validation prompts
+    (`SelectedWeightDesigner`)."""
     c = src.config
     if c.select_prompts == 0:
         not_run["grpo_wsel"] = "select_prompts = 0 in the evaluation config"
@@ -235,7 +236,7 @@ def _selected(
     if choice is not None:
         designer = SelectedWeightDesigner(candidates, choice)
     else:
-        prompts = [p.text for p in fixed_sample(load_prompts("train"), c.select_prompts)]
+        prompts = [p.text for p in fixed_sample(load_prompts("validation"), c.select_prompts)]
         designer = SelectedWeightDesigner.judged(
             candidates,
             prompts,
@@ -245,7 +246,9 @@ def _selected(
             src.training_score,
         )
         choice = designer.choice
-    label = f"GRPO + guidance, w chosen on {choice.prompts} train prompts (w={choice.weight:g})"
+    label = (
+        f"GRPO + guidance, w chosen on {choice.prompts} validation prompts (w={choice.weight:g})"
+    )
     return Method("grpo_wsel", label, designer, data_calls + choice.judge_calls)
 
 

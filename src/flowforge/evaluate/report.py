@@ -252,7 +252,7 @@ def _choice(data: dict[str, Any]) -> str:
     scores = ", ".join(f"w={w}: {v:.3f}" for w, v in choice["train_score_by_weight"].items())
     return (
         f"\nChosen before the evaluation: w={choice['weight']:g}, the best mean training score "
-        f"on {choice['prompts']} train prompts ({scores}); {choice['judge_calls']:,} judge "
+        f"on {choice['prompts']} validation prompts ({scores}); {choice['judge_calls']:,} judge "
         "calls, counted as that method's data calls.\n"
     )
 

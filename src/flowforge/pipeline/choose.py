@@ -2,8 +2,11 @@
 
 Each GRPO seed of a round optimises the same refitted ensemble, and they can end far apart
 (docs/benchmarks.md, "Two GRPO seeds per refine round": 1.21 against 0.61 in training score
-on world 0). The ensemble rates both highly, which is why the judge chooses: on train
-prompts only, so the evaluation's held-out prompts stay unseen.
+on world 0). The ensemble rates both highly, which is why the judge chooses: on the
+validation prompts (`flowforge.data.prompts`), which no stage trained on, so the choice
+sees what the evaluation's held-out prompts will show (they stay unseen). It judged train
+prompts until session 27, and kept a policy scoring 1.14 there and 0.58 held-out: GRPO
+and the rounds' refits had learnt those very prompts.
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..data.prompts import fixed_sample, load_prompts
 from ..evaluate.designers import SamplingSettings, derive_seed
 from ..files import write_text_atomic
 from ..policy.audit import JudgeAuditor
 from .config import RefineStageConfig
-from .draws import PROMPT_CHUNK, Draw, RoundTools, draw, train_prompts
+from .draws import PROMPT_CHUNK, Draw, RoundTools, draw
 from .layout import REWARD_DIR
 
 CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's choice
@@ -28,7 +30,6 @@ CHOICE = "choice.json"  # round-N/choice.json of the last round: the judge's cho
 def chosen(
     here: Path,
     policies: Sequence[Path],
-    triplets: Any,
     config: RefineStageConfig,
     tools: RoundTools,
 ) -> dict[str, Any]:
@@ -38,10 +39,13 @@ def chosen(
     if path.is_file():
         recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return recorded
-    made = choose(policies, triplets, config, here / REWARD_DIR, tools)
+    made = choose(policies, config, here / REWARD_DIR, tools)
     scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
     say = tools.say
-    say(f"refine: judged the last round's policies on {made['prompts']} train prompts: {scores}")
+    say(
+        f"refine: judged the last round's policies on {made['prompts']} validation prompts: "
+        f"{scores}"
+    )
     say(f"refine: keeping {made['chosen']}")
     write_text_atomic(path, json.dumps(made, indent=1) + "\n")
     return made
@@ -49,28 +53,25 @@ def chosen(
 
 def choose(
     policies: Sequence[Path],
-    triplets: Any,
     config: RefineStageConfig,
     reward_dir: Path,
     tools: RoundTools,
 ) -> dict[str, Any]:
     """Which of `policies` designs best, by the judge: each designs once for the same
-    `config.choose_prompts` train prompts (a seeded sample; the evaluation's held-out prompts
-    are never looked at) at `config.choose_temperature` with the same sampling and render
-    seeds, each design judged once; the best mean training score (the ensemble in
-    `reward_dir` defines it) wins, ties to the earlier policy. A design that cannot be judged
-    (invalid, or a judge error) counts as the worst score seen.
+    validation prompts (the first `config.choose_prompts` in sha256(id) order, all when None;
+    no stage trained on them and the evaluation's held-out prompts are never looked at) at
+    `config.choose_temperature` with the same sampling and render seeds, each design judged
+    once; the best mean training score (the ensemble in `reward_dir` defines it) wins, ties
+    to the earlier policy. A design that cannot be judged (invalid, or a judge error) counts
+    as the worst score seen.
 
     Why the judge and not the ensemble: the runs differ most where one climbed into designs
     every member overrates (docs/evaluation.md), which is exactly what the ensemble cannot
-    see."""
-    texts = train_prompts(triplets)
-    ids = sorted(texts)
-    rng = np.random.default_rng([config.seed, 0xC4005E])
-    picked = sorted(rng.choice(ids, size=min(config.choose_prompts, len(ids)), replace=False))
-    prompts = [texts[i] for i in picked]
-    design_seeds = [derive_seed("refine-choose", config.seed, i) for i in picked]
-    render_seeds = [derive_seed("refine-choose-render", config.seed, i) for i in picked]
+    see. Why validation prompts: see the module docstring."""
+    picked = fixed_sample(load_prompts("validation"), config.choose_prompts)
+    prompts = [p.text for p in picked]
+    design_seeds = [derive_seed("refine-choose", config.seed, p.id) for p in picked]
+    render_seeds = [derive_seed("refine-choose-render", config.seed, p.id) for p in picked]
     auditor = JudgeAuditor.for_ensemble(tools.judge.judge, reward_dir, tools.negative)
     settings = SamplingSettings(
         config.choose_temperature, True, tools.max_new_tokens, PROMPT_CHUNK, tools.negative
@@ -105,6 +106,7 @@ def choose(
     chosen = max(scores, key=lambda name: scores[name])  # max keeps the first of equals
     return {
         "prompts": len(prompts),
+        "prompt_ids": [p.id for p in picked],  # validation prompts (checked by a test)
         "judge_calls": calls,
         "temperature": config.choose_temperature,
         "scores": scores,

@@ -1,7 +1,8 @@
 """Active-learning rounds after GRPO (``[refine]``, two by default): judge the policy's own
 designs, refit the ensemble on the triplets plus those judgements, GRPO again from SFT with
 `policies` seeds at once; the next round judges those policies, and after the last round
-the judge keeps the one that designs best on train prompts.
+the judge keeps the one that designs best on the validation prompts (which no stage trains
+on, `pipeline.choose`).
 
 Why: the ensemble learned from library workflows, and GRPO leaves the library. On some seeds
 it climbs into a family of new designs every member overrates (docs/benchmarks.md, "GRPO's
@@ -182,7 +183,7 @@ def refine(
     last = paths.out / round_dir(config.rounds)
     choice = None
     if len(policies) > 1:
-        choice = chosen(last, policies, triplets, config, tools)
+        choice = chosen(last, policies, config, tools)
     final = last / (choice["chosen"] if choice is not None else policy_dir(0))
     # Every GRPO run but the kept one shaped it (through the designs the rounds judged) or
     # competed with it for the choice; their audits count like the judged designs. The

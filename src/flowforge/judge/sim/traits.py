@@ -20,7 +20,7 @@ from functools import cache
 import numpy as np
 from numpy.typing import NDArray
 
-from ...data.prompts import fixed_sample, load_prompts
+from ...data.prompts import fixed_sample, load_prompts, split_of
 from .embed import PromptEncoder
 
 #: Trait name -> anchor texts. Order is the trait axis of every (..., K) array in the world.
@@ -57,9 +57,11 @@ def trait_index(name: str) -> int:
 
 @cache
 def reference_texts() -> tuple[str, ...]:
-    """A fixed sample of training prompts (the same on every machine) to standardise against."""
-    train = load_prompts("train", source="parti")
-    return tuple(prompt.text for prompt in fixed_sample(train, REFERENCE_SIZE))
+    """A fixed sample of the PartiPrompts that are not held out (the same on every machine)
+    to standardise against. Validation prompts are among them: the worlds were defined
+    before the validation split was carved from the train prompts, and must not move."""
+    seen = [p for p in load_prompts("all", source="parti") if split_of(p) != "heldout"]
+    return tuple(prompt.text for prompt in fixed_sample(seen, REFERENCE_SIZE))
 
 
 @dataclass(frozen=True)
