@@ -12,7 +12,8 @@ machine and in every stage, and documented in docs/prompts.md.
   is a *validation* prompt (131 of them): no stage trains on it either, and the run's choices
   (which GRPO seed to keep, which guidance weight to use) are judged on it. Why not on train
   prompts: a GRPO policy scored 1.14 by the judge on the train prompts it was optimised on
-  and 0.58 on held-out ones (docs/evaluation.md), a gap a choice on train prompts cannot see.
+  and 0.00 on the held-out PartiPrompts (docs/evaluation.md), a gap a choice on train prompts
+  cannot see.
 - GenEval (MIT): 553 templated prompts (``a photo of two cows``), ids ``geneval-0000`` ...
   ``geneval-0552``, **all held out**. GenEval is an evaluation benchmark whose prompts come from
   six templates over 80 object names; any share of it in training would put near-copies of the

@@ -113,7 +113,8 @@ class RefineStageConfig:
     #: per prompt and policy at `choose_temperature`, one render each; the best mean
     #: training score is kept): the first N in sha256(id) order; None: all 131. Only with
     #: `policies` > 1. Validation, not train, prompts since session 27: on the train prompts
-    #: GRPO optimised, the choice kept a policy scoring 1.14 there and 0.58 held-out.
+    #: GRPO optimised, the choice kept a policy scoring 1.14 there and 0.00 on held-out
+    #: PartiPrompts.
     choose_prompts: int | None = None
     #: Sampling temperature of the designs the choice judges: `flowforge design`'s.
     choose_temperature: float = 0.7
