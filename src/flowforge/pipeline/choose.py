@@ -5,8 +5,8 @@ Each GRPO seed of a round optimises the same refitted ensemble, and they can end
 on world 0). The ensemble rates both highly, which is why the judge chooses: on the
 validation prompts (`flowforge.data.prompts`), which no stage trained on, so the choice
 sees what the evaluation's held-out prompts will show (they stay unseen). It judged train
-prompts until session 27, and kept a policy scoring 1.14 there and 0.00 on held-out PartiPrompts: GRPO
-and the rounds' refits had learnt those very prompts.
+prompts until session 27, and kept a policy scoring 1.14 there and 0.00 on held-out
+PartiPrompts: GRPO and the rounds' refits had learnt those very prompts.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Sampling policies for the refine rounds, spread over processes.
 
-A refine round samples thousands of designs (10,640 by default) on one core while the other
+A refine round samples thousands of designs (9,592 by default) on one core while the other
 idles, and the choice between the last round's policies samples again. `draw` runs the
 sampling calls (`Draw`) in order in this process, or over `processes` spawned worker
 processes; every call carries its own seeds, so the samples are the same either way (a test

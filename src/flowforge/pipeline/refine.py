@@ -19,7 +19,7 @@ GRPO starts from an SFT re-paired by that round's ensemble (`refit_sft`, on by d
 the refitted ensemble's own per-prompt pick from the library beats the best fixed workflow
 on 71% of held-out prompts on both sim worlds, where GRPO from the random-paired SFT, which
 hardly reads its prompt, reached 59% and 49%; from the re-paired SFT 73% and 49%. A round
-costs `samples` x `seeds` judge calls per train prompt (10,640 by default, 53% of the
+costs `samples` x `seeds` judge calls per train prompt (9,592 by default, 48% of the
 collection: 8 designs per prompt; against the best fixed workflow on world 1, 2 left the
 last GRPO at 49% of held-out prompts, 4 reached 66%, 8 62-71%, best-of-8 70-75%), the choice
 `choose_prompts` per policy; all are charged to every GRPO method's data calls in the
