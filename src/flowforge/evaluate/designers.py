@@ -318,11 +318,11 @@ class SelectedWeightDesigner:
     The ensemble cannot choose w: extrapolating past GRPO can land where every member is
     wrong together (docs/evaluation.md: on world 1, w = 2 was predicted 2.37 and judged 0.34
     in training score). So each candidate w designs for `prompts` (validation prompts, which
-    no stage trained on: on the train prompts GRPO optimised, a policy can score twice what
-    it scores elsewhere; the evaluation's held-out prompts are never looked at) and the
-    judge scores them once per
-    render seed; the w with the best mean *training* score wins (the held-out scorer stays
-    unseen), a design that cannot be judged counting as the worst score seen. Those
+    no stage trained on: on the train prompts GRPO optimised, one policy scored 1.14 where
+    it scored 0.00 on held-out PartiPrompts; the evaluation's held-out prompts are never
+    looked at) and the judge scores them once per render seed; the w with the best mean
+    *training* score wins (the held-out scorer stays unseen), a design that cannot be judged
+    counting as the worst score seen. Those
     judgements are data it chose from, like the best fixed workflow's (`WeightChoice`
     counts them; the method reports them as data calls), not judge calls while designing.
     """
