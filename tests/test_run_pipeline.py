@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import flowforge.pipeline.refine as refine_module
+import flowforge.pipeline.runner as runner
 import flowforge.pipeline.stages as stages_module
 from flowforge.pipeline.config import (
     CollectStageConfig,
@@ -162,6 +163,15 @@ def changed_keys(before: RunConfig, after: RunConfig, redone: str | None = None)
         for stage in STAGES
         if stage_key(stage, before, old) != stage_key(stage, after, new)
     }
+
+
+def test_a_new_prompt_split_redoes_every_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run collected before the validation split trained on today's validation prompts.
+    config, fingerprints = quick_config(), {stage.name: "f" for stage in STAGES}
+    before = {stage.name: stage_key(stage, config, fingerprints) for stage in STAGES}
+    monkeypatch.setattr(runner, "SPLIT_VERSION", "another")
+    after = {stage.name: stage_key(stage, config, fingerprints) for stage in STAGES}
+    assert all(before[name] != after[name] for name in before)
 
 
 def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:

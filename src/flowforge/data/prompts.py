@@ -44,6 +44,10 @@ HELDOUT_SHARE = 0.2
 #: The share of PartiPrompts kept for validation: never trained on, used by a run's choices.
 VALIDATION_SHARE = 0.1
 _SPLIT_SALT = "flowforge-split-v1:"
+#: Which prompts each split holds: a new value whenever a prompt moves between splits, so
+#: that a resumed ``flowforge run`` redoes its stages (their keys include it) rather than
+#: keep data collected on prompts that are now validation or held-out prompts.
+SPLIT_VERSION = "2-validation"
 _MAX_PROMPT_CHARS = 2_000
 _MAX_FILE_BYTES = 64 * 1024 * 1024
 

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..data.prompts import SPLIT_VERSION
 from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
 from .config import RunConfig
@@ -76,9 +77,11 @@ class RunResult:
 
 
 def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> str:
-    """sha256 of the stage's settings and of the fingerprints of the stages it reads."""
+    """sha256 of the stage's settings, of the fingerprints of the stages it reads and of the
+    prompt splits' version (the stages train on the train split, choose on validation)."""
     payload = {
         "stage": stage.name,
+        "splits": SPLIT_VERSION,
         "sections": {name: config.section(name) for name in stage.sections},
         "inputs": {name: fingerprints[name] for name in stage.reads(config)},
     }
