@@ -93,11 +93,11 @@ def _run_all(copies: list[Path], at_once: int) -> None:
     while waiting or running:
         while waiting and len(running) < at_once:
             copy = waiting.pop(0)
-            log = copy.with_suffix(".log").open("a", encoding="utf-8")
             command = [sys.executable, "-m", "flowforge", "run", "--out", str(copy)]
             command += ["--config", str(copy / "spread.json")]
             print(f"running: {' '.join(command)}", flush=True)
-            running.append((copy, subprocess.Popen(command, stdout=log, stderr=log)))
+            with copy.with_suffix(".log").open("a", encoding="utf-8") as log:  # the child's
+                running.append((copy, subprocess.Popen(command, stdout=log, stderr=log)))
         time.sleep(5)
         for copy, process in list(running):
             if process.poll() is not None:

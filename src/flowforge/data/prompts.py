@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 Split = Literal["train", "validation", "heldout", "all"]
-SPLITS: tuple[Split, ...] = ("train", "validation", "heldout", "all")
+SPLITS: tuple[Split, ...] = get_args(Split)
 SOURCES = ("parti", "geneval")
 #: The share of PartiPrompts held out (GenEval is held out entirely, see the module docstring).
 HELDOUT_SHARE = 0.2
