@@ -78,6 +78,8 @@ def test_a_toml_file_switches_the_number_ranges_off_with_zero(tmp_path: Path) ->
         ("[refine]\nrounds = 0\n", "refine: rounds, samples and seeds must be >= 1"),
         ("[refine]\npolicies = 0\n", "refine: policies and choose_prompts must be >= 1"),
         ("[refine]\nsft_top_k = -1\n", "refine: sft_top_k must be >= 0"),
+        ("[refine]\nchoose_prompts = 200\n", "validation split holds 131 prompts"),
+        ("[evaluate]\nselect_prompts = 132\n", "validation split it draws from holds 131"),
         ("[sft.train.vocab]\nnumber_stretch = 0.5\n", "number_stretch must be >= 1, or 0"),
         ("jobs = 0\n", "jobs must be >= 1, got 0"),
         ("[grpo]\nsft_dir = '/elsewhere'\n", "grpo.sft_dir: paths are the run's"),

@@ -119,6 +119,14 @@ def load_prompts(split: Split = "all", source: str | None = None) -> list[Prompt
     return prompts
 
 
+@cache
+def split_size(split: Split) -> int:
+    """How many shipped prompts `split` holds (validation: 131): what a config asking for a
+    sample of a split is checked against, so a count the split cannot give fails when the
+    config is read, not silently capped by `fixed_sample`."""
+    return len(load_prompts(split))
+
+
 def fixed_sample(prompts: Sequence[Prompt], count: int | None = None) -> list[Prompt]:
     """The first `count` of `prompts` in sha256(id) order (all when None): a sample that is
     the same on every machine and for every seed, and grows by adding, never reshuffling.

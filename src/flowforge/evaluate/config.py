@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..data.prompts import split_size
 from ..judge.sim.scorers import HELDOUT_SCORER
 
 BestOfSource = Literal["grpo", "sft", "selected"]
@@ -110,6 +111,11 @@ class EvalConfig:
                 "best_of_source must be 'grpo', 'sft' or 'selected'",
             ),
             (self.select_prompts >= 0, "select_prompts must be >= 0 (0: no selection)"),
+            (
+                self.select_prompts <= split_size("validation"),
+                f"select_prompts is {self.select_prompts}, but the validation split it draws "
+                f"from holds {split_size('validation')} prompts",
+            ),
             (self.select_seeds >= 1, "select_seeds must be >= 1"),
             (self.temperature > 0, f"temperature must be > 0 (sampling), got {self.temperature}"),
             (self.max_new_tokens >= 2, "max_new_tokens must be >= 2"),

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..data.prompts import split_size
 from ..evaluate.config import EvalConfig
 from ..judge.loader import JudgeLoadError, judge_id
 from ..policy.config import SFTRunConfig, TrainSettings, pairing_problem
@@ -160,6 +161,12 @@ class RefineStageConfig:
             )
         if self.sft_top_k < 0:
             raise RunConfigError(f"refine: sft_top_k must be >= 0 (0: all), got {self.sft_top_k}")
+        available = split_size("validation")
+        if self.choose_prompts is not None and self.choose_prompts > available:
+            raise RunConfigError(
+                f"refine: choose_prompts is {self.choose_prompts}, but the validation split "
+                f"holds {available} prompts: set at most {available}, or unset it for all"
+            )
 
 
 def _small_model() -> TrainSettings:
