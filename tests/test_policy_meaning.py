@@ -117,6 +117,14 @@ def test_k_means_reseeds_a_cluster_left_empty() -> None:
     assert spherical_kmeans(rows, 0).shape == (0, 2)
 
 
+def test_k_means_of_identical_rows_seeds_distinct_rows_and_refuses_too_many_clusters() -> None:
+    rows = np.ones((5, 3))
+    centroids = spherical_kmeans(rows, 4, seed=3)
+    assert centroids.shape == (4, 3) and np.allclose(centroids, 1 / np.sqrt(3))
+    with pytest.raises(ValueError, match="k <= 5"):
+        spherical_kmeans(rows, 6)
+
+
 def test_prompts_sharing_a_cluster_are_closer_than_prompts_that_do_not() -> None:
     prompts = sorted(set(train_prompts()))
     encoder = PromptEncoder(disk=False)

@@ -187,6 +187,8 @@ def spherical_kmeans(
     worst, so every centroid keeps prompts. k = 0: an empty array."""
     if k == 0:
         return np.zeros((0, vectors.shape[1]))
+    if not 0 < k <= len(vectors):
+        raise ValueError(f"k-means needs 0 <= k <= {len(vectors)} (the rows), got k = {k}")
     rows = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     rng = np.random.default_rng(seed)
     chosen = [int(rng.integers(len(rows)))]
@@ -194,7 +196,10 @@ def spherical_kmeans(
     for _ in range(1, k):
         weights = np.maximum(distance, 0.0) ** 2
         total = weights.sum()
-        pick = int(rng.choice(len(rows), p=weights / total)) if total > 0 else len(chosen)
+        if total > 0:
+            pick = int(rng.choice(len(rows), p=weights / total))
+        else:  # every row sits on a seed already (copies): seed at a row not yet chosen
+            pick = next(r for r in range(len(rows)) if r not in chosen)
         chosen.append(pick)
         distance = np.minimum(distance, 1.0 - rows @ rows[pick])
     centroids: NDArray[np.float64] = rows[chosen].copy()
