@@ -1,7 +1,7 @@
 """How much a finished run's result depends on its GRPO draw: rerun it with other GRPO seeds.
 
 Usage: ``python benchmarks/run_spread.py --run RUN --out OUT --grpo-seeds 2,4
-[--at-once 2] [--json OUT/spread.json]``
+[--config SETTING.toml] [--at-once 2] [--json OUT/spread.json]``
 
 Each seed gets a copy of RUN (``OUT/seed-K``) whose config is RUN's own ``config.json`` with
 ``[grpo] seed = K``, and ``flowforge run`` on it: library, collection, reward, SFT and
@@ -11,6 +11,11 @@ the GRPO seeds alone move, on the run's own data and ensemble: the draw the run'
 (the judge's choice of policy and of guidance weight on validation prompts) have to survive.
 Runs go ``--at-once`` at a time (each is a whole ``flowforge run``; on 2 cores one at a time
 takes ~30 minutes, two at once ~45).
+
+With ``--config FILE`` (TOML or JSON, as ``flowforge run --config`` reads) its settings are
+laid over RUN's in every copy: a setting measured over GRPO draws on the run's own data
+(RUN's own seed among ``--grpo-seeds`` is then a draw too). Stages whose settings it changes
+are redone, with what reads them (e.g. ``[sft.train.vocab]`` redoes SFT and ComfyGen-FT).
 
 Prints, for RUN and each copy: the kept policy and its choice scores, the chosen w, and the
 held-out score and win rate against the best fixed workflow of GRPO's start, GRPO, GRPO +
@@ -32,6 +37,8 @@ from typing import Any
 
 from machine import stamped
 
+from flowforge.pipeline.overrides import ConfigFileError, read_config_file
+
 #: Stage outputs a copy needs: the rest (GRPO, refine, evaluate) is cleared and redone.
 KEPT = ("library", "collect", "reward", "sft", "comfygen_ft", "stages", "config.json")
 METHODS = ("grpo_start", "grpo", "grpo_wsel", "best_of_8")
@@ -42,7 +49,12 @@ def main() -> None:
     parser.add_argument("--run", required=True, type=Path, help="a finished `flowforge run`")
     parser.add_argument("--out", required=True, type=Path, help="directory for the copies")
     parser.add_argument(
-        "--grpo-seeds", required=True, help="comma-separated GRPO seeds, e.g. 2,4 (not RUN's)"
+        "--grpo-seeds",
+        required=True,
+        help="comma-separated GRPO seeds, e.g. 2,4 (RUN's own: only with --config)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="settings laid over RUN's in every copy"
     )
     parser.add_argument("--at-once", type=int, default=1, help="copies run at the same time")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
@@ -55,8 +67,12 @@ def main() -> None:
         parser.error("give at least one --grpo-seeds value and --at-once >= 1")
     if not (args.run / "evaluate" / "report.json").is_file():
         parser.error(f"{args.run}: not a finished run (no evaluate/report.json)")
+    try:
+        changes = read_config_file(args.config) if args.config is not None else {}
+    except ConfigFileError as error:
+        parser.error(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
-    copies = [_prepared_copy(args.run, args.out / f"seed-{seed}", seed) for seed in seeds]
+    copies = [_prepared_copy(args.run, args.out / f"seed-{seed}", seed, changes) for seed in seeds]
     started = time.perf_counter()
     _run_all(copies, args.at_once)
     rows = [_row(args.run, "RUN")] + [
@@ -64,13 +80,15 @@ def main() -> None:
     ]
     _print(rows)
     if args.json is not None:
-        record = {"run": str(args.run), "rows": rows, "seconds": time.perf_counter() - started}
+        seconds = time.perf_counter() - started
+        record = {"run": str(args.run), "config": changes, "rows": rows, "seconds": seconds}
         args.json.write_text(json.dumps(stamped(record), indent=1) + "\n", encoding="utf-8")
 
 
-def _prepared_copy(run: Path, copy: Path, seed: int) -> Path:
-    """`copy` holding RUN's stages up to SFT and a config with GRPO seed `seed` (kept as it
-    is when a killed benchmark left it, so the copy's run resumes)."""
+def _prepared_copy(run: Path, copy: Path, seed: int, changes: dict[str, Any]) -> Path:
+    """`copy` holding RUN's stages up to SFT and RUN's config with `changes` laid over it
+    and GRPO seed `seed` (kept as it is when a killed benchmark left it, so the copy's run
+    resumes)."""
     config = copy / "spread.json"
     if config.is_file():
         return copy
@@ -81,10 +99,21 @@ def _prepared_copy(run: Path, copy: Path, seed: int) -> Path:
             shutil.copytree(source, copy / name, dirs_exist_ok=True)
         elif source.is_file():
             shutil.copy2(source, copy / name)
-    settings = json.loads((run / "config.json").read_text(encoding="utf-8"))
+    settings = _laid_over(json.loads((run / "config.json").read_text(encoding="utf-8")), changes)
     settings["grpo"]["seed"] = seed
     config.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
     return copy
+
+
+def _laid_over(settings: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with `changes` laid over them, table by table (``flowforge run`` checks the
+    result when the copy runs)."""
+    merged = dict(settings)
+    for key, value in changes.items():
+        below = merged.get(key)
+        both_tables = isinstance(value, dict) and isinstance(below, dict)
+        merged[key] = _laid_over(below, value) if both_tables else value
+    return merged
 
 
 def _run_all(copies: list[Path], at_once: int) -> None:
