@@ -37,7 +37,8 @@ from typing import Any
 
 from machine import stamped
 
-from flowforge.pipeline.overrides import ConfigFileError, read_config_file
+from flowforge.pipeline.config import RunConfig, RunConfigError, load_run_config
+from flowforge.pipeline.overrides import ConfigFileError, apply, read_config_file
 
 #: Stage outputs a copy needs: the rest (GRPO, refine, evaluate) is cleared and redone.
 KEPT = ("library", "collect", "reward", "sft", "comfygen_ft", "stages", "config.json")
@@ -67,12 +68,18 @@ def main() -> None:
         parser.error("give at least one --grpo-seeds value and --at-once >= 1")
     if not (args.run / "evaluate" / "report.json").is_file():
         parser.error(f"{args.run}: not a finished run (no evaluate/report.json)")
-    try:
+    try:  # the run's settings with the file's over them, checked before anything runs
         changes = read_config_file(args.config) if args.config is not None else {}
-    except ConfigFileError as error:
+        settings = apply(load_run_config(args.run / "config.json"), changes)
+    except (ConfigFileError, RunConfigError) as error:
         parser.error(str(error))
     args.out.mkdir(parents=True, exist_ok=True)
-    copies = [_prepared_copy(args.run, args.out / f"seed-{seed}", seed, changes) for seed in seeds]
+    copies = [
+        _prepared_copy(
+            args.run, args.out / f"seed-{seed}", apply(settings, {"grpo": {"seed": seed}})
+        )
+        for seed in seeds
+    ]
     started = time.perf_counter()
     _run_all(copies, args.at_once)
     rows = [_row(args.run, "RUN")] + [
@@ -85,10 +92,9 @@ def main() -> None:
         args.json.write_text(json.dumps(stamped(record), indent=1) + "\n", encoding="utf-8")
 
 
-def _prepared_copy(run: Path, copy: Path, seed: int, changes: dict[str, Any]) -> Path:
-    """`copy` holding RUN's stages up to SFT and RUN's config with `changes` laid over it
-    and GRPO seed `seed` (kept as it is when a killed benchmark left it, so the copy's run
-    resumes)."""
+def _prepared_copy(run: Path, copy: Path, settings: RunConfig) -> Path:
+    """`copy` holding RUN's stages up to SFT and `settings` as its config (kept as it is
+    when a killed benchmark left it, so the copy's run resumes)."""
     config = copy / "spread.json"
     if config.is_file():
         return copy
@@ -99,21 +105,8 @@ def _prepared_copy(run: Path, copy: Path, seed: int, changes: dict[str, Any]) ->
             shutil.copytree(source, copy / name, dirs_exist_ok=True)
         elif source.is_file():
             shutil.copy2(source, copy / name)
-    settings = _laid_over(json.loads((run / "config.json").read_text(encoding="utf-8")), changes)
-    settings["grpo"]["seed"] = seed
-    config.write_text(json.dumps(settings, indent=1) + "\n", encoding="utf-8")
+    config.write_text(json.dumps(settings.to_json(), indent=1) + "\n", encoding="utf-8")
     return copy
-
-
-def _laid_over(settings: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """`settings` with `changes` laid over them, table by table (``flowforge run`` checks the
-    result when the copy runs)."""
-    merged = dict(settings)
-    for key, value in changes.items():
-        below = merged.get(key)
-        both_tables = isinstance(value, dict) and isinstance(below, dict)
-        merged[key] = _laid_over(below, value) if both_tables else value
-    return merged
 
 
 def _run_all(copies: list[Path], at_once: int) -> None:
