@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from flowforge.data.prompts import (
+    GENEVAL_VALIDATION_SHARE,
     HELDOUT_SHARE,
     VALIDATION_SHARE,
     Prompt,
@@ -53,19 +54,29 @@ def test_split_is_the_documented_hash_rule_and_never_changes() -> None:
     assert len(load_prompts("heldout", "parti")) == 302
     held = [p.id for p in load_prompts("heldout", "parti")[:5]]
     assert held == ["parti-0007", "parti-0008", "parti-0010", "parti-0011", "parti-0017"]
-    assert len(load_prompts("validation")) == 131 and len(load_prompts("train")) == 1199
+    assert len(load_prompts("validation", "parti")) == 131 and len(load_prompts("train")) == 1199
 
 
-def test_geneval_is_held_out_entirely() -> None:
+def test_geneval_is_never_trained_on_and_a_fifth_of_it_validates() -> None:
     assert load_prompts("train", "geneval") == []
-    assert len(load_prompts("heldout", "geneval")) == 553
+    for prompt in load_prompts("all", "geneval"):  # the same hash as PartiPrompts'
+        digest = hashlib.sha256(f"flowforge-split-v1:{prompt.id}".encode()).digest()
+        fraction = int.from_bytes(digest[:8], "big") / 2**64
+        assert (split_of(prompt) == "validation") == (fraction < GENEVAL_VALIDATION_SHARE)
+    # Pinned: the evaluation's held-out GenEval prompts and the choices' validation ones.
+    assert len(load_prompts("validation", "geneval")) == 116
+    assert len(load_prompts("heldout", "geneval")) == 437
+    assert len(load_prompts("validation")) == 247 and len(load_prompts("heldout")) == 739
+    # every GenEval template is among the validation prompts (the choices see each kind)
+    tags = {p.category for p in load_prompts("all", "geneval")}
+    assert {p.category for p in load_prompts("validation", "geneval")} == tags
 
 
 def test_every_parti_category_is_in_both_splits() -> None:
     train = {p.category for p in load_prompts("train", "parti")}
     heldout = {p.category for p in load_prompts("heldout", "parti")}
     assert train == heldout and len(train) == 12
-    assert len({p.category for p in load_prompts("validation")}) == 12
+    assert len({p.category for p in load_prompts("validation", "parti")}) == 12
 
 
 def test_unknown_split_or_source_is_an_error() -> None:

@@ -4,6 +4,7 @@ stages; the real ``--quick`` run end to end is in test_cli_pipeline.py)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -165,13 +166,39 @@ def changed_keys(before: RunConfig, after: RunConfig, redone: str | None = None)
     }
 
 
-def test_a_new_prompt_split_redoes_every_stage(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A run collected before the validation split trained on today's validation prompts.
+@pytest.mark.parametrize(
+    ("split", "redone"),
+    [
+        # A run collected before the validation split trained on today's validation prompts.
+        ("train", {stage.name for stage in STAGES}),
+        # GenEval's validation share moved held-out prompts: the choices and the evaluation.
+        ("validation", {"refine", "evaluate"}),
+        ("heldout", {"evaluate"}),
+    ],
+)
+def test_a_new_prompt_split_redoes_the_stages_that_read_it(
+    monkeypatch: pytest.MonkeyPatch, split: str, redone: set[str]
+) -> None:
     config, fingerprints = quick_config(), {stage.name: "f" for stage in STAGES}
     before = {stage.name: stage_key(stage, config, fingerprints) for stage in STAGES}
-    monkeypatch.setattr(runner, "SPLIT_VERSION", "another")
+    monkeypatch.setitem(runner.SPLIT_VERSIONS, split, "another")
     after = {stage.name: stage_key(stage, config, fingerprints) for stage in STAGES}
-    assert all(before[name] != after[name] for name in before)
+    assert {name for name in before if before[name] != after[name]} == redone
+
+
+def test_training_stage_keys_are_those_of_runs_made_before_per_split_versions() -> None:
+    # Before session 29 every stage keyed one version string, "2-validation"; the train
+    # split has not moved since, so those runs' training stages must not be redone.
+    config, fingerprints = quick_config(), {stage.name: "f" for stage in STAGES}
+    sft = next(stage for stage in STAGES if stage.name == "sft")
+    payload = {
+        "stage": "sft",
+        "splits": "2-validation",
+        "sections": {name: config.section(name) for name in sft.sections},
+        "inputs": {name: fingerprints[name] for name in sft.reads(config)},
+    }
+    text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+    assert stage_key(sft, config, fingerprints) == hashlib.sha256(text.encode()).hexdigest()
 
 
 def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:

@@ -47,7 +47,7 @@ class EvalConfig:
     #: Guidance weights w swept for GRPO with guidance (w=0 is SFT, w=1 is GRPO).
     guidance_weights: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
     #: GRPO + guidance with w chosen by the judge on this many validation prompts (the first
-    #: in sha256(id) order, at most 131; 0: not run). Costs prompts x `select_seeds` x
+    #: in sha256(id) order, at most 247; 0: not run). Costs prompts x `select_seeds` x
     #: weights judge calls, reported as data calls.
     select_prompts: int = 50
     #: Renders per (selection prompt, weight).

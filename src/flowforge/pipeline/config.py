@@ -113,7 +113,7 @@ class RefineStageConfig:
     policies: int = 2
     #: Validation prompts on which the judge compares the last round's policies (one design
     #: per prompt and policy at `choose_temperature`, one render each; the best mean
-    #: training score is kept): the first N in sha256(id) order; None: all 131. Only with
+    #: training score is kept): the first N in sha256(id) order; None: all 247. Only with
     #: `policies` > 1. Validation, not train, prompts since session 27: on the train prompts
     #: GRPO optimised, the choice kept a policy scoring 1.14 there and 0.00 on held-out
     #: PartiPrompts.

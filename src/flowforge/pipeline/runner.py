@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..data.prompts import SPLIT_VERSION
+from ..data.prompts import SPLIT_VERSIONS
 from ..evaluate.report import REPORT_JSON, results_table
 from ..files import write_text_atomic
 from .config import RunConfig
@@ -78,10 +78,18 @@ class RunResult:
 
 def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> str:
     """sha256 of the stage's settings, of the fingerprints of the stages it reads and of the
-    prompt splits' version (the stages train on the train split, choose on validation)."""
+    versions of the prompt splits it reads (`Stage.splits`: every stage the train split's,
+    the choices validation's, the evaluation held-out's too). A stage reading only the train
+    split keys its version as a plain string, as every stage did before the versions were
+    per split, so the training stages of such runs stay valid."""
+    splits: str | dict[str, str] = (
+        SPLIT_VERSIONS["train"]
+        if stage.splits == ("train",)
+        else {name: SPLIT_VERSIONS[name] for name in stage.splits}
+    )
     payload = {
         "stage": stage.name,
-        "splits": SPLIT_VERSION,
+        "splits": splits,
         "sections": {name: config.section(name) for name in stage.sections},
         "inputs": {name: fingerprints[name] for name in stage.reads(config)},
     }

@@ -21,7 +21,7 @@ import torch
 
 from ..data.collect import CollectConfig, collect, judge_catalog
 from ..data.export import load_triplets
-from ..data.prompts import fixed_sample, load_prompts
+from ..data.prompts import Split, fixed_sample, load_prompts
 from ..evaluate.compare import evaluate
 from ..evaluate.config import EvalInputs
 from ..judge.loader import JudgeSource, LoadedJudge
@@ -96,6 +96,9 @@ class Stage:
     #: The inputs a config makes it skip (SFT reads the ensemble only for ensemble
     #: pairing): left out of its key, so redoing them does not redo this stage needlessly.
     unread: Callable[[RunConfig], frozenset[str]] = _reads_all
+    #: The prompt splits whose contents its output depends on (`data.prompts.SPLIT_VERSIONS`
+    #: in its key): the library none but is keyed like the training stages that build on it.
+    splits: tuple[Split, ...] = ("train",)
 
     def reads(self, config: RunConfig) -> tuple[str, ...]:
         """The earlier stages whose outputs it reads under `config` (its key covers these)."""
@@ -339,6 +342,7 @@ STAGES: tuple[Stage, ...] = (
         True,  # judged designs and each round's GRPO run resume (pipeline.refine)
         refine_stage,
         _refine_unread,
+        ("train", "validation"),  # the judge's choice among the last round's policies
     ),
     Stage(
         EVALUATE,
@@ -346,5 +350,6 @@ STAGES: tuple[Stage, ...] = (
         (LIBRARY, COLLECT, REWARD_DIR, SFT_DIR, COMFYGEN_FT, GRPO_DIR, REFINE),
         False,
         evaluate_stage,
+        splits=("train", "validation", "heldout"),  # the w choice reads validation prompts
     ),
 )
