@@ -18,7 +18,11 @@ import pytest
 from policy_helpers import library_texts, memorize, tiny_tokenizer
 
 from flowforge.policy.model import save_policy
+from flowforge.workflow.anatomy import prune
 from flowforge.workflow.api import load_api, to_api
+from flowforge.workflow.library import load_seed_library
+from flowforge.workflow.schema import default_catalog
+from flowforge.workflow.textform import Bindings, from_text, to_text
 
 TOKENIZER = tiny_tokenizer()
 TEXT = next(t for t in library_texts() if "KSampler " in t and "LoraLoader" in t)
@@ -114,3 +118,38 @@ def test_run_sets_policy_reference_and_the_chosen_weight(policy_dir: Path, tmp_p
     assert missing.returncode == 2 and "no trained GRPO policy" in missing.stderr
     bare = _flowforge("design", "a cat")
     assert bare.returncode == 2 and "give --policy DIR" in bare.stderr
+
+
+def test_run_hands_over_the_best_fixed_workflow_when_its_guard_says_so(
+    policy_dir: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(policy_dir, run / "grpo")
+    (run / "evaluate").mkdir()
+    catalog = default_catalog()
+    fixed = to_text(load_seed_library()["sdxl_base"], catalog)[0]
+    guard = {
+        "method": "best_of_8", "handed": "best_fixed", "policy_score": 0.41,
+        "fixed_score": 0.52, "prompts": 247, "judge_calls": 494, "fixed_text": fixed,
+    }  # fmt: skip
+    (run / "evaluate" / "report.json").write_text(json.dumps({"hand_over": guard}))
+    out = tmp_path / "d.json"
+    args = ("design", "a red bench", "--run", str(run), "--seed", "7", "--negative", "blurry")
+    done = _flowforge(*args, "-o", str(out), "--ui")
+    assert done.returncode == 0, done.stderr
+    assert "0.410 on validation prompts against its best fixed workflow's 0.520" in done.stderr
+    expected = to_api(
+        prune(from_text(fixed, Bindings.request("a red bench", "blurry", 7)), catalog)
+    )
+    assert json.loads(out.read_text()) == expected
+    assert (tmp_path / "d_ui.json").is_file()
+    # --policy: the user asks for the policy, and gets it
+    policy = _flowforge(*args, "--policy", str(run / "grpo"), "--temperature", "0")
+    assert policy.returncode == 0, policy.stderr
+    assert "best fixed" not in policy.stderr
+    assert json.loads(policy.stdout) != expected
+    # a guard that names no workflow is a clear error, not a crash
+    lacking = {"hand_over": {**guard, "fixed_text": ""}}
+    (run / "evaluate" / "report.json").write_text(json.dumps(lacking))
+    broken = _flowforge(*args)
+    assert broken.returncode == 2 and "hands over a fixed workflow it lacks" in broken.stderr

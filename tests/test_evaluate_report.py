@@ -155,6 +155,7 @@ CONFIG = EvalConfig(
     guidance_weights=(0.5, 1.0),
     best_of_n=2,
     select_prompts=4,
+    guard_prompts=4,
     ensemble_pick=True,
     max_new_tokens=96,
     heldout_scorer="alignment",
@@ -198,6 +199,14 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert by_name["grpo_wsel"]["heldout"] == by_name[chosen]["heldout"]
     assert by_name["grpo_wsel"]["data_calls"] == by_name["best_of_2"]["data_calls"] == 128
     assert "Chosen before the evaluation" in markdown
+    guard = data["hand_over"]  # design --run's method against the best fixed workflow
+    assert guard["method"] == "best_of_2" and guard["prompts"] == 4 and guard["judge_calls"] == 8
+    better = guard["policy_score"] >= guard["fixed_score"]
+    assert guard["handed"] == ("policy" if better else "best_fixed")
+    assert guard["fixed_text"] == next(
+        r["text"] for r in map(json.loads, rows) if r["method"] == "best_fixed"
+    )
+    assert "## What `flowforge design --run` hands over" in markdown
     pick = by_name["ensemble_pick"]  # a library workflow, chosen without a judge call
     assert pick["not_in_library"] == 0.0 and pick["judge_calls"] == 3 * 2
     fixed = by_name["ensemble_fixed"]  # one library workflow for every prompt

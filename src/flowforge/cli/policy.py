@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from ..pipeline.layout import RunDesign
     from ..policy.config import TrainSettings
+    from ..policy.design import DesignResult
 
 from .app import ObjectInfoOption, app, catalog_option, err, fail, out, user_errors
 
@@ -194,6 +196,9 @@ def design_command(
 
         with user_errors():
             setup = run_design(run)
+        if setup.fixed is not None and policy is None:
+            _hand_over_fixed(prompt, run, setup, seed, negative, output, ui, object_info)
+            return
         policy = policy or setup.policy
         if reference is None and guidance is None:
             reference, guidance = setup.reference, setup.guidance
@@ -226,6 +231,11 @@ def design_command(
             reference_dir=reference, guidance=guidance, reward=scorer, negative=negative,
             temperature=DESIGN_TEMPERATURE if temperature is None else temperature, ui=ui,
         )  # fmt: skip
+    _deliver(result, output, ui)
+
+
+def _deliver(result: DesignResult, output: Path | None, ui: bool) -> None:
+    """API JSON to `output` (and UI JSON beside it with `ui`), else to stdout."""
     text = json.dumps(result.api, indent=2, ensure_ascii=False)
     if output is None:
         print(text)
@@ -237,3 +247,34 @@ def design_command(
             err.print(f"wrote {ui_path}", highlight=False)
         err.print(f"wrote {output}", highlight=False)
     err.print(f"designed in {result.seconds:.2f} s", highlight=False)
+
+
+def _hand_over_fixed(
+    prompt: str,
+    run: Path,
+    setup: RunDesign,
+    seed: int,
+    negative: str,
+    output: Path | None,
+    ui: bool,
+    object_info: Path | None,
+) -> None:
+    """``design --run`` when the run's hand-over guard found its best fixed workflow better
+    than its policy on validation prompts (docs/evaluation.md): that workflow, filled in."""
+    from ..policy.design import fixed_design
+
+    assert setup.fixed is not None and setup.guard_scores is not None
+    mine, fixed = setup.guard_scores
+    err.print(
+        f"--run {run}: its policy scored {mine:.3f} on validation prompts against its best "
+        f"fixed workflow's {fixed:.3f} (the hand-over guard, RUN/evaluate/report.md), so this "
+        "is that workflow; give --policy DIR to design with the policy anyway",
+        highlight=False,
+        soft_wrap=True,
+    )
+    with user_errors():
+        catalog = catalog_option(object_info)
+        result = fixed_design(
+            prompt, setup.fixed, catalog=catalog, seed=seed, negative=negative, ui=ui
+        )
+    _deliver(result, output, ui)

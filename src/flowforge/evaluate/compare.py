@@ -36,8 +36,9 @@ from ..workflow.schema import Catalog
 from ..workflow.textform import to_text
 from .baselines import scored_rows
 from .config import EvalConfig, EvalError, EvalInputs
-from .designers import SelectedWeightDesigner, TextEncoder, derive_seed
+from .designers import FixedDesigner, SelectedWeightDesigner, TextEncoder, derive_seed
 from .designing import Designed, Rebuild, design_all
+from .handover import HandOver, judge_hand_over
 from .judging import CheckedDesign, JudgeSession, check_design
 from .methods import Method, MethodSources, build_methods
 from .report import EvalReport, build_report, write_report
@@ -114,11 +115,42 @@ def evaluate(
         designed = design_all(methods, texts_of, designs, say, helper, threads)
         session.calls += sum(d.judge_calls for d in designed.values() if d.in_helper)
         runs = [_judge_method(ctx, method, designed[method.name]) for method in methods]
+        guarded = config.guard_prompts != 0
+        hand_over = guard_hand_over(ctx, methods, sources.training_score) if guarded else None
+        if hand_over is not None:
+            say(
+                f"hand-over guard: {hand_over.method} {hand_over.policy_score:.3f}, best fixed "
+                f"workflow {hand_over.fixed_score:.3f} on {hand_over.prompts} validation "
+                f"prompts: `flowforge design --run` hands over the {hand_over.handed}"
+            )
     report = build_report(
         config, inputs, judge, prompts, runs, not_run, index, sources.training_score,
-        session.calls, choice,
+        session.calls, choice, hand_over,
     )  # fmt: skip
     return write_report(out, report, runs, inputs.grpo)
+
+
+def guard_hand_over(
+    ctx: _Context, methods: Sequence[Method], score: TrainingScore
+) -> HandOver | None:
+    """The hand-over guard on the validation prompts (`evaluate.handover`), None without a
+    policy method or a best fixed workflow. The policy method is what ``flowforge design
+    --run`` does: best-of-N of the chosen w, else the chosen w, else GRPO."""
+    by_name = {m.name: m for m in methods}
+    fixed = by_name.get("best_fixed")
+    c = ctx.config
+    wanted = ([f"best_of_{c.best_of_n}"] if c.best_of_source == "selected" else []) + [
+        "grpo_wsel",
+        "grpo",
+    ]
+    policy = next((by_name[name] for name in wanted if name in by_name), None)
+    if policy is None or fixed is None or not isinstance(fixed.designer, FixedDesigner):
+        return None
+    prompts = [p.text for p in fixed_sample(load_prompts("validation"), c.guard_prompts)]
+    return judge_hand_over(
+        policy.name, policy.designer, fixed.designer.text, prompts, ctx.check,
+        ctx.session.score, ctx.session.item, score,
+    )  # fmt: skip
 
 
 def load_sources(

@@ -83,6 +83,12 @@ class EvalConfig:
     #: The scorer never used in training, reported as the main quality number (ComfyGen
     #: held out HPS v2.0 the same way).
     heldout_scorer: str = HELDOUT_SCORER
+    #: The hand-over guard (`evaluate.handover`): judge what ``flowforge design --run``
+    #: hands over (best-of-N at the chosen w) against the best fixed workflow on this many
+    #: validation prompts (the first in sha256(id) order; None: all 247; 0: no guard), one
+    #: render each; when the policy scores lower, ``design --run`` hands over the best fixed
+    #: workflow. Costs 2 judge calls per prompt; changes no row of the report.
+    guard_prompts: int | None = None
     #: Items per ``Judge.score`` call.
     judge_batch: int = 256
     #: Tries per item for transient judge errors (``transient: ...``); then the error stays.
@@ -117,6 +123,11 @@ class EvalConfig:
                 f"from holds {split_size('validation')} prompts",
             ),
             (self.select_seeds >= 1, "select_seeds must be >= 1"),
+            (
+                self.guard_prompts is None or 0 <= self.guard_prompts <= split_size("validation"),
+                f"guard_prompts is {self.guard_prompts}: 0 (no guard) to the validation split's "
+                f"{split_size('validation')} prompts, or unset for all",
+            ),
             (self.temperature > 0, f"temperature must be > 0 (sampling), got {self.temperature}"),
             (self.max_new_tokens >= 2, "max_new_tokens must be >= 2"),
             (self.batch_size >= 1 and self.judge_batch >= 1, "batch sizes must be >= 1"),

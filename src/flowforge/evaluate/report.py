@@ -23,6 +23,7 @@ from ..judge.sim.judge import SimJudge
 from ..reward.target import TrainingScore
 from .config import EvalConfig, EvalError, EvalInputs
 from .designers import WeightChoice
+from .handover import HandOver
 from .methods import BASELINES, START, guidance_name
 from .summary import (
     LibraryIndex,
@@ -67,9 +68,11 @@ def build_report(
     score: TrainingScore,
     total_calls: int,
     choice: WeightChoice | None = None,
+    hand_over: HandOver | None = None,
 ) -> EvalReport:
     """Summaries, win rates and the sweep of `runs` (and the guidance weight the judge chose
-    on train prompts, if it did), as one JSON-ready dictionary."""
+    on validation prompts, if it did, and the hand-over guard's verdict), as one JSON-ready
+    dictionary."""
     name = config.heldout_scorer
     _check_scorer(runs, name)
     heldout = per_prompt(runs, lambda s: s[name])
@@ -105,6 +108,7 @@ def build_report(
             "prompts": choice.prompts,
             "judge_calls": choice.judge_calls,
         },
+        "hand_over": None if hand_over is None else hand_over.to_json(),
     }
     return EvalReport(summaries, _clean(data))
 
@@ -257,6 +261,25 @@ def _choice(data: dict[str, Any]) -> str:
     )
 
 
+def _hand_over(data: dict[str, Any]) -> str:
+    guard = data.get("hand_over")
+    if not guard:
+        return ""
+    label = next((m["label"] for m in data["methods"] if m["name"] == guard["method"]), "")
+    verdict = (
+        f"it hands over the policy ({label})"
+        if guard["handed"] == "policy"
+        else "**it hands over the best fixed workflow**, which scored higher"
+    )
+    return (
+        "## What `flowforge design --run` hands over\n\n"
+        f"The hand-over guard, judged on {guard['prompts']} validation prompts, one render each: "
+        f"{guard['method']} scored {guard['policy_score']:.3f} in mean training score and the "
+        f"best fixed workflow {guard['fixed_score']:.3f}: {verdict}. "
+        f"{guard['judge_calls']:,} judge calls (docs/evaluation.md).\n\n"
+    )
+
+
 def _errors(data: dict[str, Any]) -> str:
     rows = [
         f"- {m['label']}: {m['failed']} of {len(data['prompts'])} prompts failed ("
@@ -287,6 +310,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         "Definitions of every column: docs/evaluation.md.\n\n"
         f"## Win rate on the held-out scorer, per prompt\n\n{_win_table(data)}\n"
         f"## Guidance sweep (w=0: GRPO's start, w=1: GRPO)\n\n{_sweep_table(data)}{_choice(data)}\n"
+        f"{_hand_over(data)}"
         f"## Failures\n\n{_errors(data)}\n"
         f"## Not run\n\n{not_run or 'Every method ran.'}\n\n"
         f"## Plots\n\n{plots or 'none'}\n"

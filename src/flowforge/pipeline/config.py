@@ -363,6 +363,7 @@ def quick_config() -> RunConfig:
             seeds=1,
             best_of_n=4,
             select_prompts=10,
+            guard_prompts=20,
             max_new_tokens=GRPO_QUICK["max_completion_length"],
         ),
     )

@@ -36,6 +36,11 @@ class RunDesign:
     reference: Path | None
     guidance: float | None
     reward: Path | None
+    #: The best fixed workflow's text form when the run's hand-over guard found it better
+    #: than the policy on validation prompts (``hand_over`` of report.json), else None.
+    fixed: str | None = None
+    #: The guard's scores (policy, best fixed), for the message that says why.
+    guard_scores: tuple[float, float] | None = None
 
 
 def refine_summary(run: Path) -> dict[str, Any] | None:
@@ -95,10 +100,17 @@ def run_design(run: Path) -> RunDesign:
     if not (policy / "config.json").is_file():
         raise ValueError(f"--run {run}: no trained GRPO policy in {policy}; finish `flowforge run`")
     report = run / EVALUATE / REPORT_JSON
-    weight = None
+    weight, fixed, scores = None, None, None
     if report.is_file():
-        choice = json.loads(report.read_text(encoding="utf-8")).get("guidance_choice")
+        data = json.loads(report.read_text(encoding="utf-8"))
+        choice = data.get("guidance_choice")
         weight = float(choice["weight"]) if choice else None
+        guard = data.get("hand_over")  # `evaluate.handover` (read here without its imports)
+        if guard and guard.get("handed") == "best_fixed":
+            if not isinstance(guard.get("fixed_text"), str) or not guard["fixed_text"]:
+                raise ValueError(f"--run {run}: {report} hands over a fixed workflow it lacks")
+            fixed = guard["fixed_text"]
+            scores = (float(guard["policy_score"]), float(guard["fixed_score"]))
     reference = models.start if weight is not None and weight != 1.0 else None
     reward = models.reward
     return RunDesign(
@@ -106,4 +118,6 @@ def run_design(run: Path) -> RunDesign:
         reference,
         weight if reference is not None else None,
         reward if (reward / "config.json").is_file() else None,
+        fixed,
+        scores,
     )

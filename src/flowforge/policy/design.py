@@ -43,7 +43,7 @@ from .directory import check_embedding_rows, design_score_bin, load_policy_token
 from .grammar import TextFormGrammar
 from .numpy_llama import NumpyLlama, Runtime, UnsupportedModel
 from .numpy_sampler import sample_candidates
-from .sampled import DEFAULT_MAX_NEW_TOKENS, Sample
+from .sampled import DEFAULT_MAX_NEW_TOKENS, Sample, parse_request
 from .tokenizer import PolicyTokenizer, tokenizer_mismatch
 
 if TYPE_CHECKING:  # torch and transformers load only for the transformers runtime
@@ -236,6 +236,37 @@ class Designer:
             candidates=candidates,
             seconds=time.perf_counter() - start,
         )
+
+
+def fixed_design(
+    prompt: str,
+    text: str,
+    *,
+    catalog: Catalog,
+    seed: int = 0,
+    negative: str = "",
+    ui: bool = False,
+) -> DesignResult:
+    """The workflow of text form `text` for this request, handed over as `design` hands over
+    a sampled one (unread nodes pruned; API and, with `ui`, editor JSON): what ``flowforge
+    design --run RUN`` gives when RUN's hand-over guard found its best fixed workflow better
+    than its policy (`flowforge.evaluate.handover`). DesignError when it does not validate
+    against `catalog`."""
+    start = time.perf_counter()
+    workflow, error, valid = parse_request(text, prompt, negative, seed, catalog)
+    if not valid or workflow is None:
+        raise DesignError(f"the run's best fixed workflow does not validate here: {error}")
+    delivered = prune(workflow, catalog)
+    return DesignResult(
+        prompt=prompt,
+        seed=seed,
+        text=text,
+        workflow=delivered,
+        api=to_api(delivered),
+        ui=to_ui(delivered, catalog) if ui else None,
+        candidates=(Candidate(text, True, None, None),),
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _rank(

@@ -34,9 +34,10 @@ class Sample:
     token_ids: tuple[int, ...]  # generated ids, <eos> and padding excluded
 
 
-def _parse(
+def parse_request(
     text: str, prompt: str, negative: str, seed: int, catalog: Catalog
 ) -> tuple[Workflow | None, str | None, bool]:
+    """A text form read for one request: (workflow or None, error or None, validates)."""
     try:
         workflow = from_text(text, Bindings.request(prompt, negative, seed))
     except (TextFormError, GraphError) as err:
@@ -58,7 +59,7 @@ def to_sample(
     kept = ids[: ids.index(tokenizer.eos_id)] if finished else ids
     kept = [i for i in kept if i != tokenizer.pad_id]
     text = tokenizer.decode_workflow(kept)
-    workflow, error, valid = _parse(text, prompt, negative, seed, catalog)
+    workflow, error, valid = parse_request(text, prompt, negative, seed, catalog)
     if not finished and error is None:
         error = "no <eos> within max_new_tokens"
     return Sample(prompt, text, workflow, error, valid and finished, finished, tuple(kept))
