@@ -62,6 +62,8 @@ def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
     assert again.stderr.count("done before, skipped") == 8
     table = printed[printed.index("| method") : printed.index("run ->")]
     assert table in again.stdout  # the same report, not a new one
+    guard = report["hand_over"]  # judged on the quick preset's 20 validation prompts
+    assert guard["prompts"] == 20 and "`flowforge design --run` hands over" in table
 
 
 def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_path: Path) -> None:

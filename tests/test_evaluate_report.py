@@ -207,6 +207,8 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
         r["text"] for r in map(json.loads, rows) if r["method"] == "best_fixed"
     )
     assert "## What `flowforge design --run` hands over" in markdown
+    handed = "best-of-2" if guard["handed"] == "policy" else "the best fixed workflow"
+    assert f"`flowforge design --run` hands over {handed}" in markdown
     pick = by_name["ensemble_pick"]  # a library workflow, chosen without a judge call
     assert pick["not_in_library"] == 0.0 and pick["judge_calls"] == 3 * 2
     fixed = by_name["ensemble_fixed"]  # one library workflow for every prompt

@@ -316,6 +316,8 @@ def run_command(
         err.print(f"{stage.name:12s} {stage.status:8s} {stage.seconds:8.1f} s", highlight=False)
     if result.table is not None:
         out.print(result.table, highlight=False, soft_wrap=True)
+    if result.hand_over is not None:
+        out.print(result.hand_over, highlight=False, soft_wrap=True)
     out.print(
         f"run -> {output} in {result.seconds:.0f} s (report: {output / 'evaluate' / 'report.md'})",
         highlight=False,

@@ -261,23 +261,27 @@ def _choice(data: dict[str, Any]) -> str:
     )
 
 
-def _hand_over(data: dict[str, Any]) -> str:
+def hand_over_sentence(data: dict[str, Any]) -> str | None:
+    """What ``flowforge design --run`` hands over, with the hand-over guard's evidence (None
+    when the report has no guard)."""
     guard = data.get("hand_over")
     if not guard:
-        return ""
+        return None
     label = next((m["label"] for m in data["methods"] if m["name"] == guard["method"]), "")
-    verdict = (
-        f"it hands over the policy ({label})"
-        if guard["handed"] == "policy"
-        else "**it hands over the best fixed workflow**, which scored higher"
-    )
+    what = label if guard["handed"] == "policy" else "the best fixed workflow"
     return (
-        "## What `flowforge design --run` hands over\n\n"
-        f"The hand-over guard, judged on {guard['prompts']} validation prompts, one render each: "
-        f"{guard['method']} scored {guard['policy_score']:.3f} in mean training score and the "
-        f"best fixed workflow {guard['fixed_score']:.3f}: {verdict}. "
-        f"{guard['judge_calls']:,} judge calls (docs/evaluation.md).\n\n"
+        f"`flowforge design --run` hands over {what}: on {guard['prompts']} validation "
+        f"prompts, one render each, {guard['method']} scored {guard['policy_score']:.3f} in "
+        f"mean training score and the best fixed workflow {guard['fixed_score']:.3f} (the "
+        f"hand-over guard, {guard['judge_calls']:,} judge calls)."
     )
+
+
+def _hand_over(data: dict[str, Any]) -> str:
+    sentence = hand_over_sentence(data)
+    if sentence is None:
+        return ""
+    return f"## What `flowforge design --run` hands over\n\n{sentence} See docs/evaluation.md.\n\n"
 
 
 def _errors(data: dict[str, Any]) -> str:

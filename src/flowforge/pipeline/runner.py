@@ -39,7 +39,7 @@ from typing import Any
 
 from .. import __version__
 from ..data.prompts import SPLIT_VERSIONS
-from ..evaluate.report import REPORT_JSON, results_table
+from ..evaluate.report import REPORT_JSON, hand_over_sentence, results_table
 from ..files import write_text_atomic
 from .config import RunConfig
 from .layout import EVALUATE, STAGES_DIR
@@ -74,6 +74,8 @@ class RunResult:
     stages: tuple[StageOutcome, ...]
     table: str | None
     seconds: float
+    #: What ``flowforge design --run`` hands over and why (`hand_over_sentence`), if known.
+    hand_over: str | None = None
 
 
 def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> str:
@@ -152,7 +154,7 @@ def run_pipeline(
             outcomes = _run_concurrently(ctx, stages, config.jobs)
         elapsed = time.perf_counter() - started
         _write_json(run / RUN_FILE, _summary(outcomes, elapsed))
-    return RunResult(run, tuple(outcomes), report_table(run), elapsed)
+    return RunResult(run, tuple(outcomes), report_table(run), elapsed, report_hand_over(run))
 
 
 def _run_in_order(ctx: StageContext, stages: Sequence[Stage]) -> list[StageOutcome]:
@@ -319,3 +321,12 @@ def report_table(run: Path) -> str | None:
     if not path.is_file():
         return None
     return results_table(json.loads(path.read_text(encoding="utf-8")))
+
+
+def report_hand_over(run: Path) -> str | None:
+    """One sentence on what ``flowforge design --run`` hands over (the evaluation's hand-over
+    guard), None without a report or a guard."""
+    path = run / EVALUATE / REPORT_JSON
+    if not path.is_file():
+        return None
+    return hand_over_sentence(json.loads(path.read_text(encoding="utf-8")))
