@@ -111,7 +111,8 @@ def _prepared_copy(run: Path, copy: Path, settings: RunConfig) -> Path:
 
 def _run_all(copies: list[Path], at_once: int) -> None:
     """``flowforge run`` on every copy, `at_once` at a time, each logging to COPY.log."""
-    waiting, running = list(copies), []
+    waiting = list(copies)
+    running: list[tuple[Path, subprocess.Popen[bytes]]] = []
     while waiting or running:
         while waiting and len(running) < at_once:
             copy = waiting.pop(0)
