@@ -3,7 +3,7 @@ workflow when the policy loses to it on validation prompts (the hand-over guard)
 
 A run's GRPO draw can end below the best fixed workflow of its own library: in session 28 a
 default-settings draw on world 0 scored 0.407 against 0.439 on held-out prompts. The
-evaluation shows that afterwards, on held-out prompts no choice may read. The guard sees it
+evaluation shows that afterwards, on held-out prompts no choice may read. The guard looks
 before, on the validation prompts (`flowforge.data.prompts`): the policy method ``design
 --run`` uses (best-of-N by predicted reward at the chosen guidance weight) and the best fixed
 workflow design for the validation prompts (all 247 by default, ``[evaluate]
@@ -12,8 +12,10 @@ higher mean training score is what ``design --run`` hands over (ties: the policy
 validation prompts that include GenEval's (split v3): on PartiPrompts alone the failed
 draw's best-of-8 beat the best fixed workflow (0.929 against 0.758 in training score), on
 spare held-out GenEval prompts it lost (1.687 against 1.881), and two thirds of the
-held-out prompts are GenEval's (docs/evaluation.md, "What `flowforge design --run` hands
-over").
+held-out prompts are GenEval's. On all 247 validation prompts that draw is a tie (1.357
+against 1.361: the guard hands over the best fixed workflow; on held-out prompts its
+best-of-8 scored 0.445 against 0.435): the guard settles clear losses, and a close call is
+a close call either way (docs/evaluation.md, "What `flowforge design --run` hands over").
 
 The guard changes no row of the report: every method is evaluated as before, and the
 report says which one a user gets.
