@@ -153,3 +153,7 @@ def test_run_hands_over_the_best_fixed_workflow_when_its_guard_says_so(
     (run / "evaluate" / "report.json").write_text(json.dumps(lacking))
     broken = _flowforge(*args)
     assert broken.returncode == 2 and "hands over a fixed workflow it lacks" in broken.stderr
+    unscored = {"hand_over": {k: v for k, v in guard.items() if k != "fixed_score"}}
+    (run / "evaluate" / "report.json").write_text(json.dumps(unscored))
+    broken = _flowforge(*args)
+    assert broken.returncode == 2 and "lacks the guard's scores" in broken.stderr

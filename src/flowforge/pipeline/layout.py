@@ -110,7 +110,10 @@ def run_design(run: Path) -> RunDesign:
             if not isinstance(guard.get("fixed_text"), str) or not guard["fixed_text"]:
                 raise ValueError(f"--run {run}: {report} hands over a fixed workflow it lacks")
             fixed = guard["fixed_text"]
-            scores = (float(guard["policy_score"]), float(guard["fixed_score"]))
+            try:
+                scores = (float(guard["policy_score"]), float(guard["fixed_score"]))
+            except (KeyError, TypeError, ValueError):
+                raise ValueError(f"--run {run}: {report} lacks the guard's scores") from None
     reference = models.start if weight is not None and weight != 1.0 else None
     reward = models.reward
     return RunDesign(
