@@ -301,6 +301,14 @@ class Sampler(Protocol):
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]: ...
 
 
+def mean_filling_worst(scores: Sequence[float | None]) -> float:
+    """The mean of `scores`, a None (a design that could not be judged) counting as the worst
+    score seen (0.0 when none was): the judge's choices must not prefer a designer for
+    failing on hard prompts."""
+    worst = min((v for v in scores if v is not None), default=0.0)
+    return float(np.mean([worst if v is None else v for v in scores]))
+
+
 @dataclass(frozen=True)
 class WeightChoice:
     """The guidance weight a `SelectedWeightDesigner` chose, and on what evidence."""
@@ -362,8 +370,7 @@ class SelectedWeightDesigner:
             results = score_items(items)
             calls += len(items)
             scored = [training_score(r.scores) if r.scores is not None else None for r in results]
-            worst = min((v for v in scored if v is not None), default=0.0)
-            means[weight] = float(np.mean([worst if v is None else v for v in scored]))
+            means[weight] = mean_filling_worst(scored)
         chosen = max(means, key=lambda w: (means[w], -abs(w - 1.0)))  # ties: nearer GRPO
         return cls(candidates, WeightChoice(chosen, means, len(prompts), calls))
 

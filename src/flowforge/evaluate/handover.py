@@ -24,12 +24,10 @@ report says which one a user gets.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import numpy as np
-
-from .designers import Designer, FillFn, ScoreItems, derive_seed
+from .designers import Designer, FillFn, ScoreItems, derive_seed, mean_filling_worst
 from .judging import CheckedDesign
 
 #: What ``flowforge design --run`` hands over: the run's policy, or its best fixed workflow.
@@ -55,15 +53,7 @@ class HandOver:
     fixed_text: str
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "method": self.method,
-            "handed": self.handed,
-            "policy_score": self.policy_score,
-            "fixed_score": self.fixed_score,
-            "prompts": self.prompts,
-            "judge_calls": self.judge_calls,
-            "fixed_text": self.fixed_text,
-        }
+        return asdict(self)
 
 
 def judge_hand_over(
@@ -91,13 +81,11 @@ def judge_hand_over(
         items = [fill(str(checked[k].canonical), prompts[k], render_seeds[k]) for k in judged]
         results = score_items(items) if items else []
         calls += len(items)
-        values = {
-            k: training_score(r.scores)
-            for k, r in zip(judged, results, strict=True)
-            if r.scores is not None
-        }
-        worst = min(values.values(), default=0.0)
-        scores.append(float(np.mean([values.get(k, worst) for k in range(len(prompts))])))
+        values: list[float | None] = [None] * len(prompts)
+        for k, result in zip(judged, results, strict=True):
+            if result.scores is not None:
+                values[k] = training_score(result.scores)
+        scores.append(mean_filling_worst(values))
     policy_score, fixed_score = scores
     handed: Handed = "policy" if policy_score >= fixed_score else "best_fixed"
     return HandOver(method, handed, policy_score, fixed_score, len(prompts), calls, fixed_text)
