@@ -154,7 +154,8 @@ def run_pipeline(
             outcomes = _run_concurrently(ctx, stages, config.jobs)
         elapsed = time.perf_counter() - started
         _write_json(run / RUN_FILE, _summary(outcomes, elapsed))
-    return RunResult(run, tuple(outcomes), report_table(run), elapsed, report_hand_over(run))
+    table, hand_over = report_lines(run)
+    return RunResult(run, tuple(outcomes), table, elapsed, hand_over)
 
 
 def _run_in_order(ctx: StageContext, stages: Sequence[Stage]) -> list[StageOutcome]:
@@ -315,18 +316,11 @@ def _summary(outcomes: Sequence[StageOutcome], elapsed: float) -> dict[str, Any]
     }
 
 
-def report_table(run: Path) -> str | None:
-    """The main table of the run's evaluation report, None when there is no report."""
+def report_lines(run: Path) -> tuple[str | None, str | None]:
+    """The main table of the run's evaluation report and its sentence on what ``flowforge
+    design --run`` hands over (the hand-over guard); None for what the run has not got."""
     path = run / EVALUATE / REPORT_JSON
     if not path.is_file():
-        return None
-    return results_table(json.loads(path.read_text(encoding="utf-8")))
-
-
-def report_hand_over(run: Path) -> str | None:
-    """One sentence on what ``flowforge design --run`` hands over (the evaluation's hand-over
-    guard), None without a report or a guard."""
-    path = run / EVALUATE / REPORT_JSON
-    if not path.is_file():
-        return None
-    return hand_over_sentence(json.loads(path.read_text(encoding="utf-8")))
+        return None, None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return results_table(data), hand_over_sentence(data)
