@@ -222,19 +222,8 @@ class Designer:
                 f"none of {samples} sampled workflows is valid ({shown}); "
                 "try --samples with a larger N or another seed"
             )
-        # A policy may write nodes nothing reads (a second EmptyLatentImage, an unused
-        # loader); ComfyUI never runs them and `flowforge validate` warns about them, so the
-        # workflow handed over leaves them out. The text stays what the policy wrote.
-        delivered = prune(best.workflow, self.catalog)
-        return DesignResult(
-            prompt=prompt,
-            seed=seed,
-            text=best.text,
-            workflow=delivered,
-            api=to_api(delivered),
-            ui=to_ui(delivered, self.catalog) if ui else None,
-            candidates=candidates,
-            seconds=time.perf_counter() - start,
+        return _handed_over(
+            prompt, seed, best.text, best.workflow, self.catalog, ui, candidates, start
         )
 
 
@@ -256,6 +245,24 @@ def fixed_design(
     workflow, error, valid = parse_request(text, prompt, negative, seed, catalog)
     if not valid or workflow is None:
         raise DesignError(f"the run's best fixed workflow does not validate here: {error}")
+    candidates = (Candidate(text, True, None, None),)
+    return _handed_over(prompt, seed, text, workflow, catalog, ui, candidates, start)
+
+
+def _handed_over(
+    prompt: str,
+    seed: int,
+    text: str,
+    workflow: Workflow,
+    catalog: Catalog,
+    ui: bool,
+    candidates: tuple[Candidate, ...],
+    start: float,
+) -> DesignResult:
+    """The chosen workflow in every form a user gets. A policy may write nodes nothing reads
+    (a second EmptyLatentImage, an unused loader); ComfyUI never runs them and `flowforge
+    validate` warns about them, so the workflow handed over leaves them out. The text stays
+    what was written. `start`: when the request began (``time.perf_counter``)."""
     delivered = prune(workflow, catalog)
     return DesignResult(
         prompt=prompt,
@@ -264,7 +271,7 @@ def fixed_design(
         workflow=delivered,
         api=to_api(delivered),
         ui=to_ui(delivered, catalog) if ui else None,
-        candidates=(Candidate(text, True, None, None),),
+        candidates=candidates,
         seconds=time.perf_counter() - start,
     )
 
