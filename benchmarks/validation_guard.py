@@ -41,6 +41,7 @@ from flowforge.evaluate.compare import default_encoder, load_sources
 from flowforge.evaluate.designers import WeightChoice, derive_seed
 from flowforge.evaluate.judging import check_design
 from flowforge.evaluate.methods import build_methods
+from flowforge.evaluate.metrics import win_rate
 from flowforge.judge.loader import load_judge
 from flowforge.pipeline.config import load_run_config
 from flowforge.pipeline.stages import run_inputs
@@ -123,8 +124,9 @@ def guard_table(
         }
     fixed_train, fixed_held = per_prompt["best_fixed"]
     for name, (train_pp, held_pp) in per_prompt.items():
-        rows[name]["validation_train_win_vs_best_fixed"] = _win(train_pp, fixed_train)
-        rows[name]["validation_heldout_win_vs_best_fixed"] = _win(held_pp, fixed_held)
+        row = rows[name]
+        row["validation_train_win_vs_best_fixed"] = win_rate(list(train_pp), list(fixed_train))
+        row["validation_heldout_win_vs_best_fixed"] = win_rate(list(held_pp), list(fixed_held))
     return {
         "run": str(run),
         "judge": config.judge,
@@ -136,11 +138,6 @@ def guard_table(
         "judge_calls": sources.session.calls,
         "methods": rows,
     }
-
-
-def _win(mine: np.ndarray, theirs: np.ndarray) -> float:
-    """Share of prompts where `mine` is higher, ties counting half (the evaluation's rule)."""
-    return float(np.mean((mine > theirs) + 0.5 * (mine == theirs)))
 
 
 def main() -> None:
