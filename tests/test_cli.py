@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from flowforge.cli import app
@@ -152,3 +155,61 @@ def test_help_paragraphs_wrap_to_the_terminal_not_to_the_source(width: str) -> N
     # every line but the paragraph's last is filled to within a word of the width
     assert all(len(line) > int(width) - 20 for line in paragraph[:-1]), paragraph
     assert " ".join(paragraph).endswith("Prints the report's table.")
+
+
+def help_page(*path: str) -> str:
+    """`flowforge PATH --help` as printed on a terminal wide enough for nothing to wrap, its
+    table borders and runs of spaces collapsed."""
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, (path, result.output)
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, tuple[str, ...], Any]]:
+    """Every command under `command` (groups included) as (name path, command), for walking
+    the whole CLI. Duck-typed: typer ships its own copy of click's classes."""
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, (*path, name))
+    return found
+
+
+def test_every_bracketed_part_of_an_option_help_reaches_the_help_page() -> None:
+    """Help is rendered by rich, which reads "[...]" as markup and drops it unless escaped:
+    `design --help` once said "Candidates to draw ." where "[default: 1; 8 with --run]" was
+    written. Every bracketed part of every option's help must be printed."""
+    commands = _commands(typer.main.get_command(app))
+    checked: list[str] = []
+    lost: list[str] = []
+    for path, command in commands:
+        page = help_page(*path)
+        for param in command.params:
+            for part in re.findall(r"\[[^\]]*\]", getattr(param, "help", None) or ""):
+                checked.append(part)
+                if " ".join(part.split()) not in page:
+                    lost.append(f"{' '.join(path)} --{param.name}: {part}")
+    assert len(commands) > 15
+    assert not lost, lost
+
+
+def test_shown_defaults_are_the_defaults_the_code_uses() -> None:
+    """Options left unset fall back to defaults held elsewhere (TrainSettings, the design
+    temperature); their help names those values, so the two must not drift apart."""
+    from flowforge.policy.config import TrainSettings
+    from flowforge.policy.design import DESIGN_TEMPERATURE
+
+    train = TrainSettings()
+    design = help_page("design")
+    # click prints a described default in brackets: "[default: (0.7)]"
+    assert "[default: (1; 8 with --run)]" in design
+    assert f"[default: ({DESIGN_TEMPERATURE})]" in design
+    sft = help_page("sft")
+    for option, value in [
+        ("--epochs", train.epochs),
+        ("--learning-rate", train.learning_rate),
+        ("--batch-size", train.batch_size),
+        ("--seed", train.seed),
+    ]:
+        shown = re.search(re.escape(option) + r" .*?\[default: \(([^)]+)\)\]", sft)
+        assert shown is not None, option
+        assert float(shown.group(1)) == value, (option, shown.group(1), value)

@@ -18,18 +18,21 @@ from .app import ObjectInfoOption, app, catalog_option, err, fail, out, user_err
 
 # The policy packages import torch and transformers: they are imported inside the commands
 # so that every other command (validate, convert, ...) starts in a fraction of a second.
-# Training options shared by `sft` and `comfygen-ft`; unset means the TrainSettings default.
+# Training options shared by `sft` and `comfygen-ft`; unset means the TrainSettings default,
+# which show_default names (a test holds them equal; "[default: ...]" inside a help text
+# would be eaten by rich as markup).
 Epochs = Annotated[
-    float | None, typer.Option("--epochs", help="Passes over the examples [default: 1.0].")
+    float | None, typer.Option("--epochs", help="Passes over the examples.", show_default="1.0")
 ]
 LearningRate = Annotated[
-    float | None, typer.Option("--learning-rate", help="Peak AdamW rate [default: 2e-3].")
+    float | None, typer.Option("--learning-rate", help="Peak AdamW rate.", show_default="2e-3")
 ]
 BatchSize = Annotated[
-    int | None, typer.Option("--batch-size", help="Examples per step [default: 32].", min=1)
+    int | None, typer.Option("--batch-size", help="Examples per step.", show_default="32", min=1)
 ]
 Seed = Annotated[
-    int | None, typer.Option("--seed", help="Pairing, initial weights, data order [default: 0].")
+    int | None,
+    typer.Option("--seed", help="Pairing, initial weights, data order.", show_default="0"),
 ]
 
 
@@ -166,7 +169,9 @@ def design_command(
     ] = None,
     samples: Annotated[
         int | None,
-        typer.Option("--samples", help="Candidates to draw [default: 1; 8 with --run].", min=1),
+        typer.Option(
+            "--samples", help="Candidates to draw.", show_default="1; 8 with --run", min=1
+        ),
     ] = None,
     reward: Annotated[
         Path | None,
@@ -176,7 +181,9 @@ def design_command(
     negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
     temperature: Annotated[
         float | None,
-        typer.Option("--temperature", help="Sampling temperature [default: 0.7, see docs]."),
+        typer.Option(
+            "--temperature", help="Sampling temperature (docs/policy.md).", show_default="0.7"
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="Write API JSON here (else stdout).")
