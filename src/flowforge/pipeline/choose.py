@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.prompts import fixed_sample, load_prompts
-from ..evaluate.designers import SamplingSettings, derive_seed
+from ..evaluate.designers import SamplingSettings, derive_seed, mean_filling_worst
 from ..files import write_text_atomic
 from ..policy.audit import JudgeAuditor
 from .config import RefineStageConfig
@@ -99,10 +99,10 @@ def choose(
             [render_seeds[k] for k in valid],
         )
         calls += len(valid)
-        values = [v for v in judged if v is not None]
-        worst = min(values, default=0.0)
-        total = sum(values) + worst * (len(prompts) - len(values))
-        scores[policy.name] = total / len(prompts)
+        per_prompt: list[float | None] = [None] * len(prompts)
+        for k, value in zip(valid, judged, strict=True):
+            per_prompt[k] = value
+        scores[policy.name] = mean_filling_worst(per_prompt)
     chosen = max(scores, key=lambda name: scores[name])  # max keeps the first of equals
     return {
         "prompts": len(prompts),
