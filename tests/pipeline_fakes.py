@@ -50,7 +50,7 @@ def fake_stage(ctx: StageContext, name: str) -> dict[str, Any]:
         os._exit(int(plan["exit"]))
     if "fail" in plan:
         raise ValueError(plan["fail"])
-    return {"pid": os.getpid()}
+    return {"pid": os.getpid(), "niceness": os.nice(0)}
 
 
 def run_a(ctx: StageContext) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pipeline_fakes import branches, diamond, write_plan
 
 from flowforge.pipeline.config import quick_config
 from flowforge.pipeline.runner import read_marker, run_pipeline
+from flowforge.pipeline.stages import STAGES, YIELD_NICENESS
 from flowforge.pipeline.workers import StageProcessError
 
 CONFIG = dataclasses.replace(quick_config(), jobs=2)
@@ -129,3 +130,53 @@ def test_stage_processes_exit_when_the_run_is_killed(tmp_path: Path) -> None:
     finally:
         if runner.poll() is None:
             runner.kill()
+
+
+def test_a_yielding_stage_runs_at_lower_cpu_priority_and_the_others_do_not(
+    tmp_path: Path,
+) -> None:
+    """ComfyGen-FT yields the cores to the stages the rest of the run waits on."""
+    stages = [dataclasses.replace(s, yields=s.name == "c") for s in diamond()]
+    result = run_pipeline(CONFIG, tmp_path, stages=stages)
+    niceness = {o.name: o.result["niceness"] for o in result.stages}
+    base = os.nice(0)
+    assert niceness == {"a": base, "b": base, "c": min(base + YIELD_NICENESS, 19), "d": base}
+
+
+def test_comfygen_ft_is_the_stage_that_yields() -> None:
+    assert [s.name for s in STAGES if s.yields] == ["comfygen_ft"]
+
+
+LOWERED = """
+import os, threading
+from flowforge.pipeline.workers import lower_priority
+
+def niceness():
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+seen = {}
+go = threading.Event()
+def early():
+    go.wait()
+    seen["early"] = niceness()
+before = threading.Thread(target=early)
+before.start()
+lower_priority(5)
+go.set()
+before.join()
+later = threading.Thread(target=lambda: seen.__setitem__("later", niceness()))
+later.start()
+later.join()
+print(seen["early"], niceness(), seen["later"])
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="per-thread niceness: Linux")
+def test_lower_priority_reaches_threads_started_before_and_after() -> None:
+    """On Linux the nice value is per thread: torch's threads, started before the stage
+    lowers its priority, must be lowered too."""
+    out = subprocess.run(
+        [sys.executable, "-c", LOWERED], capture_output=True, text=True, check=True
+    ).stdout.split()
+    base = os.nice(0)
+    assert [int(v) for v in out] == [min(base + 5, 19)] * 3

@@ -84,6 +84,11 @@ def _reads_all(config: RunConfig) -> frozenset[str]:
     return frozenset()
 
 
+#: How much lower a yielding stage's CPU priority is (`os.nice` increment; 10 gives it about
+#: a tenth of a core that another busy process wants).
+YIELD_NICENESS = 10
+
+
 @dataclass(frozen=True)
 class Stage:
     """A step of the run: its name (= its directory), what its key covers, how it runs."""
@@ -99,6 +104,13 @@ class Stage:
     #: The prompt splits whose contents its output depends on (`data.prompts.SPLIT_VERSIONS`
     #: in its key): the library none but is keyed like the training stages that build on it.
     splits: tuple[Split, ...] = ("train",)
+    #: Off the chain the rest of the run waits on: in a process of its own (``jobs > 1``)
+    #: it runs at lower CPU priority (`YIELD_NICENESS`), so the stages beside it keep the
+    #: cores they need and it takes what they leave. ComfyGen-FT: only the evaluation, the
+    #: last stage, reads it, and it ran beside GRPO and the first refine round, which it
+    #: slowed (three busy processes on two cores: the round's two GRPO runs took 319 s
+    #: instead of ~245 s in the 5199c09 run from nothing; docs/benchmarks.md).
+    yields: bool = False
 
     def reads(self, config: RunConfig) -> tuple[str, ...]:
         """The earlier stages whose outputs it reads under `config` (its key covers these)."""
@@ -333,6 +345,7 @@ STAGES: tuple[Stage, ...] = (
         True,
         comfygen_ft_stage,
         _comfygen_ft_unread,
+        yields=True,  # a baseline only the evaluation reads
     ),
     Stage(GRPO_DIR, ("grpo",), (SFT_DIR, REWARD_DIR), True, grpo_stage),
     Stage(

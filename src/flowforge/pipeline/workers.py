@@ -36,7 +36,7 @@ from ..reward.model import cpu_threads
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from .config import RunConfig
 from .layout import STAGES_DIR
-from .stages import Stage, StageContext, labelled
+from .stages import YIELD_NICENESS, Stage, StageContext, labelled
 
 __all__ = [  # StageProcessError lives in spawned.py (the refine rounds' helpers raise it too)
     "Message",
@@ -147,6 +147,8 @@ def _main(
         sender.send(Message("say", text))
 
     signal.signal(signal.SIGTERM, _exit_on_terminate)
+    if stage.yields:
+        lower_priority(YIELD_NICENESS)
     try:
         timed = execute(stage, StageContext(run, config, say))
     except _Terminated:
@@ -156,6 +158,23 @@ def _main(
         sender.send(Message("failed", _sendable(error)))
         raise SystemExit(1) from None
     sender.send(Message("done", timed))
+
+
+def lower_priority(increment: int) -> None:
+    """Raise this process's niceness by `increment`, in every thread it has: on Linux the
+    nice value is per thread (setpriority(2), "BUGS"), and threads started later inherit
+    their starter's, so the threads already running (torch's, the watchdog) are set one by
+    one and the ones to come follow the main thread."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():  # elsewhere the nice value is the process's
+        os.nice(increment)
+        return
+    for task in tasks.iterdir():
+        tid = int(task.name)
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
 
 
 class _Terminated(BaseException):
