@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowforge.cli import app
+from flowforge.cli.pipeline import eval_inputs
 from flowforge.data.export import run_table
 from flowforge.data.prompts import load_prompts
 from flowforge.evaluate.designers import SamplingSettings
@@ -79,6 +80,25 @@ def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_pat
     calls = {m["name"]: m["data_calls"] for m in in_run["methods"]}
     again = {m["name"]: m["data_calls"] for m in report["methods"]}
     assert again["grpo"] == calls["grpo"] > calls["best_fixed"]  # the rounds' judgements too
+
+
+def test_evaluate_warns_when_a_given_grpo_policy_started_from_another_sft(
+    quick_run: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`evaluate --run RUN --grpo OTHER` guides OTHER from the run's SFT unless --start says
+    otherwise; when OTHER's record says it started elsewhere, the user hears so."""
+    run, _ = quick_run
+    last = run / "refine" / "round-2"
+    kept = json.loads((run / "refine" / "refine.json").read_text())["policy"]
+    other = last / ("grpo-2" if kept == "grpo" else "grpo")  # started from round-2/sft too
+    inputs = eval_inputs(run, None, None, None, None, None, other)
+    warned = " ".join(capsys.readouterr().err.split())
+    assert inputs.start is None and inputs.sft == run / "sft"
+    assert f"pass --start {last / 'sft'}" in warned
+    given = eval_inputs(run, None, None, None, None, None, other, start=last / "sft")
+    assert given.start == last / "sft" and capsys.readouterr().err == ""
+    first = eval_inputs(run, None, None, None, None, None, run / "grpo")  # from the run's SFT
+    assert first.start is None and capsys.readouterr().err == ""
 
 
 def test_grpo_trains_from_a_runs_policy_and_returns_a_finished_run(

@@ -214,7 +214,7 @@ def evaluate_command(
         config = load_eval_config(config_file)
         if prompts is not None:
             config = replace(config, prompts=prompts)
-        inputs = _eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo, start)
+        inputs = eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo, start)
         loaded = load_judge(judge, parse_judge_options(judge_opt or []))
     with _interruptible("an evaluation starts over: run the same command again"), user_errors():
         report = evaluate(
@@ -224,7 +224,7 @@ def evaluate_command(
     out.print(f"report -> {output / 'report.md'}", highlight=False)
 
 
-def _eval_inputs(
+def eval_inputs(
     run: Path | None,
     library: Path | None,
     data: Path | None,
@@ -256,11 +256,14 @@ def _eval_inputs(
         return flag or (in_run if in_run is not None and in_run.exists() else None)
 
     policy = part(grpo, base.grpo)
+    reference = part(sft, base.sft)
+    if grpo is not None and start is None and policy != base.grpo and reference is not None:
+        _warn_other_start(grpo, reference)
     return EvalInputs(
         library=library or base.library,
         triplets=data or base.triplets,
         reward=part(reward, base.reward),
-        sft=part(sft, base.sft),
+        sft=reference,
         comfygen_ft=part(comfygen_ft, base.comfygen_ft),
         grpo=policy,
         # the refine rounds' judgements shaped the run's own GRPO policy, not another one
@@ -268,6 +271,24 @@ def _eval_inputs(
         # and it started from the run's re-paired SFT; another GRPO policy did not
         start=start or (base.start if policy == base.grpo else None),
     )
+
+
+def _warn_other_start(grpo: Path, sft: Path) -> None:
+    """Say so when a GRPO policy given by hand started from another policy than the SFT its
+    guidance will extrapolate from: `--start` is not guessed from its record (the record's
+    path may be stale in a copied run), but a silent wrong reference moves every guided row."""
+    from ..policy.directory import read_run_config
+
+    record = read_run_config(grpo) or {}
+    started = (record.get("config") or {}).get("sft_dir")
+    if started and Path(started).resolve() != sft.resolve():
+        err.print(
+            f"warning: --grpo {grpo} started from {started} (its record), not from {sft}: "
+            f"guidance (w = 0) and its start's row use {sft} unless you pass --start {started}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 @app.command("run")
