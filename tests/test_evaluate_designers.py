@@ -28,6 +28,7 @@ from flowforge.evaluate.judging import check_design
 from flowforge.evaluate.methods import default_text
 from flowforge.judge.base import JudgeItem, JudgeResult
 from flowforge.policy.model import build_tiny_model
+from flowforge.policy.numpy_sampler import sample_candidates
 from flowforge.policy.sample import Sample
 from flowforge.workflow.library import load_seed_library
 from flowforge.workflow.schema import default_catalog
@@ -296,7 +297,7 @@ def test_policy_designer_samples_with_numpy_and_guidance_at_one_is_the_policy_it
     settings = SamplingSettings(
         temperature=0.7, constrained=True, max_new_tokens=96, batch_size=8, negative=""
     )
-    prompts, seeds = list(train_prompts()[:5]), [3, 4]
+    prompts, seeds = list(train_prompts()[:5]), [3, 4, 5, 6, 7]
     plain = PolicyDesigner(policy, CATALOG, settings)
     assert plain.numpy_model is not None
     samples = plain.sample(prompts, seeds, 3)
@@ -310,3 +311,45 @@ def test_policy_designer_samples_with_numpy_and_guidance_at_one_is_the_policy_it
     slow = PolicyDesigner(policy, CATALOG, settings, runtime="transformers")
     assert slow.numpy_model is None
     assert all(s.valid for s in slow.sample(prompts, seeds, 3))
+
+
+def test_a_prompts_samples_depend_on_its_own_seed_not_on_what_it_was_batched_with() -> None:
+    """Each prompt draws from a generator of its own seed (numpy runtime): adding, removing
+    or reordering other prompts leaves its designs alone, so an evaluation on another prompt
+    sample redraws only the prompts that changed, and `flowforge design PROMPT --seed SEED`
+    with the same settings writes exactly what the evaluation wrote for that prompt."""
+    tokenizer = tiny_tokenizer()
+    policy = LoadedPolicy(build_tiny_model(tokenizer, TINY, seed=0), tokenizer, None, "grpo")
+    settings = SamplingSettings(
+        temperature=1.0, constrained=True, max_new_tokens=96, batch_size=8, negative="n"
+    )
+    designer = PolicyDesigner(policy, CATALOG, settings)
+    assert designer.numpy_model is not None
+    prompts = list(train_prompts()[:6])
+    seeds = [11, 12, 13, 14, 15, 16]
+    together = designer.sample(prompts, seeds, 3)  # batches of 2 prompts x 3 rows
+    texts = [s.text for s in together]
+    assert len(set(texts)) > 3  # temperature 1.0 on a random model: the rows differ
+    alone = designer.sample(prompts[4:5], seeds[4:5], 3)
+    assert alone == together[12:15]
+    shuffled = designer.sample(prompts[::-1], seeds[::-1], 3)
+    assert [s.text for s in shuffled] == [
+        t for k in range(5, -1, -1) for t in texts[3 * k : 3 * k + 3]
+    ]
+    other_seed = designer.sample(prompts[4:5], [99], 3)
+    assert [s.text for s in other_seed] != texts[12:15]
+    candidates = sample_candidates(
+        designer.numpy_model,
+        tokenizer,
+        prompts[4],
+        3,
+        temperature=1.0,
+        seed=15,
+        max_new_tokens=96,
+        catalog=CATALOG,
+        grammar=designer.grammar,
+        negative="n",
+    )
+    assert candidates == together[12:15]
+    with pytest.raises(ValueError, match="one seed per prompt"):
+        designer.sample(prompts, seeds[:2], 1)

@@ -16,6 +16,7 @@ from flowforge.data.collect import CollectConfig, collect
 from flowforge.data.prompts import load_prompts
 from flowforge.evaluate.compare import evaluate, heldout_prompts
 from flowforge.evaluate.config import EvalConfig, EvalError, EvalInputs
+from flowforge.evaluate.designers import derive_seed
 from flowforge.evaluate.judging import CheckedDesign, check_design
 from flowforge.evaluate.report import DESIGNS, REPORT_JSON, REPORT_MD
 from flowforge.evaluate.summary import (
@@ -182,6 +183,10 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert data["not_run"] == {}
     rows = (tmp_path / DESIGNS).read_text(encoding="utf-8").splitlines()
     assert len(rows) == len(names) * 3
+    # each row names its prompt's design seed: `flowforge design PROMPT --seed SEED` with
+    # a sampling method's settings writes that method's design (test_evaluate_designers)
+    seed_of = {p.text: derive_seed(CONFIG.seed, "design", p.id) for p in heldout_prompts(3)}
+    assert all(row["design_seed"] == seed_of[row["prompt"]] for row in map(json.loads, rows))
     by_name = {m["name"]: m for m in data["methods"]}
     for m in data["methods"]:
         assert m["valid"] == 1.0  # constrained decoding: every design validates

@@ -232,15 +232,17 @@ def _judge_method(ctx: _Context, method: Method, designed: Designed) -> MethodRu
     quality = iter(qualities) if qualities is not None else None
     predicted = _predicted(ctx, texts_of, designs)
     outcomes = []
-    for prompt, design, guess in zip(texts_of, designs, predicted, strict=True):
+    for prompt, design, guess, seed in zip(
+        texts_of, designs, predicted, ctx.design_seeds, strict=True
+    ):
         if not design.valid:
-            outcomes.append(Outcome(prompt, design, (), design.error))
+            outcomes.append(Outcome(prompt, design, (), design.error, design_seed=seed))
             continue
         judged = [next(results) for _ in ctx.render_seeds[0]]
         q = [next(quality) for _ in judged] if quality is not None else [None]
         error = next((r.error for r in judged if r.error is not None), None)
         scores = tuple(r.scores for r in judged if r.scores is not None) if error is None else ()
-        outcomes.append(Outcome(prompt, design, scores, error, q[0], guess))
+        outcomes.append(Outcome(prompt, design, scores, error, q[0], guess, seed))
     calls = len(requests) + designed.judge_calls
     return MethodRun(
         method.name, method.label, tuple(outcomes), calls, method.data_calls, designed.seconds

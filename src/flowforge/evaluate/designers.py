@@ -240,10 +240,15 @@ class PolicyDesigner:
         return self._processors
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
-        """`n` samples per prompt, prompt-major."""
+        """`n` samples per prompt, prompt-major. With the numpy runtime each prompt draws
+        from a generator of its own seed, as ``flowforge design PROMPT --seed SEED`` does:
+        its samples do not depend on the other prompts (`_sample_numpy`). The transformers
+        runtime draws a call's batches from one seed derived from all of them."""
+        if len(seeds) != len(prompts):
+            raise ValueError(f"one seed per prompt: {len(seeds)} seeds for {len(prompts)}")
         s = self.settings
         if self.numpy_model is not None:
-            return self._sample_numpy(self.numpy_model, prompts, derive_seed("sample", *seeds), n)
+            return self._sample_numpy(self.numpy_model, prompts, seeds, n)
         return sample_workflows(
             self.policy.model,
             self.policy.tokenizer,
@@ -260,32 +265,38 @@ class PolicyDesigner:
         )
 
     def _sample_numpy(
-        self, model: NumpyLlama, prompts: Sequence[str], seed: int, n: int
+        self, model: NumpyLlama, prompts: Sequence[str], seeds: Sequence[int], n: int
     ) -> list[Sample]:
         """As `sample`, with the numpy runtime: batches of about `batch_size` rows, each
-        prompt run once and fanned out to its `n` rows, one generator seeded by `seed`."""
+        prompt run once and fanned out to its `n` rows, which draw from a generator seeded
+        by the prompt's own seed (`numpy_sampler.sample_candidates`'s, so a design request
+        with that seed gets the same candidates). Why: with one generator per batch, one
+        changed prompt of an evaluation's sample redrew the designs of all 63 others in
+        its batch (session 29: a row moved by 0.035 through 40 changed prompts)."""
         s, tokenizer = self.settings, self.policy.tokenizer
         per_batch = max(1, s.batch_size // n)
-        rng = np.random.default_rng(seed)
         samples: list[Sample] = []
         for start in range(0, len(prompts), per_batch):
             batch = prompts[start : start + per_batch]
+            batch_seeds = seeds[start : start + per_batch]
             decoded = decode(
                 model,
                 [tokenizer.encode_segment(tokenizer.prompt_segment(p, self.policy.score_bin))
                  for p in batch],
                 n,
                 temperature=s.temperature,
-                rng=rng,
+                rng=[np.random.default_rng(seed) for seed in batch_seeds],
                 max_new_tokens=s.max_new_tokens,
                 eos_id=tokenizer.eos_id,
                 grammar=self.grammar if s.constrained else None,
                 guidance=self.weight,
             )  # fmt: skip
-            rows = [prompt for prompt in batch for _ in range(n)]
+            rows = [(prompt, seed) for prompt, seed in zip(batch, batch_seeds, strict=True)]
             samples += [
                 to_sample(tokenizer, prompt, ids, s.negative, seed, self.catalog)
-                for prompt, ids in zip(rows, decoded.tokens, strict=True)
+                for (prompt, seed), ids in zip(
+                    [row for row in rows for _ in range(n)], decoded.tokens, strict=True
+                )
             ]
         return samples
 

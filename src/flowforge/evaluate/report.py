@@ -180,6 +180,7 @@ def design_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:
             {
                 "method": run.name,
                 "prompt": o.prompt,
+                "design_seed": o.design_seed,
                 "text": o.design.text,
                 "key": o.design.key,
                 "valid": o.design.valid,

@@ -32,6 +32,9 @@ class Outcome:
     error: str | None  # the invalid design's error or the first judge error
     quality: float | None = None  # sim only: noise-free quality (the same for every render)
     predicted: float | None = None  # ensemble mean prediction (valid designs)
+    #: The prompt's design seed (one per prompt, every method): a sampling method's design
+    #: is what ``flowforge design PROMPT --seed SEED`` writes with the method's settings.
+    design_seed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,39 @@ def _lerp(reference: Array, policy: Array, weight: float) -> Array:
     return mixed
 
 
+class RowNoise:
+    """The uniform noise of the Gumbel-max draws, for the rows still writing: from one
+    generator for the whole batch, or from one generator per prompt, which its `n` rows
+    share. Why per prompt: a prompt's draws then do not depend on the prompts it was batched
+    with (`decode`). Each row's values are taken in row order, so one prompt with its own
+    generator draws exactly what one generator for the batch draws."""
+
+    def __init__(
+        self, rng: np.random.Generator | Sequence[np.random.Generator], prompts: int, n: int
+    ) -> None:
+        self.shared = rng if isinstance(rng, np.random.Generator) else None
+        self.generators: list[np.random.Generator] = []
+        if not isinstance(rng, np.random.Generator):
+            self.generators = list(rng)
+            if len(self.generators) != prompts:
+                raise ValueError(
+                    f"one generator per prompt: {len(self.generators)} for {prompts} prompts"
+                )
+        self.n = n
+
+    def uniform(self, rows: NDArray[np.intp], counts: Sequence[int]) -> NDArray[np.float64]:
+        """``sum(counts)`` values in [0, 1): `counts[i]` for row `rows[i]` (a row index of
+        `decode`'s prompt-major rows), the rows in the order given."""
+        if self.shared is not None:
+            return self.shared.random(int(np.sum(counts)))
+        parts = [
+            self.generators[row // self.n].random(c) for row, c in zip(rows, counts, strict=True)
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float64)
+
+
 def _draw(
-    scores: Array, temperature: float, rng: np.random.Generator
+    scores: Array, temperature: float, noise: RowNoise, rows: NDArray[np.intp]
 ) -> tuple[NDArray[np.int64], Array]:
     """One token per row, and its log-probability under the distribution it was drawn from
     (``softmax(scores / T)``; at temperature 0, greedy, ``softmax(scores)``)."""
@@ -81,8 +112,9 @@ def _draw(
         picked: NDArray[np.int64] = scores.argmax(axis=-1)
     else:
         logprobs = log_softmax(scores / np.float32(temperature))
-        noise = np.clip(rng.random(logprobs.shape), 1e-20, None)
-        picked = (logprobs - np.log(-np.log(noise))).argmax(axis=-1)
+        vocab = logprobs.shape[-1]
+        uniform = noise.uniform(rows, [vocab] * len(rows)).reshape(logprobs.shape)
+        picked = (logprobs - np.log(-np.log(np.clip(uniform, 1e-20, None)))).argmax(axis=-1)
     return picked, np.take_along_axis(logprobs, picked[:, None], axis=-1)[:, 0]
 
 
@@ -91,7 +123,8 @@ def _draw_allowed(
     hidden: Array,
     permitted: list[NDArray[np.int64]],
     temperature: float,
-    rng: np.random.Generator,
+    noise: RowNoise,
+    rows: NDArray[np.intp],
     guidance: float | None,
 ) -> tuple[NDArray[np.int64], Array]:
     """As `_draw` on the scores restricted to each row's `permitted` tokens, computing the
@@ -112,7 +145,8 @@ def _draw_allowed(
     if temperature == 0:
         key = x
     else:
-        key = logprobs - np.log(-np.log(np.clip(rng.random(len(x)), 1e-20, None)))
+        uniform = noise.uniform(rows, counts.tolist())
+        key = logprobs - np.log(-np.log(np.clip(uniform, 1e-20, None)))
     hits = np.flatnonzero(key == np.maximum.reduceat(key, starts)[row_of])
     first = hits[np.unique(row_of[hits], return_index=True)[1]]  # each row's first best
     return tokens[first], logprobs[first]
@@ -136,14 +170,17 @@ def decode(
     n: int,
     *,
     temperature: float,
-    rng: np.random.Generator,
+    rng: np.random.Generator | Sequence[np.random.Generator],
     max_new_tokens: int,
     eos_id: int,
     grammar: Grammar[Any] | None = None,
     guidance: float | None = None,
     keep_allowed: bool = False,
 ) -> Decoded:
-    """`n` completions of each prompt (token ids), prompt-major, drawn from `rng`.
+    """`n` completions of each prompt (token ids), prompt-major, drawn from `rng`: one
+    generator for the batch (GRPO's groups), or one per prompt (`RowNoise`), with which a
+    prompt's completions do not depend on the other prompts of the batch (the rows are
+    computed independently; see below).
 
     The prompts are run once (left-padded when their lengths differ) and each cache row
     fanned out to `n` rows; a row stops when it writes `eos_id`, and leaves the cache once
@@ -157,6 +194,7 @@ def decode(
     ids = np.zeros((len(prompts), longest), dtype=np.int64)
     for row, prompt in enumerate(prompts):
         ids[row, pad[row] :] = prompt
+    noise = RowNoise(rng, len(prompts), n)
     cache = model.new_cache(len(prompts), longest + max_new_tokens, pad if pad.any() else None)
     fan_out = np.repeat(np.arange(len(prompts)), n)
     hidden = model.hidden(ids, cache)[:, fan_out]  # (members, prompts * n, H)
@@ -173,10 +211,12 @@ def decode(
         if grammar is None:
             logits = model.head(live)
             scores = logits[0] if guidance is None else guide(logits[0], logits[1], guidance)
-            picked, picked_logps = _draw(scores, temperature, rng)
+            picked, picked_logps = _draw(scores, temperature, noise, active)
         else:
             permitted = [grammar.allowed(state) for state in states]
-            picked, picked_logps = _draw_allowed(model, live, permitted, temperature, rng, guidance)
+            picked, picked_logps = _draw_allowed(
+                model, live, permitted, temperature, noise, active, guidance
+            )
             if keep_allowed:
                 for row, ids_allowed in zip(active.tolist(), permitted, strict=True):
                     allowed[row].append(ids_allowed)
