@@ -39,7 +39,7 @@ from machine import command_line, describe_machine, stamped
 from flowforge.data.prompts import Prompt, fixed_sample, load_prompts
 from flowforge.evaluate.compare import default_encoder, load_sources
 from flowforge.evaluate.designers import WeightChoice, derive_seed
-from flowforge.evaluate.judging import check_design
+from flowforge.evaluate.judging import check_design, judged_requests
 from flowforge.evaluate.methods import build_methods
 from flowforge.evaluate.metrics import win_rate
 from flowforge.judge.loader import load_judge
@@ -94,12 +94,7 @@ def guard_table(
         method = chosen[name]
         written = method.designer.design(texts, design_seeds)
         designs = [check_design(t, sources.catalog) for t in written]
-        requests = [
-            (d.canonical, prompt, seed)
-            for d, prompt, seeds_of in zip(designs, texts, renders, strict=True)
-            for seed in seeds_of
-            if d.valid and d.canonical is not None
-        ]
+        requests = judged_requests(designs, texts, renders)  # each design as written
         if len(requests) != len(texts) * seeds:
             raise SystemExit(f"{run}: {name} designed an invalid workflow on validation prompts")
         results = sources.session.judge_designs(requests)

@@ -102,3 +102,12 @@ def test_a_design_that_cannot_be_judged_counts_as_the_worst_score_seen() -> None
 def test_no_prompts_is_an_error() -> None:
     with pytest.raises(ValueError, match="validation prompts"):
         judge_hand_over("m", Written([]), FIXED, [], print, print, fill, len)  # type: ignore[arg-type]
+
+
+def test_the_policys_designs_are_judged_as_written() -> None:
+    """As in the evaluation (`judging.judged_requests`): the canonical text names a design
+    but can fill its text slots differently from the design the user is handed."""
+    written = OTHER.replace(" ", "  ", 1)  # extra spaces: the same design, spelled otherwise
+    assert check_design(written, CATALOG).canonical == check_design(OTHER, CATALOG).canonical
+    _, seen = guard([written] * 3, 0.2, 0.5)
+    assert [i.workflow["text"] for i in seen if i.prompt.startswith("P:")] == [written] * 3

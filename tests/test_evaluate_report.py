@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ from policy_helpers import TINY, tiny_tokenizer
 from reward_helpers import FakeEncoder
 
 from flowforge.data.collect import CollectConfig, collect
+from flowforge.data.plan import RequestTemplate
 from flowforge.data.prompts import load_prompts
 from flowforge.evaluate.compare import evaluate, heldout_prompts
 from flowforge.evaluate.config import EvalConfig, EvalError, EvalInputs
 from flowforge.evaluate.designers import derive_seed
-from flowforge.evaluate.judging import CheckedDesign, check_design
+from flowforge.evaluate.judging import CheckedDesign, JudgeSession, check_design, judged_requests
 from flowforge.evaluate.report import DESIGNS, REPORT_JSON, REPORT_MD
 from flowforge.evaluate.summary import (
     LibraryIndex,
@@ -27,7 +29,8 @@ from flowforge.evaluate.summary import (
     summarize,
     win_rates,
 )
-from flowforge.judge.loader import load_judge
+from flowforge.judge.base import JudgeItem, JudgeResult
+from flowforge.judge.loader import LoadedJudge, load_judge
 from flowforge.pipeline import layout
 from flowforge.policy.model import build_tiny_model, save_policy
 from flowforge.reward.config import RewardConfig
@@ -110,6 +113,67 @@ def test_heldout_prompts_are_a_fixed_sample_of_the_heldout_split() -> None:
     train = {p.id for p in load_prompts("train")}
     assert not train & {p.id for p in heldout_prompts(None)}
     assert {p.source for p in heldout_prompts(40)} == {"parti", "geneval"}
+
+
+# A GRPO design (sim world 0, session 30): node 2's text "$NEGATIVE, embedding:negativeXL_D"
+# conditions the first pass's negative and the hires pass's positive, so the canonical form
+# reads it as a second prompt ($PROMPT, the real prompt $PROMPT_2): filled from a request,
+# the canonical text gives both passes the user's prompt, which this design never does.
+SWAPPED = "\n".join(
+    [
+        "1 CheckpointLoaderSimple ckpt_name=albedobaseXL_v13.safetensors",
+        '2 CLIPTextEncode clip=@1.1 text="$NEGATIVE, embedding:negativeXL_D"',
+        "3 CLIPTextEncode clip=@1.1 text=$PROMPT",
+        "4 EmptyLatentImage batch_size=1 height=1024 width=1024",
+        "5 KSampler cfg=7.5 denoise=1.0 latent_image=@4.0 model=@1.0 negative=@2.0 "
+        "positive=@3.0 sampler_name=euler scheduler=normal seed=$SEED steps=30",
+        "6 LatentUpscaleBy samples=@5.0 scale_by=1.5 upscale_method=nearest-exact",
+        "7 KSampler cfg=7.5 denoise=0.5 latent_image=@6.0 model=@1.0 negative=@3.0 "
+        "positive=@2.0 sampler_name=euler scheduler=normal seed=$SEED steps=20",
+        "8 VAEDecode samples=@7.0 vae=@1.2",
+        "9 SaveImage filename_prefix=flowforge images=@8.0",
+    ]
+)
+FIXED_TEXT = to_text(SEEDS["sdxl_base"], CATALOG)[0]
+
+
+class Recording:
+    """A judge that records the items it is sent (and scores them all 0.5)."""
+
+    def __init__(self) -> None:
+        self.seen: list[JudgeItem] = []
+
+    def object_info(self) -> dict[str, object]:
+        return {}
+
+    def score(self, items: Sequence[JudgeItem]) -> list[JudgeResult]:
+        self.seen.extend(items)
+        return [JudgeResult({"aesthetic": 0.5}) for _ in items]
+
+
+def test_a_design_is_judged_as_written_not_as_its_canonical_form() -> None:
+    """The judge must render what the policy wrote, which is what `flowforge design` hands
+    over and what collection, the refine rounds and the choice judge; the canonical text
+    only names the design (its key, novelty, similarity). Judging it instead scored a GRPO
+    policy -0.18 in training score on held-out prompts that the judge scores ~2 as written."""
+    checked = check_design(SWAPPED, CATALOG)
+    assert checked.valid and checked.canonical is not None
+    prompt, seed = "a castle at dusk", 7
+    written = RequestTemplate(SWAPPED, "").fill(prompt, seed)
+    assert RequestTemplate(checked.canonical, "").fill(prompt, seed) != written  # the trap
+    judge = Recording()
+    session = JudgeSession(LoadedJudge("recording", judge), "", batch=8, max_attempts=1)
+    requests = judged_requests(
+        [checked, check_design(FIXED_TEXT, CATALOG)], [prompt] * 2, [[seed, 8]] * 2
+    )
+    assert requests[:2] == [(SWAPPED, prompt, seed), (SWAPPED, prompt, 8)]
+    session.judge_designs(requests)
+    assert judge.seen[0] == JudgeItem(prompt, written, seed)
+    # equal requests are rendered once, however the design was spelled
+    spelled = SWAPPED.replace("steps=30", "steps=30 ")
+    assert check_design(spelled, CATALOG).text != SWAPPED
+    session.judge_designs([(spelled, prompt, seed)])
+    assert len(judge.seen) == 4
 
 
 # --- a whole evaluation on tiny inputs --------------------------------------------------------

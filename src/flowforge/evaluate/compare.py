@@ -39,7 +39,7 @@ from .config import EvalConfig, EvalError, EvalInputs
 from .designers import FixedDesigner, SelectedWeightDesigner, TextEncoder, derive_seed
 from .designing import Designed, Rebuild, design_all
 from .handover import HandOver, judge_hand_over
-from .judging import CheckedDesign, JudgeSession, check_design
+from .judging import CheckedDesign, JudgeSession, check_design, judged_requests
 from .methods import Method, MethodSources, build_methods
 from .report import EvalReport, build_report, write_report
 from .summary import LibraryIndex, MethodRun, Outcome
@@ -221,12 +221,7 @@ def _judge_method(ctx: _Context, method: Method, designed: Designed) -> MethodRu
     if len(texts) != len(texts_of):
         raise EvalError(f"{method.name} designed {len(texts)} workflows for {len(texts_of)}")
     designs = [ctx.check(text) for text in texts]
-    requests = [
-        (d.canonical, prompt, seed)
-        for d, prompt, seeds in zip(designs, texts_of, ctx.render_seeds, strict=True)
-        if d.valid and d.canonical is not None
-        for seed in seeds
-    ]
+    requests = judged_requests(designs, texts_of, ctx.render_seeds)
     results = iter(ctx.session.judge_designs(requests))
     qualities = ctx.session.true_quality(requests)
     quality = iter(qualities) if qualities is not None else None
@@ -256,8 +251,8 @@ def _predicted(
     if ctx.ensemble is None:
         return [None] * len(designs)
     index = [i for i, d in enumerate(designs) if d.valid and d.canonical is not None]
-    detail = ctx.ensemble.predict_detail(
-        [prompts[i] for i in index], [designs[i].canonical or "" for i in index]
+    detail = ctx.ensemble.predict_detail(  # the text as written, as GRPO and best-of-N read it
+        [prompts[i] for i in index], [designs[i].text for i in index]
     )
     found: list[float | None] = [None] * len(designs)
     for i, value, error in zip(index, detail.mean.tolist(), detail.errors, strict=True):

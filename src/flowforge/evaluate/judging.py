@@ -15,6 +15,7 @@ its own items whether or not another method paid for them first.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,12 +59,37 @@ def check_design(text: str, catalog: Catalog) -> CheckedDesign:
     return CheckedDesign(text, canonical, design_hash(workflow, catalog), problem)
 
 
+def judged_requests(
+    designs: Sequence[CheckedDesign],
+    prompts: Sequence[str],
+    render_seeds: Sequence[Sequence[int]],
+) -> list[Key]:
+    """The (text, prompt, seed) requests of the valid designs, one per render seed: each
+    design **as written**, not its canonical text. Why: the canonical form names a design
+    (its key, novelty, similarity) but can read its text slots differently from how a
+    request fills them: a slot written "$NEGATIVE, embedding:X" that conditions both a
+    negative and a positive input is a second $PROMPT there, and filled from a request both
+    conditionings became the user's prompt. The judge renders what the policy wrote, as
+    `flowforge design` hands it over and as collection and the refine rounds judge it."""
+    return [
+        (design.text, prompt, seed)
+        for design, prompt, seeds in zip(designs, prompts, render_seeds, strict=True)
+        if design.valid and design.canonical is not None
+        for seed in seeds
+    ]
+
+
 def error_kind(error: str) -> str:
     """The text before the first ':' (``invalid``, ``transient``, ``render``...)."""
     return error.split(":", 1)[0].strip() or "error"
 
 
-Key = tuple[str, str, int]
+Key = tuple[str, str, int]  # (design text, prompt, render seed)
+
+
+def _request_key(item: JudgeItem) -> Key:
+    """What makes two requests the same render: the filled API JSON, prompt and seed."""
+    return (json.dumps(item.workflow, sort_keys=True, ensure_ascii=False), item.prompt, item.seed)
 
 
 class JudgeSession:
@@ -83,7 +109,7 @@ class JudgeSession:
         self.max_attempts = max_attempts
         self.sleep = sleep
         self.calls = 0
-        self._results: dict[Key, JudgeResult] = {}
+        self._results: dict[Key, JudgeResult] = {}  # by `_request_key`
         self._templates: dict[str, RequestTemplate] = {}
 
     def item(self, text: str, prompt: str, seed: int) -> JudgeItem:
@@ -93,14 +119,18 @@ class JudgeSession:
             template = self._templates[text] = RequestTemplate(text, self.negative)
         return JudgeItem(prompt, template.fill(prompt, seed), seed)
 
-    def judge_designs(self, requests: Sequence[tuple[str, str, int]]) -> list[JudgeResult]:
-        """Results for (canonical text, prompt, seed) requests, judging only new ones."""
-        todo = list(dict.fromkeys(r for r in requests if r not in self._results))
+    def judge_designs(self, requests: Sequence[Key]) -> list[JudgeResult]:
+        """Results for (design text, prompt, seed) requests, judging only new ones: the
+        cache is keyed by the filled request itself, so two methods that write the same
+        workflow (however spelled) share its render."""
+        items = {request: self.item(*request) for request in dict.fromkeys(requests)}
+        keys = {request: _request_key(item) for request, item in items.items()}
+        todo = list({keys[r]: items[r] for r in items if keys[r] not in self._results}.items())
         for start in range(0, len(todo), self.batch):
             chunk = todo[start : start + self.batch]
-            results = self.score([self.item(*request) for request in chunk])
-            self._results.update(zip(chunk, results, strict=True))
-        return [self._results[request] for request in requests]
+            results = self.score([item for _, item in chunk])
+            self._results.update(zip([key for key, _ in chunk], results, strict=True))
+        return [self._results[keys[request]] for request in requests]
 
     def score(self, items: Sequence[JudgeItem]) -> list[JudgeResult]:
         """Judge `items` (uncached), retrying transient errors up to `max_attempts` tries."""
