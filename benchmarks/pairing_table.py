@@ -27,11 +27,10 @@ from flowforge.pipeline.config import load_run_config
 from flowforge.pipeline.layout import REFINE, REWARD_DIR, round_dir
 from flowforge.pipeline.refine import JUDGED
 from flowforge.policy.examples import preferred_pairs
-from flowforge.policy.sft import judged_designs
+from flowforge.policy.sft import library_texts, pairing_candidates
 from flowforge.reward.ensemble import load_ensemble
 from flowforge.workflow.library import load_workflow_dir
 from flowforge.workflow.schema import load_catalog
-from flowforge.workflow.textform import to_text
 
 
 def main() -> None:
@@ -43,9 +42,8 @@ def main() -> None:
     rounds = config.refine.rounds
     catalog = load_catalog(args.run / "library" / "object_info.json")
     library = load_workflow_dir(args.run / "library" / "workflows").values()
-    texts = list(dict.fromkeys(to_text(workflow, catalog)[0] for workflow in library))
     judged = [str(args.run / REFINE / round_dir(k) / JUDGED) for k in range(1, rounds + 1)]
-    texts = list(dict.fromkeys([*texts, *judged_designs(judged)]))
+    texts = pairing_candidates(library_texts(library, catalog), judged)
     prompts = [prompt.text for prompt in load_prompts("train")][: args.prompts]
     reward_dir = args.run / REFINE / round_dir(rounds) / REWARD_DIR
     print(f"{len(prompts)} prompts x {len(texts)} workflows, ensemble {reward_dir}", flush=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -53,6 +53,7 @@ from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
 from flowforge.reward.backbone import TextEncoder, default_encoder
 from flowforge.settings import added_defaults, changed_settings
+from flowforge.workflow.graph import Workflow
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
@@ -149,7 +150,20 @@ def _library_texts(config: SFTRunConfig, catalog: Catalog) -> list[str]:
             load_seed_library(), catalog, config.library_size, config.library_seed
         )
         workflows = [entry.workflow for entry in entries]
+    return library_texts(workflows, catalog)
+
+
+def library_texts(workflows: Iterable[Workflow], catalog: Catalog) -> list[str]:
+    """The distinct text forms of library workflows, in order of first appearance."""
     return list(dict.fromkeys(to_text(workflow, catalog)[0] for workflow in workflows))
+
+
+def pairing_candidates(library: Sequence[str], designs: Sequence[str]) -> list[str]:
+    """What SFT pairs prompts with: the `library` texts, then the judged designs of the
+    Parquet tables `designs` (`judged_designs`) not among them, each once and in this order
+    (the order pairing's seeded draws index, so a benchmark that rebuilds it gets the same
+    pairs)."""
+    return list(dict.fromkeys([*library, *judged_designs(designs)]))
 
 
 def judged_designs(paths: Sequence[str]) -> list[str]:
@@ -411,7 +425,7 @@ def run_sft(
 
     def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
         library = _library_texts(config, catalog)
-        texts = list(dict.fromkeys([*library, *judged_designs(config.designs)]))
+        texts = pairing_candidates(library, config.designs)
         prompts = [prompt.text for prompt in load_prompts("train")]
         stats: dict[str, Any] = {"library_workflows": len(library), "train_prompts": len(prompts)}
         if config.designs:
