@@ -306,6 +306,27 @@ def test_a_negative_that_is_the_positive_gives_no_guidance(
         assert np.all(q_unguided < 0.5 * quality(judge, items_for(base)))
 
 
+def test_a_second_pass_guided_by_the_negative_undoes_the_image(
+    judges: dict[int, SimJudge], seeds: dict[str, Workflow]
+) -> None:
+    """A hires pass whose positive is the base pass's negative (and negative its positive)
+    re-draws its denoise share of the image away from the prompt: GRPO found this wiring in
+    session 30 when the world still priced a hires pass by scale, denoise and steps alone."""
+    base = seeds["sdxl_hires_latent"]
+    _, hires = base.by_class("KSampler")  # the base pass, then the hires pass
+    swapped = base.replace_node(
+        hires.with_inputs(positive=hires.get("negative"), negative=hires.get("positive"))
+    )
+    families = default_families()
+    assert read_pipeline(base, families, None).reversed_share == 0.0
+    assert read_pipeline(swapped, families, None).reversed_share == hires.get("denoise") == 0.5
+    for judge in judges.values():
+        assert np.all(quality(judge, items_for(swapped)) < 0.5 * quality(judge, items_for(base)))
+    # no shipped seed and no library workflow wires a second pass this way
+    library = [*seeds.values(), *default_library(300)]
+    assert all(read_pipeline(w, families, None).reversed_share == 0.0 for w in library)
+
+
 def test_lcm_lora_wants_the_lcm_sampler(
     judges: dict[int, SimJudge], seeds: dict[str, Workflow]
 ) -> None:

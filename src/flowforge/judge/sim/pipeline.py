@@ -83,6 +83,9 @@ class Pipeline:
     clip_skip: int = -1
     vae: str | None = None
     negative_embeddings: tuple[str, ...] = ()
+    #: Share of the image a second pass (hires fix, refiner) denoises while guided by the
+    #: base pass's negative conditioning as its positive: towards what the prompt rules out.
+    reversed_share: float = 0.0
 
 
 def _number(node: Node, name: str) -> float:
@@ -276,13 +279,48 @@ def _cfg(anatomy: Anatomy) -> float:
     CFG 1, which a full (undistilled) checkpoint renders washed out. Before this was read,
     GRPO wired the prompt's encoder into both inputs in over 90% of its designs (no library
     workflow does), and the world scored them as if guided."""
-    positive, negative = anatomy.positive, anatomy.negative
-    same = positive.id == negative.id or (
-        positive.class_type == negative.class_type
-        and _prompt_texts(positive, TEXT_ENCODERS, "positive")
-        == _prompt_texts(negative, TEXT_ENCODERS, "negative")
-    )
+    same = _same_conditioning(anatomy.positive, anatomy.negative)
     return 1.0 if same else _number(anatomy.base, "cfg")
+
+
+def _same_conditioning(one: Node, other: Node) -> bool:
+    """The same encoder node, or text encoders of the same class and texts."""
+    return one.id == other.id or (
+        one.class_type == other.class_type
+        and one.class_type in TEXT_ENCODERS
+        and _prompt_texts(one, TEXT_ENCODERS, "positive")
+        == _prompt_texts(other, TEXT_ENCODERS, "negative")
+    )
+
+
+def _guided_by_negative(workflow: Workflow, anatomy: Anatomy, sampler: Node) -> bool:
+    """Whether `sampler`'s positive conditioning is the base pass's negative one (and not
+    also its positive)."""
+    if not isinstance(sampler.get("positive"), Link):
+        return False
+    positive = source(workflow, sampler, "positive")
+    return _same_conditioning(positive, anatomy.negative) and not _same_conditioning(
+        positive, anatomy.positive
+    )
+
+
+def _reversed(workflow: Workflow, anatomy: Anatomy, schedule: Mapping[str, Any]) -> float:
+    """The share of the image second passes denoise with the base pass's negative
+    conditioning as their positive one (the same encoder node, or one of the same class and
+    texts, that is not also the base's positive): a hires pass's denoise, a refiner's share
+    of the steps.
+
+    Why: a second pass guided by "what the image must not be" pulls the image there for as
+    much of it as it re-draws. Before this was read, the world priced a hires pass by its
+    scale, denoise and steps alone, and GRPO (world 0, session 30) wired the negative encoder
+    into a hires pass's positive and the prompt into its negative in 203 of 300 designs (no
+    library workflow does), which the world scored like any hires fix."""
+    share = 0.0
+    if anatomy.hires is not None and _guided_by_negative(workflow, anatomy, anatomy.hires):
+        share += _denoise(anatomy.hires)
+    if anatomy.refiner is not None and _guided_by_negative(workflow, anatomy, anatomy.refiner):
+        share += 1.0 - float(schedule.get("refiner_switch", 1.0))
+    return min(share, 1.0)
 
 
 def _prompts(
@@ -334,4 +372,5 @@ def read_pipeline(
     fields.update(_patches(anatomy))
     fields.update(_schedule(anatomy))
     fields.update(_stages(workflow, anatomy, families))
+    fields["reversed_share"] = _reversed(workflow, anatomy, fields)
     return Pipeline(**fields)
