@@ -85,9 +85,10 @@ def error_kind(error: str) -> str:
 
 
 Key = tuple[str, str, int]  # (design text, prompt, render seed)
+RenderKey = tuple[str, str, int]  # (filled API JSON, prompt, render seed)
 
 
-def _request_key(item: JudgeItem) -> Key:
+def _request_key(item: JudgeItem) -> RenderKey:
     """What makes two requests the same render: the filled API JSON, prompt and seed."""
     return (json.dumps(item.workflow, sort_keys=True, ensure_ascii=False), item.prompt, item.seed)
 
@@ -109,7 +110,7 @@ class JudgeSession:
         self.max_attempts = max_attempts
         self.sleep = sleep
         self.calls = 0
-        self._results: dict[Key, JudgeResult] = {}  # by `_request_key`
+        self._results: dict[RenderKey, JudgeResult] = {}
         self._templates: dict[str, RequestTemplate] = {}
 
     def item(self, text: str, prompt: str, seed: int) -> JudgeItem:
@@ -121,8 +122,10 @@ class JudgeSession:
 
     def judge_designs(self, requests: Sequence[Key]) -> list[JudgeResult]:
         """Results for (design text, prompt, seed) requests, judging only new ones: the
-        cache is keyed by the filled request itself, so two methods that write the same
-        workflow (however spelled) share its render."""
+        cache is keyed by the filled request (`_request_key`), so two methods whose texts
+        fill to the same API JSON (the same text, or one spelled with other spaces or
+        quotes) share its render. The same graph with its nodes in another order is
+        another request: policies write the canonical order they were trained on."""
         items = {request: self.item(*request) for request in dict.fromkeys(requests)}
         keys = {request: _request_key(item) for request, item in items.items()}
         todo = list({keys[r]: items[r] for r in items if keys[r] not in self._results}.items())
