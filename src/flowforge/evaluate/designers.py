@@ -291,12 +291,10 @@ class PolicyDesigner:
                 grammar=self.grammar if s.constrained else None,
                 guidance=self.weight,
             )  # fmt: skip
-            rows = [(prompt, seed) for prompt, seed in zip(batch, batch_seeds, strict=True)]
+            rows = [pair for pair in zip(batch, batch_seeds, strict=True) for _ in range(n)]
             samples += [
                 to_sample(tokenizer, prompt, ids, s.negative, seed, self.catalog)
-                for (prompt, seed), ids in zip(
-                    [row for row in rows for _ in range(n)], decoded.tokens, strict=True
-                )
+                for (prompt, seed), ids in zip(rows, decoded.tokens, strict=True)
             ]
         return samples
 
