@@ -23,7 +23,7 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
-from ..settings import to_json
+from ..settings import added_setting, to_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file
 
@@ -149,8 +149,17 @@ class RefineStageConfig:
     #: It applies with `sft_designs` off too: the default before session 20 is both off
     #: (`sft_designs = false`, `sft_top_k = 0`).
     sft_top_k: int = 16
+    #: Library probes per train prompt and round (`pipeline.probes`): the library workflows
+    #: the ensemble of the moment (round 1: the run's; round k: round k-1's refit) predicts
+    #: best for the prompt among those never judged with it, each judged on `seeds` render
+    #: seeds beside the round's designs, so the refit learns what its own per-prompt picks
+    #: are worth (it underrated them, and GRPO then gained little by reading the prompt).
+    #: 0: none, the rounds before session 31.
+    probes: int = added_setting(0)
 
     def __post_init__(self) -> None:
+        if self.probes < 0:
+            raise RunConfigError(f"refine: probes must be >= 0 (0: none), got {self.probes}")
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
             raise RunConfigError("refine: rounds, samples and seeds must be >= 1, temperature > 0")
         few = self.choose_prompts is not None and self.choose_prompts < 1

@@ -60,20 +60,23 @@ from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import Auditor, JudgeAuditor
 from ..policy.grpo import GRPORunConfig, train_grpo
-from ..policy.sft import run_sft
+from ..policy.sft import library_texts, run_sft
 from ..reward.config import RewardConfig
 from ..reward.model import cpu_threads
 from ..reward.store import CONFIG_FILE as REWARD_CONFIG
 from ..reward.train import train_ensemble
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
+from ..workflow.library import load_workflow_dir
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
 from .choose import chosen
 from .config import RefineStageConfig, SFTStageConfig
 from .draws import PROMPT_CHUNK, Draw, RoundTools, draw, train_prompts
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, SFT_DIR, round_dir
+from .probes import PROBE_STREAM, ensemble_table, probe_pairs
 
 JUDGED = "judged.parquet"
+PROBES = "probes.json"  # how many of a round's judged rows are library probes (their last)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class RefinePaths:
     library: Path  # the run's library (API JSON), for GRPO's novelty and the re-paired SFT
     object_info: Path  # the run's catalog (``library/object_info.json``)
     out: Path
+    reward: Path | None = None  # the run's ensemble: the first round's probes ask it
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,9 @@ def refine(
     for number in range(1, config.rounds + 1):
         here = paths.out / round_dir(number)
         say(f"refine: round {number}/{config.rounds}")
-        judged = _judged(here, policies, data, config, number, tools)
+        asked = paths.reward if number == 1 else paths.out / round_dir(number - 1) / REWARD_DIR
+        probing = Probing(asked, paths.library) if config.probes else None
+        judged = _judged(here, policies, data, config, number, tools, probing)
         data = pa.concat_tables([data, judged.select(data.column_names)])
         reward_dir = here / REWARD_DIR
         if not (reward_dir / REWARD_CONFIG).is_file():
@@ -175,6 +181,7 @@ def refine(
         rounds.append(
             {
                 "judge_calls": judged.num_rows,
+                "probe_calls": _probe_calls(here),
                 "judge_errors": sum(e is not None for e in errors),
                 "distinct_designs": len(set(judged.column("workflow_hash").to_pylist())),
                 "policies": len(runs),
@@ -286,6 +293,15 @@ def _train_helper(
     train_grpo(run, auditor=_auditor(run, audits, reward_dir))
 
 
+@dataclass(frozen=True)
+class Probing:
+    """Where a round's library probes come from: the ensemble that picks them (None: the
+    run's was not given) and the library directory they are picked from."""
+
+    reward: Path | None
+    library: Path
+
+
 def _judged(
     here: Path,
     policies: Sequence[Path],
@@ -293,17 +309,36 @@ def _judged(
     config: RefineStageConfig,
     number: int,
     tools: RoundTools,
+    probing: Probing | None = None,
 ) -> Any:
-    """The round's judgements of the `policies`' designs: read back when a killed run had them
-    (the file is written atomically, so a half-judged round judges again from the start)."""
+    """The round's judgements of the `policies`' designs, then of its library probes
+    (`probing`, with `config.probes`): read back when a killed run had them (the file is
+    written atomically, so a half-judged round judges again from the start)."""
     path = here / JUDGED
     if not path.is_file():
         here.mkdir(parents=True, exist_ok=True)
         table = judge_designs(policies, data, config, tools, number)
+        if probing is not None:
+            if probing.reward is None:
+                raise ValueError("refine: library probes need the run's ensemble (paths.reward)")
+            workflows = load_workflow_dir(probing.library).values()
+            library = library_texts(workflows, tools.catalog)
+            so_far = pa.concat_tables([data, table.select(data.column_names)])
+            probes = judge_probes(probing.reward, library, so_far, config, tools, number)
+            table = pa.concat_tables([table, probes.select(table.column_names)])
+            texts = set(probes.column("workflow_text").to_pylist())
+            record = {"calls": probes.num_rows, "workflows": len(texts)}
+            write_text_atomic(here / PROBES, json.dumps(record) + "\n")
         partial = path.with_name(path.name + ".partial")
         pq.write_table(table, partial)
         os.replace(partial, path)
     return pq.read_table(path)
+
+
+def _probe_calls(here: Path) -> int:
+    """The judge calls of the round in `here` that were library probes (its last rows)."""
+    path = here / PROBES
+    return int(json.loads(path.read_text())["calls"]) if path.is_file() else 0
 
 
 def _refit(
@@ -344,7 +379,7 @@ def judge_designs(
     independently (the first policy's draws are those of a round with one policy). The
     sampling runs over `tools.processes` processes (`draws.draw`: the same samples either
     way)."""
-    judge, catalog, negative, say = tools.judge, tools.catalog, tools.negative, tools.say
+    catalog, negative, say = tools.catalog, tools.negative, tools.say
     prompts = train_prompts(triplets)
     ids = sorted(prompts)
     draws: list[tuple[int, tuple[str, ...], Draw]] = []  # (policy's place, prompt ids, draw)
@@ -387,23 +422,69 @@ def judge_designs(
         for k, sample in enumerate(found)
     ]
     rng = np.random.default_rng([config.seed, round_number, 0x5EED])
+    requests = [
+        (prompt_id, sample.prompt, sample.text, design_hash(sample.workflow, catalog))
+        for prompt_id, sample in samples
+        if sample.valid and sample.workflow is not None
+    ]
+    table, calls = judge_requests(requests, config.seeds, rng, triplets, tools)
+    say(f"refine: judged {calls} renders of {len(samples)} sampled designs")
+    return table
+
+
+def judge_probes(
+    reward_dir: Path,
+    library: Sequence[str],
+    data: Any,
+    config: RefineStageConfig,
+    tools: RoundTools,
+    round_number: int = 1,
+) -> Any:
+    """The round's library probes (`pipeline.probes`): for each train prompt of `data` (the
+    triplets and earlier rounds' judgements), the `config.probes` `library` texts the
+    ensemble in `reward_dir` rates best for it and `data` has not paired it with, each
+    judged on `config.seeds` render seeds, as a table with `data`'s columns."""
+    prompts = sorted(train_prompts(data).items())
+    say = tools.say
+    say(f"refine: probing the library: the ensemble's {config.probes} best unjudged per prompt")
+    rewards = ensemble_table(reward_dir, tools.catalog, [p for _, p in prompts], library)
+    ids, texts = data.column("prompt_id").to_pylist(), data.column("workflow_text").to_pylist()
+    judged = set(zip(ids, texts, strict=True))
+    probes = probe_pairs(prompts, library, rewards, judged, config.probes)
+    rng = np.random.default_rng([config.seed, round_number, PROBE_STREAM])
+    requests = [(p.prompt_id, p.prompt, p.text, p.design_hash) for p in probes]
+    table, calls = judge_requests(requests, config.seeds, rng, data, tools)
+    distinct = len({p.text for p in probes})
+    say(f"refine: judged {calls} renders of {len(probes)} library probes ({distinct} workflows)")
+    return table
+
+
+def judge_requests(
+    requests: Sequence[tuple[str, str, str, str]],
+    seeds: int,
+    rng: np.random.Generator,
+    like: Any,
+    tools: RoundTools,
+) -> tuple[Any, int]:
+    """Judge each (prompt id, prompt, text form, design hash) of `requests` on `seeds` render
+    seeds drawn from `rng`: a table of `like`'s columns (item numbers continue `like`'s) and
+    the number of judge calls."""
+    judge, negative = tools.judge, tools.negative
     rows: list[dict[str, Any]] = []
     items: list[JudgeItem] = []
-    for prompt_id, sample in samples:
-        if not sample.valid or sample.workflow is None:
-            continue
-        template = RequestTemplate(sample.text, negative)
-        for seed in rng.integers(0, SEED_LIMIT, config.seeds):
-            api = template.fill(sample.prompt, int(seed))
-            items.append(JudgeItem(sample.prompt, api, int(seed)))
+    for prompt_id, prompt, text, digest in requests:
+        template = RequestTemplate(text, negative)
+        for seed in rng.integers(0, SEED_LIMIT, seeds):
+            api = template.fill(prompt, int(seed))
+            items.append(JudgeItem(prompt, api, int(seed)))
             rows.append(
                 {
                     "prompt_id": prompt_id,
-                    "prompt": sample.prompt,
+                    "prompt": prompt,
                     "negative": negative,
-                    "workflow_hash": design_hash(sample.workflow, catalog),
+                    "workflow_hash": digest,
                     "workflow_api": json.dumps(api, separators=(",", ":"), ensure_ascii=False),
-                    "workflow_text": sample.text,
+                    "workflow_text": text,
                     "seed": int(seed),
                     "judge_id": judge.judge_id,
                 }
@@ -413,8 +494,7 @@ def judge_designs(
         batch = judge.judge.score(items[start : start + 256])
         check_results(judge.judge_id, batch, len(items[start : start + 256]))
         results += batch
-    say(f"refine: judged {len(items)} renders of {len(samples)} sampled designs")
-    return _table(triplets, rows, results)
+    return _table(like, rows, results), len(items)
 
 
 def _table(like: Any, rows: Sequence[dict[str, Any]], results: Sequence[JudgeResult]) -> Any:

@@ -269,6 +269,7 @@ def refine_stage(ctx: StageContext) -> dict[str, Any]:
         library=ctx.path(LIBRARY, WORKFLOWS),
         object_info=ctx.path(LIBRARY, OBJECT_INFO),
         out=ctx.path(REFINE),
+        reward=ctx.path(REWARD_DIR),  # an input through GRPO_DIR, which trained against it
     )
     return refine(
         paths,
