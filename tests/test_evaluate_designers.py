@@ -258,11 +258,12 @@ def test_check_design_reports_an_unparsable_and_an_invalid_text_without_repairin
     good = to_text(load_seed_library()["sdxl_base"], CATALOG)[0]
     checked = check_design(good, CATALOG)
     assert checked.valid and checked.canonical == good and checked.key is not None
+    assert checked.judgeable
     garbage = check_design("1 NoSuchNode x=1", CATALOG)
-    assert not garbage.valid and garbage.error is not None
+    assert not garbage.valid and not garbage.judgeable and garbage.error is not None
     assert garbage.error.startswith("invalid:")
     broken = check_design(good.replace("steps=30", "steps=0"), CATALOG)
-    assert broken.key is not None and broken.error is not None
+    assert broken.key is not None and broken.error is not None and not broken.judgeable
     assert "steps" in broken.error
 
 

@@ -250,7 +250,7 @@ def _predicted(
     """The ensemble's mean prediction for each valid design (None: invalid or no ensemble)."""
     if ctx.ensemble is None:
         return [None] * len(designs)
-    index = [i for i, d in enumerate(designs) if d.valid and d.canonical is not None]
+    index = [i for i, d in enumerate(designs) if d.judgeable]
     detail = ctx.ensemble.predict_detail(  # the text as written, as GRPO and best-of-N read it
         [prompts[i] for i in index], [designs[i].text for i in index]
     )

@@ -77,7 +77,7 @@ def judge_hand_over(
     scores, calls = [], 0
     for texts in (designed, [fixed_text] * len(prompts)):
         checked = [check(text) for text in texts]
-        judged = [k for k, c in enumerate(checked) if c.valid and c.canonical is not None]
+        judged = [k for k, c in enumerate(checked) if c.judgeable]
         items = [fill(texts[k], prompts[k], render_seeds[k]) for k in judged]  # as written
         results = score_items(items) if items else []
         calls += len(items)

@@ -46,6 +46,12 @@ class CheckedDesign:
     def valid(self) -> bool:
         return self.error is None
 
+    @property
+    def judgeable(self) -> bool:
+        """Valid, and so with a canonical text: a design a judge is asked about (the
+        second test only tells the type checker what the first implies)."""
+        return self.error is None and self.canonical is not None
+
 
 def check_design(text: str, catalog: Catalog) -> CheckedDesign:
     """Parse `text` and validate it against `catalog`; nothing is repaired."""
@@ -74,7 +80,7 @@ def judged_requests(
     return [
         (design.text, prompt, seed)
         for design, prompt, seeds in zip(designs, prompts, render_seeds, strict=True)
-        if design.valid and design.canonical is not None
+        if design.judgeable
         for seed in seeds
     ]
 
