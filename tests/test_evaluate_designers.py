@@ -27,9 +27,10 @@ from flowforge.evaluate.designers import (
 from flowforge.evaluate.judging import check_design
 from flowforge.evaluate.methods import default_text
 from flowforge.judge.base import JudgeItem, JudgeResult
+from flowforge.policy.design import TransformersSampler
 from flowforge.policy.model import build_tiny_model
 from flowforge.policy.numpy_sampler import sample_candidates
-from flowforge.policy.sample import Sample
+from flowforge.policy.sample import DEFAULT_MAX_NEW_TOKENS, Sample
 from flowforge.workflow.library import load_seed_library
 from flowforge.workflow.schema import default_catalog
 from flowforge.workflow.textform import to_text
@@ -354,3 +355,24 @@ def test_a_prompts_samples_depend_on_its_own_seed_not_on_what_it_was_batched_wit
     assert candidates == together[12:15]
     with pytest.raises(ValueError, match="one seed per prompt"):
         designer.sample(prompts, seeds[:2], 1)
+
+
+def test_the_transformers_runtime_also_draws_each_prompt_from_its_own_seed() -> None:
+    """A pretrained policy the numpy runtime cannot run samples on transformers: there too a
+    prompt's designs do not depend on its batch-mates, and `flowforge design`'s sampler
+    (`TransformersSampler`) with the prompt's seed writes the evaluation's designs."""
+    tokenizer = tiny_tokenizer()
+    policy = LoadedPolicy(build_tiny_model(tokenizer, TINY, seed=0), tokenizer, None, "grpo")
+    settings = SamplingSettings(
+        temperature=1.0, constrained=True, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, batch_size=8,
+        negative="n",
+    )  # fmt: skip
+    designer = PolicyDesigner(policy, CATALOG, settings, runtime="transformers")
+    assert designer.numpy_model is None
+    prompts, seeds = list(train_prompts()[:4]), [21, 22, 23, 24]
+    together = designer.sample(prompts, seeds, 3)  # batches of 2 prompts x 3 rows
+    assert len({s.text for s in together}) > 3 and all(s.valid for s in together)
+    assert designer.sample(prompts[3:], seeds[3:], 3) == together[9:]
+    assert designer.sample(prompts[::-1], seeds[::-1], 3)[:3] == together[9:]
+    sampler = TransformersSampler(policy.model, tokenizer, CATALOG, None, (), designer.grammar)
+    assert sampler(prompts[2], n=3, temperature=1.0, seed=23, negative="n") == together[6:9]

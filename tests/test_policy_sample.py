@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from policy_helpers import TINY, ForceText, library_texts, tiny_tokenizer
 
 from flowforge.policy.model import build_tiny_model
-from flowforge.policy.sample import sample_workflows
+from flowforge.policy.sample import RowSampling, sample_workflows
 from flowforge.workflow.api import to_api
 
 TOKENIZER = tiny_tokenizer()
@@ -53,3 +54,46 @@ def test_left_padding_does_not_change_greedy_samples() -> None:
     ]
     batched = sample_workflows(MODEL, TOKENIZER, PROMPTS, temperature=0, max_new_tokens=16)
     assert [s.token_ids for s in batched] == [s.token_ids for s in alone]
+
+
+def test_prompt_seeds_make_a_prompts_samples_independent_of_its_batch_mates() -> None:
+    """With one seed per prompt, a prompt's samples are a function of the prompt and its
+    seed: alone, beside another prompt, or in another batch size they are the same (what
+    lets ``flowforge design PROMPT --seed SEED`` reproduce an evaluation's design)."""
+    other = "an old map of a harbour town"
+    together = sample_workflows(
+        MODEL, TOKENIZER, [*PROMPTS, other], n=2, prompt_seeds=[11, 12, 13], max_new_tokens=12
+    )
+    alone = [
+        sample_workflows(MODEL, TOKENIZER, [p], n=2, prompt_seeds=[s], max_new_tokens=12)
+        for p, s in zip([*PROMPTS, other], [11, 12, 13], strict=True)
+    ]
+    assert [s.token_ids for s in together] == [s.token_ids for one in alone for s in one]
+    small = sample_workflows(
+        MODEL, TOKENIZER, [*PROMPTS, other], n=2, prompt_seeds=[11, 12, 13], batch_size=3,
+        max_new_tokens=12,
+    )  # fmt: skip
+    assert [s.token_ids for s in small] == [s.token_ids for s in together]
+    # the seed decides: another seed for the second prompt moves its samples, not the first's
+    moved = sample_workflows(
+        MODEL, TOKENIZER, PROMPTS, n=2, prompt_seeds=[11, 99], max_new_tokens=12
+    )
+    assert [s.token_ids for s in moved[:2]] == [s.token_ids for s in together[:2]]
+    assert [s.token_ids for s in moved[2:]] != [s.token_ids for s in together[2:4]]
+    # the two rows of a prompt are two draws, not one repeated
+    assert together[0].token_ids != together[1].token_ids
+
+
+def test_row_sampling_draws_the_softmax_distribution() -> None:
+    """`RowSampling` is sampling at the temperature: drawn frequencies match the softmax."""
+    logits = torch.tensor([[2.0, 0.0, float("-inf"), 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    sampler = RowSampling([generator], temperature=0.5)
+    counts = torch.zeros(4)
+    for _ in range(4000):
+        only = sampler(torch.zeros((1, 1), dtype=torch.long), logits.clone())
+        assert torch.isfinite(only).sum() == 1
+        counts[only[0].argmax()] += 1
+    expected = torch.softmax(logits[0] / 0.5, dim=-1)
+    assert counts[2] == 0
+    assert torch.allclose(counts / 4000, expected, atol=0.03)

@@ -240,10 +240,10 @@ class PolicyDesigner:
         return self._processors
 
     def sample(self, prompts: Sequence[str], seeds: Sequence[int], n: int) -> list[Sample]:
-        """`n` samples per prompt, prompt-major. With the numpy runtime each prompt draws
-        from a generator of its own seed, as ``flowforge design PROMPT --seed SEED`` does:
-        its samples do not depend on the other prompts (`_sample_numpy`). The transformers
-        runtime draws a call's batches from one seed derived from all of them."""
+        """`n` samples per prompt, prompt-major. Each prompt draws from a generator of its
+        own seed, as ``flowforge design PROMPT --seed SEED`` does: its samples do not depend
+        on the other prompts (`_sample_numpy`; on transformers `sample_workflows`'s
+        `prompt_seeds`)."""
         if len(seeds) != len(prompts):
             raise ValueError(f"one seed per prompt: {len(seeds)} seeds for {len(prompts)}")
         s = self.settings
@@ -255,7 +255,7 @@ class PolicyDesigner:
             list(prompts),
             n=n,
             temperature=s.temperature,
-            seed=derive_seed("sample", *seeds),
+            prompt_seeds=list(seeds),
             logits_processors=self.processors(),
             max_new_tokens=s.max_new_tokens,
             batch_size=s.batch_size,

@@ -146,7 +146,7 @@ class TransformersSampler:
             [prompt],
             n=n,
             temperature=temperature,
-            seed=seed,
+            prompt_seeds=[seed],  # the evaluation's draws for this prompt and seed
             logits_processors=list(self.processors),
             max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
             score_bin=self.score_bin,
