@@ -9,6 +9,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from typer.testing import CliRunner
@@ -24,6 +25,8 @@ from flowforge.pipeline.layout import run_design
 from flowforge.pipeline.refine import train_at_once
 from flowforge.pipeline.workers import StageProcessError
 from flowforge.policy.grpo import GRPORunConfig
+from flowforge.policy.sft import library_texts
+from flowforge.workflow.library import load_workflow_dir
 from flowforge.workflow.schema import load_catalog
 
 runner = CliRunner()
@@ -144,7 +147,7 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     settings.write_text(
         "[grpo]\naudit_every = 1\naudit_samples = 2\nusable_only = false\n"  # quick designs
         "[refine]\nenabled = true\nrounds = 2\nsamples = 1\npolicies = 2\nsft_designs = true\n"
-        "sft_top_k = 3\n"
+        "sft_top_k = 3\nprobes = 1\n"
     )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
@@ -157,12 +160,27 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     first, second = (
         pq.read_table(run / "refine" / f"round-{n}" / "judged.parquet") for n in (1, 2)
     )
-    assert [r["judge_calls"] for r in summary["rounds"]] == [300, 300]  # a design per prompt
-    assert first.num_rows == second.num_rows == 300
+    # a design per prompt, then one library probe per prompt (probes = 1), in each round
+    assert [r["judge_calls"] for r in summary["rounds"]] == [600, 600]
+    assert [r["probe_calls"] for r in summary["rounds"]] == [300, 300]
+    assert first.num_rows == second.num_rows == 600
     items = first.column("item").to_pylist() + second.column("item").to_pylist()
-    assert len(set(items)) == 600  # the second round's judgements continue the first's
+    assert len(set(items)) == 1200  # the second round's judgements continue the first's
     # each round draws its own designs (its own seeds, its own policies)
-    assert first.column("workflow_text").to_pylist() != second.column("workflow_text").to_pylist()
+    designs = [t.slice(0, 300).column("workflow_text").to_pylist() for t in (first, second)]
+    assert designs[0] != designs[1]
+    # the probes are library workflows, each paired with a prompt nothing judged it with
+    catalog = load_catalog(run / "library" / "object_info.json")
+    workflows = load_workflow_dir(run / "library" / "workflows").values()
+    library = set(library_texts(workflows, catalog))
+    triplets = run_table(run / "collect")[0]
+    seen = set(_prompt_texts(triplets))
+    for table in (first, second):
+        probes = table.slice(300)
+        pairs = _prompt_texts(probes)
+        assert len(set(pairs)) == 300 and not set(pairs) & seen
+        assert {text for _, text in pairs} <= library
+        seen |= set(pairs)  # round 2 probes further down the list than round 1
     # two GRPO runs per round, GRPO seeds 0 and 1; the judge keeps one of the last round's
     last = run / "refine" / "round-2"
     runs = [run / "grpo"] + [
@@ -187,7 +205,7 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     audits = {d: r["result"]["audit_calls"] for d, r in zip(runs, records, strict=True)}
     assert all(n > 0 for n in audits.values())
     others = sum(n for d, n in audits.items() if d != kept)
-    assert summary["judge_calls"] == 600 + others + choice["judge_calls"]
+    assert summary["judge_calls"] == 1200 + others + choice["judge_calls"]
     assert (last / "reward" / "config.json").is_file()
     assert (kept / "model.safetensors").is_file()
     # the last round's GRPO started from an SFT paired by that round's ensemble (refit_sft);
@@ -203,8 +221,8 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
         str(run / "refine" / f"round-{n}" / "judged.parquet") for n in (1, 2)
     ]
     sft_data = json.loads((repaired / "flowforge_run.json").read_text())["data"]
-    library = list((run / "library" / "workflows").glob("*.json"))
-    assert sft_data["library_workflows"] == len(library) and sft_data["judged_designs"] > 0
+    files = list((run / "library" / "workflows").glob("*.json"))
+    assert sft_data["library_workflows"] == len(files) and sft_data["judged_designs"] > 0
     assert sft_record["pairing_top_k"] == 3  # each prompt paired among its 3 best (sft_top_k)
     assert sft_data["effective_workflows_per_prompt"]["p90"] <= 3 + 1e-6
     starts = [r["config"]["sft_dir"] for r in records[1:]]
@@ -219,12 +237,18 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     assert design.policy == kept and design.reward == last / "reward"
     assert design.reference in (None, repaired)  # guidance extrapolates from GRPO's start
     calls = {m["name"]: m["data_calls"] for m in report["methods"]}
-    grpo_calls = calls["best_fixed"] + 600 + sum(audits.values()) + choice["judge_calls"]
+    grpo_calls = calls["best_fixed"] + 1200 + sum(audits.values()) + choice["judge_calls"]
     assert calls["grpo"] == grpo_calls
     assert calls["sft"] == 0  # the run's SFT, random pairs: it learned from no judgement
     assert calls["grpo_start"] == grpo_calls - audits[kept]  # the rounds' ensemble chose its pairs
     sweep = {point["w"]: point["method"] for point in report["guidance_sweep"]}
     assert sweep[0.0] == "grpo_start"
+
+
+def _prompt_texts(table: pa.Table) -> list[tuple[str, str]]:
+    """The (prompt id, workflow text) pairs of a table with the export's columns."""
+    ids, texts = table.column("prompt_id").to_pylist(), table.column("workflow_text").to_pylist()
+    return list(zip(ids, texts, strict=True))
 
 
 def test_a_refine_grpo_run_that_fails_in_its_process_is_an_error_naming_it(
