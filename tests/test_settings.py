@@ -54,10 +54,10 @@ def test_grpo_prompt_contrast_is_an_added_setting_of_the_stage_keys() -> None:
 def test_refines_judged_design_pairing_is_a_default_that_counts_in_the_stage_key() -> None:
     # sft_designs and sft_top_k changed results when they became the default (session 20),
     # so they are no added settings: a run made before them redoes its refine stage
-    # probes (session 31) is an added setting: off, the rounds do what they did before it
-    assert added_defaults(RefineStageConfig) == {"probes": 0}
+    # so did probes = 2 (session 31): a run made before it redoes its refine stage
+    assert added_defaults(RefineStageConfig) == {}
     refine = RunConfig().section("refine")
-    assert "probes" not in refine
+    assert refine["probes"] == 2
     assert (refine["sft_designs"], refine["sft_top_k"]) == (True, 16)
     # likewise samples = 8 (session 22): the rounds judge other designs, so a run made
     # with 4 redoes its refine stage (and its evaluation) rather than resuming it
