@@ -80,9 +80,9 @@ class RefineStageConfig:
     0.030 held-out to 0.504 / 0.377 / 0.509 (the collapses gone); with two seeds and the
     judge's choice, 0.508 on world 0 and 0.500 on world 1 (best-of-8 0.514 / 0.516; was 0.504
     / 0.463 and 0.507 / 0.506; docs/benchmarks.md, "Two GRPO seeds per round"). The rounds
-    take ~24 minutes (1,426 s at session 22's default on the 2-core EPYC) and 19,446 judge
-    calls since the validation split (1,199 train prompts; 21,680 with 1,330), 97% of the
-    collection's 20,000."""
+    take ~24 minutes (1,426 s at session 22's default on the 2-core EPYC) and 24,474 judge
+    calls with the library probes of session 31 (1,199 train prompts: 2 x (9,592 designs +
+    2,398 probes) and the choice's 494), 122% of the collection's 20,000."""
 
     #: Run the rounds; the evaluation then compares the last round's GRPO policy.
     enabled: bool = True

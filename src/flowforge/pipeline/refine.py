@@ -18,15 +18,19 @@ otherwise idles) and the judge chooses between the last two (`choose`). The last
 GRPO starts from an SFT re-paired by that round's ensemble (`refit_sft`, on by default):
 the refitted ensemble's own per-prompt pick from the library beats the best fixed workflow
 on 71% of held-out prompts on both sim worlds, where GRPO from the random-paired SFT, which
-hardly reads its prompt, reached 59% and 49%; from the re-paired SFT 73% and 49%. A round
-costs `samples` x `seeds` judge calls per train prompt (9,592 by default, 48% of the
-collection: 8 designs per prompt; against the best fixed workflow on world 1, 2 left the
+hardly reads its prompt, reached 59% and 49%; from the re-paired SFT 73% and 49%. Each round
+also judges `probes` library workflows per train prompt, those the ensemble of the moment
+rates best for it and nobody judged with it (`pipeline.probes`: the refit then learns what
+its own per-prompt picks are worth). A round costs (`samples` + `probes`) x `seeds` judge
+calls per train prompt (9,592 + 2,398 by default, 60% of the collection: 8 designs per
+prompt; against the best fixed workflow on world 1, 2 left the
 last GRPO at 49% of held-out prompts, 4 reached 66%, 8 62-71%, best-of-8 70-75%), the choice
 `choose_prompts` per policy; all are charged to every GRPO method's data calls in the
 evaluation.
 
-``RUN/refine/round-N/``: ``judged.parquet`` (the round's judgements, the export's columns;
-written atomically, so a killed round does not judge again), ``reward/`` (the refitted
+``RUN/refine/round-N/``: ``judged.parquet`` (the round's judgements, the export's columns,
+its designs' then its probes'; written atomically, so a killed round does not judge again),
+``probes.json`` (how many of those rows are probes), ``reward/`` (the refitted
 ensemble, retrained from nothing after a kill), ``grpo/``, ``grpo-2/``, ... (the round's GRPO
 runs, seeds ``grpo.seed``, +1, ..., resumed from their checkpoints), ``sft/`` (the last
 round, with `refit_sft`: the re-paired SFT its GRPO runs started from), ``choice.json`` (the
