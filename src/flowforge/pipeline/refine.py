@@ -132,8 +132,9 @@ def refine(
     finished); the summary. Round k judges the policies of round k-1 (the run's GRPO for the
     first), and with `config.probes` the library workflows the ensemble round k-1 trained
     against rates best per train prompt and nobody judged (`judge_probes`; the run's
-    ensemble, `paths.reward`, for the first), and refits on the triplets plus every round's judgements so far, so the ensemble
-    keeps what earlier rounds showed it; it then trains `config.policies` GRPO runs at once.
+    ensemble, `paths.reward`, for the first), and refits on the triplets plus every round's
+    judgements so far, so the ensemble keeps what earlier rounds showed it; it then trains
+    `config.policies` GRPO runs at once.
     After the last round the judge chooses among them (`choose`). `audits` is needed only
     when ``grpo.audit_every > 0``; `processes` is how many processes sample designs (the
     run's `jobs`; the results do not depend on it). With `config.refit_sft` the last round's
