@@ -24,7 +24,6 @@ their own, so probes do not move the designs' render seeds.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..workflow.schema import Catalog
+from ..workflow.textform import text_hash
 
 PROBE_STREAM = 0x9B0BE  # the probes' render seeds' stream (the designs' is 0x5EED)
 
@@ -47,8 +47,8 @@ class Probe:
 
     @property
     def design_hash(self) -> str:
-        """`textform.design_hash` of the workflow: the hash of its text form."""
-        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()[:32]
+        """`textform.design_hash` of the workflow (`text_hash` of its text form)."""
+        return text_hash(self.text)
 
 
 def probe_pairs(

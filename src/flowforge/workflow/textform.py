@@ -295,7 +295,12 @@ def design_hash(workflow: Workflow, catalog: Catalog | None = None) -> str:
     `canonical.workflow_hash` identifies a workflow file (prompt included); this identifies
     what the policy designs, so "is this design in the library?" compares these.
     """
-    text, _ = to_text(workflow, catalog)
+    return text_hash(to_text(workflow, catalog)[0])
+
+
+def text_hash(text: str) -> str:
+    """`design_hash` of the workflow whose text form is `text` (for a text already written
+    by `to_text`, e.g. a library workflow's stored text, without parsing it again)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
