@@ -4,7 +4,7 @@ first round's probe step on a finished run, timed part by part, nothing written.
 Usage: ``python benchmarks/refine_probes.py --run RUN [--probes K]``. RUN is a finished
 ``flowforge run`` with refine rounds; K (default 2) probes per train prompt. Its first round
 is redone in memory exactly as the rounds do it: the run's ensemble scores every train
-prompt against the library (`ensemble_table`), each prompt's K best pairs that the triplets
+prompt against the library (`ensemble_rewards`), each prompt's K best pairs that the triplets
 and the round's judged designs never paired are chosen (`probe_pairs`) and judged with the
 run's judge (`judge_requests`). Prints the seconds of each part, the judge calls and the
 distinct workflows probed, with the machine and the command. Run it alone: its times are
@@ -28,9 +28,9 @@ from flowforge.judge.loader import load_judge
 from flowforge.pipeline.config import load_run_config
 from flowforge.pipeline.draws import RoundTools, train_prompts
 from flowforge.pipeline.layout import REFINE, REWARD_DIR, round_dir
-from flowforge.pipeline.probes import PROBE_STREAM, ensemble_table, probe_pairs
+from flowforge.pipeline.probes import PROBE_STREAM, probe_pairs
 from flowforge.pipeline.refine import JUDGED, PROBES, judge_requests
-from flowforge.policy.sft import library_texts
+from flowforge.policy.sft import ensemble_rewards, library_texts
 from flowforge.workflow.library import load_workflow_dir
 from flowforge.workflow.schema import load_catalog
 
@@ -58,7 +58,8 @@ def main() -> None:
     read_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    table = ensemble_table(args.run / REWARD_DIR, catalog, [p for _, p in prompts], library)
+    asked = [p for _, p in prompts]
+    table = ensemble_rewards(args.run / REWARD_DIR, catalog, library, asked, progress=False)
     table_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -73,16 +73,18 @@ def test_judge_probes_judges_the_ensembles_best_unjudged_pairs(
     library = sorted(set(data.column("workflow_text").to_pylist()))
     prompts = sorted(train_prompts(data).items())
     # The ensemble's table: a made-up preference that differs per prompt (the one part of the
-    # round not run for real here; `ensemble_table` is `predict_table` of the round's reward).
+    # round not run for real here; `ensemble_rewards` is `predict_table` of the round's reward).
     rng = np.random.default_rng(7)
     table = rng.normal(size=(len(prompts), len(library)))
     asked: list[Any] = []
 
-    def fake_table(reward_dir: Path, catalog: Any, texts: list[str], workflows: list[str]) -> Any:
+    def fake_table(
+        reward_dir: Path, catalog: Any, workflows: list[str], texts: list[str], progress: bool
+    ) -> Any:
         asked.append((reward_dir, texts, workflows))
         return table
 
-    monkeypatch.setattr(refine_module, "ensemble_table", fake_table)
+    monkeypatch.setattr(refine_module, "ensemble_rewards", fake_table)
     config = RefineStageConfig(probes=2, seeds=2, seed=3)
     tools = RoundTools(judge, load_catalog(), "ugly", 256, say=lambda line: None)
     judged = judge_probes(Path("r"), library, data, config, tools, round_number=2)

@@ -15,23 +15,21 @@ sides of the comparison GRPO makes.
 
 Which ensemble picks: the one the round's GRPO would otherwise have been shown last (round
 1: the run's, round k: round k-1's refit), the same ``mean - kappa * std`` reward GRPO and
-ensemble pairing read (`EnsembleRewards.predict_table`). A pair already judged (in the
-collection or an earlier round, matched by prompt id and text form) is skipped for the
-next best, so a second round probes further down the ensemble's list instead of judging a
-pair again. The render seeds follow `RefineStageConfig.seed` and the round, on a stream of
-their own, so probes do not move the designs' render seeds.
+ensemble pairing read (`policy.sft.ensemble_rewards`, the table pairing computes). A pair
+already judged (in the collection or an earlier round, matched by prompt id and text form)
+is skipped for the next best, so a second round probes further down the ensemble's list
+instead of judging a pair again. The render seeds follow `RefineStageConfig.seed` and the
+round, on a stream of their own, so probes do not move the designs' render seeds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-from ..workflow.schema import Catalog
 from ..workflow.textform import text_hash
 
 PROBE_STREAM = 0x9B0BE  # the probes' render seeds' stream (the designs' is 0x5EED)
@@ -81,15 +79,3 @@ def probe_pairs(
             if taken == per_prompt:
                 break
     return found
-
-
-def ensemble_table(
-    reward_dir: Path, catalog: Catalog, prompts: Sequence[str], texts: Sequence[str]
-) -> NDArray[np.float64]:
-    """The (prompts, texts) rewards of the ensemble in `reward_dir` (`predict_table`)."""
-    from ..reward.ensemble import load_ensemble
-
-    table: NDArray[np.float64] = load_ensemble(reward_dir, catalog=catalog).predict_table(
-        prompts, texts
-    )
-    return table

@@ -64,7 +64,7 @@ from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import Auditor, JudgeAuditor
 from ..policy.grpo import GRPORunConfig, train_grpo
-from ..policy.sft import library_texts, run_sft
+from ..policy.sft import ensemble_rewards, library_texts, run_sft
 from ..reward.config import RewardConfig
 from ..reward.model import cpu_threads
 from ..reward.store import CONFIG_FILE as REWARD_CONFIG
@@ -77,7 +77,7 @@ from .choose import chosen
 from .config import RefineStageConfig, SFTStageConfig
 from .draws import PROMPT_CHUNK, Draw, RoundTools, draw, train_prompts
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, SFT_DIR, round_dir
-from .probes import PROBE_STREAM, ensemble_table, probe_pairs
+from .probes import PROBE_STREAM, probe_pairs
 
 JUDGED = "judged.parquet"
 PROBES = "probes.json"  # how many of a round's judged rows are library probes (their last)
@@ -454,7 +454,8 @@ def judge_probes(
     prompts = sorted(train_prompts(data).items())
     say = tools.say
     say(f"refine: probing the library: the ensemble's {config.probes} best unjudged per prompt")
-    rewards = ensemble_table(reward_dir, tools.catalog, [p for _, p in prompts], library)
+    asked = [p for _, p in prompts]
+    rewards = ensemble_rewards(reward_dir, tools.catalog, list(library), asked, progress=False)
     ids, texts = data.column("prompt_id").to_pylist(), data.column("workflow_text").to_pylist()
     judged = set(zip(ids, texts, strict=True))
     probes = probe_pairs(prompts, library, rewards, judged, config.probes)
