@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from flowforge.evaluate.config import EvalConfig
 from flowforge.pipeline.config import RefineStageConfig, RunConfig
 from flowforge.policy.checkpoint import RunDirError, open_run
 from flowforge.policy.grpo import GRPORunConfig
@@ -104,3 +105,15 @@ def test_a_run_moved_half_done_resumes_and_other_inputs_are_still_refused(
     assert not open_run(new / "grpo", "grpo", config(new))  # not finished, no error
     with pytest.raises(RunDirError, match="sft_dir"):
         open_run(new / "grpo", "grpo", config(new, "sft-2"))
+
+
+def test_the_guidance_choice_on_all_validation_prompts_counts_in_the_evaluate_key() -> None:
+    # select_prompts went from 50 to all 247 (session 32): it changes which w is chosen,
+    # so a run evaluated before redoes its evaluation instead of reading the old report
+    assert added_defaults(EvalConfig) == {}
+    base = RunConfig()
+    assert base.section("evaluate")["select_prompts"] is None
+    fifty = dataclasses.replace(
+        base, evaluate=dataclasses.replace(base.evaluate, select_prompts=50)
+    )
+    assert fifty.section("evaluate") != base.section("evaluate")
