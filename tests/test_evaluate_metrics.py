@@ -10,8 +10,11 @@ from flowforge.evaluate.metrics import (
     cosine,
     distinct,
     nearest_similarity,
+    paired_difference,
     share_not_in,
     text_bag,
+    wilson_interval,
+    win_interval,
     win_rate,
 )
 
@@ -24,6 +27,35 @@ def test_win_rate_counts_ties_as_half() -> None:
     assert win_rate([0.3] * 5, [0.3] * 5) == 0.5
     with pytest.raises(ValueError, match="paired"):
         win_rate([1.0], [1.0, 2.0])
+
+
+def test_wilson_interval_matches_published_values() -> None:
+    """Wilson's 95% score interval: 5 of 10 is (0.2366, 0.7634); it stays inside [0, 1] at
+    the ends, where the plain normal interval would leave it."""
+    assert wilson_interval(5, 10) == pytest.approx((0.2366, 0.7634), abs=5e-5)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=5e-5)
+    assert wilson_interval(10, 10) == pytest.approx((0.7225, 1.0), abs=5e-5)
+    assert wilson_interval(207, 300) == pytest.approx((0.6355, 0.7397), abs=5e-5)
+    with pytest.raises(ValueError, match="between 0 and 300"):
+        wilson_interval(301, 300)
+
+
+def test_win_interval_counts_ties_as_half_like_the_win_rate() -> None:
+    a, b = [1.0, 2.0, 3.0, 4.0] * 5, [0.0, 2.0, 5.0, 1.0] * 5  # 2.5 wins of 4, five times
+    low, high = win_interval(a, b)
+    assert (low, high) == wilson_interval(12.5, 20)
+    assert low < win_rate(a, b) < high
+
+
+def test_paired_difference_is_the_mean_with_a_normal_interval() -> None:
+    """Differences 1, 2, 3, 4: mean 2.5, sample sd 1.2910, standard error 0.6455, so the
+    95% interval is 2.5 -/+ 1.96 x 0.6455."""
+    mean, low, high = paired_difference([1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0])
+    assert mean == pytest.approx(2.5)
+    assert (low, high) == pytest.approx((2.5 - 1.2652, 2.5 + 1.2652), abs=1e-4)
+    assert paired_difference([0.3, 0.7], [0.3, 0.7]) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="two or more"):
+        paired_difference([1.0], [0.0])
 
 
 def test_distinct_and_share_not_in_library() -> None:

@@ -20,7 +20,8 @@ from flowforge.evaluate.compare import evaluate, heldout_prompts
 from flowforge.evaluate.config import EvalConfig, EvalError, EvalInputs
 from flowforge.evaluate.designers import derive_seed
 from flowforge.evaluate.judging import CheckedDesign, JudgeSession, check_design, judged_requests
-from flowforge.evaluate.report import DESIGNS, REPORT_JSON, REPORT_MD
+from flowforge.evaluate.metrics import paired_difference, wilson_interval
+from flowforge.evaluate.report import DESIGNS, REPORT_JSON, REPORT_MD, intervals
 from flowforge.evaluate.summary import (
     LibraryIndex,
     MethodRun,
@@ -72,6 +73,21 @@ def test_failures_take_the_worst_score_seen_and_lose_every_comparison() -> None:
     # a wins prompt 1 against both; on prompt 2 its failure loses to b and ties with c
     assert rates["a"] == {"b": 0.5, "c": 0.75}
     assert rates["c"]["c"] == 0.5  # a failure ties with a failure
+
+
+def test_intervals_treat_failures_as_the_win_rates_and_the_means_do() -> None:
+    """A failure loses its prompt in the win interval and sits at the floor in the mean
+    difference, the conventions of `win_rates` and the means; no method against itself."""
+    a = run("a", [outcome("sdxl_base", v) for v in (0.5, 0.6, 0.7)] + [outcome("sdxl_base", None)])
+    b = run("b", [outcome("sdxl_base", v) for v in (0.2, 0.6, 0.9, 0.1)])
+    held = per_prompt([a, b], lambda s: s["h"])
+    found = intervals(held, ["a", "b"], ["b"], 0.95)
+    assert set(found) == {"a", "b"} and found["b"] == {}
+    one = found["a"]["b"]
+    assert one["win"] == list(wilson_interval(1.5, 4))  # wins, a tie, a loss, a failure
+    mean, low, high = paired_difference([0.5, 0.6, 0.7, 0.1], [0.2, 0.6, 0.9, 0.1])
+    assert one["difference"] == pytest.approx(mean) and mean == pytest.approx(0.1 / 4)
+    assert one["difference_interval"] == pytest.approx([low, high]) and low < 0 < high
 
 
 def test_summary_counts_validity_novelty_gap_and_errors() -> None:
@@ -284,6 +300,17 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert fixed["distinct"] == 1 and fixed["not_in_library"] == 0.0
     rates = data["win_rates"]["heldout"]
     assert all(math.isclose(rates[n][n], 0.5) for n in names)
+    sure = data["intervals"]  # every method against every baseline but itself
+    assert sure["level"] == 0.95 and set(sure["heldout"]) == set(names)
+    for name in names:
+        assert set(sure["heldout"][name]) == set(data["baselines"]) - {name}
+        for other, one in sure["heldout"][name].items():
+            low, high = one["win"]
+            assert low <= rates[name][other] <= high
+            d_low, d_high = one["difference_interval"]
+            assert d_low <= one["difference"] <= d_high
+    assert "## How sure (95% intervals over prompts)" in markdown
+    assert "| best-of-2 by predicted reward" in markdown.split("## How sure")[1]
     assert [p["w"] for p in data["guidance_sweep"]] == [0.0, 0.5, 1.0, 1.0]
     assert report.table().count("\n") == len(names) + 2 and "| failed |" in report.table()
 
