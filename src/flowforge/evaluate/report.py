@@ -129,24 +129,23 @@ def intervals(
     """How sure the comparisons are: for each method in `names` against each in `against`
     (not itself), the `level` interval of its win rate (failures lose, as in `win_rates`)
     and its mean difference in score with that interval (failures at the floor, as in the
-    means); None where there are fewer than two prompts. Why: a win rate of 69% on 300
+    means); no entries with fewer than two prompts. Why: a win rate of 69% on 300
     prompts is 63-74% at 95%, and targets such as "70% against the best fixed workflow"
     are read against that, not against the point alone."""
-    found: dict[str, dict[str, dict[str, Any]]] = {}
+    found: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
+    if len(next(iter(scoring.values.values()), [])) < 2:
+        return found
     for name in names:
-        mine = {}
+        filled, for_wins = scoring.filled(name), scoring.for_wins(name)
         for other in against:
-            if other == name or len(scoring.values[name]) < 2:
+            if other == name:
                 continue
-            difference, low, high = paired_difference(
-                scoring.filled(name), scoring.filled(other), level
-            )
-            mine[other] = {
-                "win": list(win_interval(scoring.for_wins(name), scoring.for_wins(other), level)),
+            difference, low, high = paired_difference(filled, scoring.filled(other), level)
+            found[name][other] = {
+                "win": list(win_interval(for_wins, scoring.for_wins(other), level)),
                 "difference": difference,
                 "difference_interval": [low, high],
             }
-        found[name] = mine
     return found
 
 
