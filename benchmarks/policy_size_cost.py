@@ -5,7 +5,8 @@ Usage: ``python benchmarks/policy_size_cost.py --run RUN [--widths 128,256] [--p
 w, MLP 3w, heads w/32, the default's 4 blocks) it trains SFT on `pairs` random pairs of the
 run's library (torch's default threads, as the run's SFT), then `grpo-steps` GRPO steps from
 that policy against the run's ensemble (one thread, as each GRPO run of the refine rounds),
-and prints seconds per step of each, parameters, the machine and the command.
+and prints seconds per step of each, parameters, the machine and the command. `--out` must
+be empty or absent (SFT and GRPO resume what they find there).
 
 Why: a larger policy is the lever the issue-6 notes keep naming as untried, and `flowforge
 run` must stay within 45 minutes; its SFT (three times: phase 1, ComfyGen-FT, the re-paired
@@ -42,6 +43,9 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("/tmp/flowforge-bench/policy-size"))
     args = parser.parse_args()
+    if args.out.exists() and any(args.out.iterdir()):
+        # SFT and GRPO resume what they find: a second run would time no training at all
+        parser.error(f"--out {args.out} holds an earlier measurement; remove it or give another")
     library, reward = args.run / "library", args.run / "reward"
     load_before = os.getloadavg()
     for width in (int(w) for w in args.widths.split(",")):
