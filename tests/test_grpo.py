@@ -412,6 +412,24 @@ def test_the_config_is_saved_with_the_run_and_every_checkpoint(
         train_grpo(replace(config, prompt_contrast=0.5), scorer=CheckpointReward())
 
 
+def test_a_mistyped_input_leaves_nothing_that_refuses_the_corrected_run(
+    sft_dir: Path, tmp_path: Path
+) -> None:
+    """A wrong SFT or reward directory fails before the run's record is written: before,
+    `flowforge grpo --sft TYPO --out OUT` left OUT holding a run of those settings, and the
+    corrected command was refused as "a grpo run with other settings (sft_dir)"."""
+    out = tmp_path / "run"
+    with pytest.raises(GRPOError, match="no run record"):
+        train_grpo(config_for(tmp_path / "typo", out, steps=1), scorer=CheckpointReward())
+    with pytest.raises(ValueError, match="no such reward model directory"):
+        train_grpo(config_for(sft_dir, out, steps=1))  # its reward_dir does not exist
+    assert not out.exists()
+    policy = train_grpo(config_for(sft_dir, out, steps=1), scorer=CheckpointReward())
+    record = read_run_config(policy)
+    assert record is not None and record["finished"]
+    assert (policy / "library_designs.json").is_file()
+
+
 def test_only_train_prompts_are_sampled(sft_dir: Path, tmp_path: Path) -> None:
     scorer = CheckpointReward()
     config = config_for(sft_dir, tmp_path / "run", steps=2, prompts_per_step=3)

@@ -100,6 +100,29 @@ def test_foreign_directory_is_not_overwritten(tmp_path: Path) -> None:
         run_sft(SFTRunConfig(out_dir=str(tmp_path), pairs=8, library_size=40, train=TRAIN))
 
 
+def test_a_mistyped_input_leaves_nothing_that_refuses_the_corrected_run(
+    sft_run: SFTRunConfig, tmp_path: Path
+) -> None:
+    """A missing library or start policy fails before the run's record is written, so the
+    same --out takes the corrected command (it was refused as "other settings")."""
+    out = tmp_path / "policy"
+    typo = replace(sft_run, out_dir=str(out), library_dir=str(tmp_path / "typo"))
+    with pytest.raises(ValueError, match="not a directory"):
+        run_sft(typo, progress=False)
+    ft = ComfyGenFTConfig(
+        out_dir=str(out),
+        triplets=str(_triplets(tmp_path / "triplets.parquet")),
+        score_names=("aesthetic", "alignment"),
+        train=TRAIN,
+        init_from=str(tmp_path / "typo"),
+    )
+    with pytest.raises(SFTError, match="no policy to start from"):
+        run_comfygen_ft(ft, progress=False)
+    assert not out.exists()
+    result = run_comfygen_ft(replace(ft, init_from=sft_run.out_dir), progress=False)
+    assert result.policy_dir == out and not result.resumed
+
+
 def test_pairing_visits_every_workflow_before_repeating_one() -> None:
     texts = [f"w{k}" for k in range(10)]
     pairs = library_pairs(texts, ["p1", "p2"], 25, seed=0)

@@ -133,7 +133,7 @@ def grpo_command(
         )
         progress.update(task, completed=int(line["step"]), description=description)
 
-    with progress, _interruptible(f"run the same command to resume {output}"), user_errors():
+    with user_errors(), progress, _interruptible(f"run the same command to resume {output}"):
         policy = train_grpo(config, on_log=on_log, auditor=auditor)
     out.print(f"GRPO policy -> {policy} (log: {policy / 'log.jsonl'})", highlight=False)
 

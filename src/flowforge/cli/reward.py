@@ -55,7 +55,7 @@ def reward_train_command(
         catalog = catalog_option(object_info)
     progress = progress_bar()
     task = progress.add_task("training", total=config.members * config.epochs)
-    with progress, user_errors():
+    with user_errors(), progress:
         result = train_ensemble(
             data,
             out_dir,

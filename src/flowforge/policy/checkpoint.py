@@ -65,12 +65,19 @@ def run_record(kind: str, config: dict[str, Any], finished: bool, **extra: Any) 
 
 
 def open_run(
-    out: Path, kind: str, config: dict[str, Any], added: Mapping[str, Any] | None = None
+    out: Path,
+    kind: str,
+    config: dict[str, Any],
+    added: Mapping[str, Any] | None = None,
+    *,
+    create: bool = True,
 ) -> bool:
     """Create the run (writing its record) or check a resumed one: the same kind and config
     (``out`` aside, so a run can be moved). `added`: settings that came after runs existed
     (`flowforge.settings.added_defaults`), with the value a record written before them
-    stands for. Returns whether it has finished."""
+    stands for. Returns whether it has finished. `create=False` only checks: a caller reads
+    its inputs between the check and the creation, so a mistyped input leaves no record
+    behind that would refuse the corrected command as "other settings"."""
     path = out / RUN_FILE
     if path.is_file():
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -83,6 +90,8 @@ def open_run(
         return bool(record.get("finished"))
     if out.exists() and any(out.iterdir()):
         raise RunDirError(f"{out} exists and is not a {kind} run; choose an empty out")
+    if not create:
+        return False
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, run_record(kind, config, finished=False))
     return False

@@ -412,10 +412,12 @@ def _load(
             f"prompt ({longest}) + max_completion_length ({config.max_completion_length}) "
             f"exceeds the model's {model.config.max_position_embeddings} positions"
         )
-    library_path = out / LIBRARY_FILE
-    if not library_path.is_file():
-        write_json(library_path, _library_designs(config, sft, catalog))
-    library = frozenset(json.loads(library_path.read_text(encoding="utf-8")))
+    library_path = out / LIBRARY_FILE  # written by `train_grpo` once the inputs have loaded
+    library = frozenset(
+        json.loads(library_path.read_text(encoding="utf-8"))
+        if library_path.is_file()
+        else _library_designs(config, sft, catalog)
+    )
     if scorer is None:
         scorer = load_ensemble(config.reward_dir, catalog=catalog)
     grammar = TextFormGrammar(tokenizer, catalog) if config.constrained else None
@@ -668,12 +670,17 @@ def train_grpo(
             "(flowforge grpo --judge) or set audit_every = 0"
         )
     out = Path(config.out)
+    settings, added = asdict(config), added_defaults(GRPORunConfig)
     try:
-        if open_run(out, KIND, asdict(config), added_defaults(GRPORunConfig)):
+        if open_run(out, KIND, settings, added, create=False):
             return out
         checkpoint = latest_checkpoint(out)
         with _settings(config.threads):
-            run = _load(config, out, checkpoint, scorer, auditor)
+            run = _load(config, out, checkpoint, scorer, auditor)  # a bad input fails here
+            open_run(out, KIND, settings, added)  # so only now is a new run's record written
+            library_path = out / LIBRARY_FILE
+            if not library_path.is_file():
+                write_json(library_path, sorted(run.library))
             _train(run, out, checkpoint, on_log)
     except (RunDirError, PolicyLoadError) as err:
         raise GRPOError(str(err)) from None

@@ -104,11 +104,17 @@ class SFTResult:
 
 # --- 1. the run directory -----------------------------------------------------------------
 def _open_run(
-    out_dir: Path, kind: str, config: dict[str, Any], added: dict[str, Any] | None = None
+    out_dir: Path,
+    kind: str,
+    config: dict[str, Any],
+    added: dict[str, Any] | None = None,
+    *,
+    create: bool = True,
 ) -> dict[str, Any] | None:
     """Create the run (writing its config) or check a resumed one; its record if finished.
     `added`: settings that came after runs existed, with the value a record written before
-    them stands for (`flowforge.settings.added_defaults`)."""
+    them stands for (`flowforge.settings.added_defaults`). `create=False` only checks
+    (`checkpoint.open_run`: a mistyped input must leave no record behind)."""
     path = out_dir / RUN_FILE
     if path.is_file():
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
@@ -121,6 +127,8 @@ def _open_run(
         return record if record.get("finished") else None
     if out_dir.exists() and any(out_dir.iterdir()):
         raise SFTError(f"{out_dir} exists and is not a policy run; choose an empty --out")
+    if not create:
+        return None
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_record(out_dir, {"kind": kind, "config": config, "finished": False})
     return None
@@ -365,11 +373,14 @@ def _run(
 ) -> SFTResult:
     """Steps 1-6 for either kind; `examples_of(catalog)` -> (texts, examples, data stats)."""
     added = added_defaults(SFTRunConfig) if kind == "sft" else None
-    done = _open_run(out_dir, kind, config_json, added)
+    done = _open_run(out_dir, kind, config_json, added, create=False)
     if done is not None:
         return _result(out_dir, done, resumed=True)
     start, cpu_start = time.perf_counter(), time.process_time()
-    texts, examples, stats = examples_of(catalog)
+    texts, examples, stats = examples_of(catalog)  # reads the inputs: a bad one fails here,
+    if init_from is not None and not (init_from / "config.json").is_file():
+        raise SFTError(f"{init_from}: no policy to start from (no config.json)")
+    _open_run(out_dir, kind, config_json, added)  # before a new run's record is written
     tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train, init_from)
     try:
         data = tokenize_examples(tokenizer, examples, train.max_length)
