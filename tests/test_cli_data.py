@@ -43,6 +43,14 @@ def test_collect_refuses_a_bad_judge_in_one_line(tmp_path: Path) -> None:
     assert "no_such_module" in result.output and "Traceback" not in result.output
 
 
+def test_an_error_is_printed_as_written_not_read_as_emoji_codes(tmp_path: Path) -> None:
+    """Rich reads ":x:" as an emoji code: `--judge sim:x` printed "sim\u274c the sim's seed"."""
+    result = runner.invoke(app, ["collect", "--judge", "sim:x", "--pairs", "2",
+                                 "--out", str(tmp_path / "r")])  # fmt: skip
+    assert result.exit_code == 2
+    assert "--judge sim:x: the sim's seed must be an integer" in result.output
+
+
 def test_sim_audit_prints_the_four_properties_and_passes_on_seed_0() -> None:
     result = runner.invoke(app, ["sim", "audit", "--seed", "0"])
     assert result.exit_code == 0, result.output

@@ -38,8 +38,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# No emoji codes: Rich would print a user's `--judge sim:x:` or a prompt's ":x:" as an emoji.
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)
 
 ObjectInfoOption = Annotated[
     Path | None,
