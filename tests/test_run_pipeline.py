@@ -110,8 +110,17 @@ def test_a_changed_section_redoes_its_stage_and_every_stage_after_it(tmp_path: P
     config = in_order()
     run_pipeline(config, tmp_path, stages=fake.all())
     changed = dataclasses.replace(config, collect=CollectStageConfig(pairs=99, prompts=10))
-    result = run_pipeline(changed, tmp_path, stages=fake.all())
+    said: list[str] = []
+    result = run_pipeline(changed, tmp_path, stages=fake.all(), say=said.append)
     assert statuses(result) == ["skipped", "ran", "ran"]
+    # what is cleared, and why, is said: a setting, or a stage read that was redone
+    cleared = [line for line in said if "earlier output cleared" in line]
+    assert cleared == [
+        "b: running from nothing, its earlier output cleared (settings changed: "
+        "collect.pairs, collect.prompts)",
+        "c: running from nothing, its earlier output cleared (a stage it reads was redone, "
+        "or its prompt splits changed)",
+    ]
     assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"  # cleared first
     again = dataclasses.replace(changed, library=LibraryStageConfig(size=64))
     assert statuses(run_pipeline(again, tmp_path, stages=fake.all())) == ["ran"] * 3

@@ -279,8 +279,37 @@ def _start(ctx: StageContext, stage: Stage, fingerprints: dict[str, str]) -> _Sk
     record = {"stage": stage.name, "key": key, "status": "running", "started_at": time.time()}
     record["settings"] = {name: ctx.config.section(name) for name in stage.sections}
     _write_json(_marker_path(ctx.run, stage.name), record)
-    ctx.say(f"{stage.name}: {'resuming' if resume else 'running'}")
+    if resume:
+        ctx.say(f"{stage.name}: resuming")
+    elif marker is None or same:  # new, or killed and not resumable
+        ctx.say(f"{stage.name}: running")
+    else:
+        why = redo_reason(marker.get("settings"), record["settings"])
+        ctx.say(f"{stage.name}: running from nothing, its earlier output cleared ({why})")
     return _Started(stage, key, resume, record)
+
+
+def redo_reason(recorded: Any, now: dict[str, Any]) -> str:
+    """Why a stage's earlier output was cleared: the settings (dotted) that differ from those
+    its marker recorded, or else a stage it reads (or the prompt splits) changed. Said out
+    loud because a changed setting, say ``--judge sim:1`` on a finished world-0 run's
+    ``--out``, clears every stage it reaches."""
+    if not isinstance(recorded, dict):
+        return "its key changed"
+    changed: list[str] = []
+
+    def walk(before: Any, after: Any, path: str) -> None:
+        if isinstance(before, dict) and isinstance(after, dict):
+            for name in sorted({*before, *after}):
+                walk(before.get(name), after.get(name), f"{path}.{name}" if path else name)
+        elif before != after:
+            changed.append(path.replace("judge.judge", "judge", 1))
+
+    walk(recorded, now, "")
+    if not changed:
+        return "a stage it reads was redone, or its prompt splits changed"
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return f"settings changed: {shown}"
 
 
 def _finish(ctx: StageContext, started: _Started, timed: Timed) -> tuple[StageOutcome, str]:
