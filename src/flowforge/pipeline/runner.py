@@ -276,15 +276,16 @@ def _start(ctx: StageContext, stage: Stage, fingerprints: dict[str, str]) -> _Sk
     resume = same and stage.resumable
     if not resume:
         clear_stage(ctx.run, stage.name)
+    settings = {name: ctx.config.section(name) for name in stage.sections}
     record = {"stage": stage.name, "key": key, "status": "running", "started_at": time.time()}
-    record["settings"] = {name: ctx.config.section(name) for name in stage.sections}
+    record["settings"] = settings
     _write_json(_marker_path(ctx.run, stage.name), record)
     if resume:
         ctx.say(f"{stage.name}: resuming")
     elif marker is None or same:  # new, or killed and not resumable
         ctx.say(f"{stage.name}: running")
     else:
-        why = redo_reason(marker.get("settings"), record["settings"])
+        why = redo_reason(marker.get("settings"), settings)
         ctx.say(f"{stage.name}: running from nothing, its earlier output cleared ({why})")
     return _Started(stage, key, resume, record)
 
