@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from policy_helpers import TINY, ForceText, library_texts, memorize, tiny_tokenizer
 
-from flowforge.policy.design import DesignError, design, load_designer
+from flowforge.policy.design import DesignError, design, fixed_design, load_designer
 from flowforge.policy.model import (
     PolicyLoadError,
     PolicyModelConfig,
@@ -130,6 +130,15 @@ def test_no_valid_candidate_is_an_error(tmp_path: Path) -> None:
     save_policy(build_tiny_model(TOKENIZER, TINY, seed=0), TOKENIZER, tmp_path)
     with pytest.raises(DesignError, match="none of 2 sampled workflows is valid"):
         design("a cat", tmp_path, samples=2, constrained=False)
+
+
+def test_an_empty_prompt_is_refused(policy_dir: Path) -> None:
+    designer = load_designer(policy_dir)
+    for prompt in ("", "  \n"):
+        with pytest.raises(DesignError, match="the prompt is empty"):
+            designer.design(prompt)
+        with pytest.raises(DesignError, match="the prompt is empty"):
+            fixed_design(prompt, "1 EmptyLatentImage", catalog=designer.catalog)
 
 
 def test_malformed_policy_directory_is_named(tmp_path: Path) -> None:

@@ -212,6 +212,7 @@ class Designer:
         ui: bool = False,
     ) -> DesignResult:
         start = time.perf_counter()
+        _check_prompt(prompt)
         drawn = self.sampler(
             prompt, n=samples, temperature=temperature, seed=seed, negative=negative
         )
@@ -242,11 +243,19 @@ def fixed_design(
     than its policy (`flowforge.evaluate.handover`). DesignError when it does not validate
     against `catalog`."""
     start = time.perf_counter()
+    _check_prompt(prompt)
     workflow, error, valid = parse_request(text, prompt, negative, seed, catalog)
     if not valid or workflow is None:
         raise DesignError(f"the run's best fixed workflow does not validate here: {error}")
     candidates = (Candidate(text, True, None, None),)
     return _handed_over(prompt, seed, text, workflow, catalog, ui, candidates, start)
+
+
+def _check_prompt(prompt: str) -> None:
+    """An empty prompt is refused: the workflow would render with no text to follow (an
+    unconditional image), which no user asking for a design means."""
+    if not prompt.strip():
+        raise DesignError("the prompt is empty: say what the image should show")
 
 
 def _handed_over(
