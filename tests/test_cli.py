@@ -13,6 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from flowforge.cli import app
+from flowforge.cli.helptext import PANELS
 from flowforge.workflow.api import MAX_DEPTH, MAX_FILE_BYTES, load_api, to_api
 from flowforge.workflow.canonical import workflow_hash
 from flowforge.workflow.schema import default_catalog
@@ -213,3 +214,15 @@ def test_shown_defaults_are_the_defaults_the_code_uses() -> None:
         shown = re.search(re.escape(option) + r" .*?\[default: \(([^)]+)\)\]", sft)
         assert shown is not None, option
         assert float(shown.group(1)) == value, (option, shown.group(1), value)
+
+
+def test_the_top_level_help_starts_with_the_main_job_and_places_every_command() -> None:
+    """`flowforge --help` lists run and design first, then the stages, in panels; a command
+    added without a place in `PANELS` would land in an unnamed panel."""
+    placed = [name for _, names in PANELS for name in names]
+    registered = [c.name for c in app.registered_commands] + [g.name for g in app.registered_groups]
+    assert sorted(placed) == sorted(registered)
+    shown = runner.invoke(app, ["--help"], terminal_width=100).output
+    assert "Start here" in shown and "The stages of flowforge run" in shown
+    rows = re.findall(r"^│ ([a-z][a-z-]+) ", shown, flags=re.MULTILINE)
+    assert rows[:2] == ["run", "design"] and set(rows) == set(placed)

@@ -21,8 +21,9 @@ from . import (  # noqa: F401  (register their commands)
     workflow,
 )
 from .app import app
-from .helptext import reflow_help
+from .helptext import arrange_help, reflow_help
 
 reflow_help(app)
+arrange_help(app)
 
 __all__ = ["app"]
