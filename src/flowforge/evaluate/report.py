@@ -135,14 +135,16 @@ def intervals(
     found: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in names}
     if len(next(iter(scoring.values.values()), [])) < 2:
         return found
+    methods = dict.fromkeys([*names, *against])  # each scored once (`filled` scans for the floor)
+    filled = {method: scoring.filled(method) for method in methods}
+    for_wins = {method: scoring.for_wins(method) for method in methods}
     for name in names:
-        filled, for_wins = scoring.filled(name), scoring.for_wins(name)
         for other in against:
             if other == name:
                 continue
-            difference, low, high = paired_difference(filled, scoring.filled(other), level)
+            difference, low, high = paired_difference(filled[name], filled[other], level)
             found[name][other] = {
-                "win": list(win_interval(for_wins, scoring.for_wins(other), level)),
+                "win": list(win_interval(for_wins[name], for_wins[other], level)),
                 "difference": difference,
                 "difference_interval": [low, high],
             }
