@@ -245,6 +245,39 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     assert sweep[0.0] == "grpo_start"
 
 
+def test_other_choice_settings_redo_the_choice_and_keep_the_refine_rounds(
+    quick_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    source, _ = quick_run
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    (run / "run.lock").unlink(missing_ok=True)
+    last = run / "refine" / "round-2"
+    kept = {
+        path: path.read_bytes()
+        for path in (run / "refine").rglob("*")
+        if path.is_file() and path.name in ("judged.parquet", "log.jsonl", "model.safetensors")
+    }
+    assert len(kept) >= 10  # two rounds' judgements, four GRPO runs, the re-paired SFT
+    settings = tmp_path / "choice.toml"
+    settings.write_text("[refine]\nchoose_prompts = 12\nchoose_temperature = 0.9\n")
+    result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stderr.split())  # the console wraps long lines
+    assert said.count("done before, skipped") == 6  # all but refine and evaluate
+    assert (
+        "refine: resuming, its earlier output kept (settings changed: refine.choose_prompts, "
+        "refine.choose_temperature; it redoes only what those decide)" in said
+    )
+    assert "judging the policies again" in said
+    assert "evaluate: running from nothing" in said  # the kept policy may differ
+    assert {path: path.read_bytes() for path in kept} == kept  # nothing trained or judged again
+    choice = json.loads((last / "choice.json").read_text())
+    assert choice["prompts"] == 12 and choice["temperature"] == 0.9
+    summary = json.loads((run / "refine" / "refine.json").read_text())
+    assert summary["choice"] == choice and summary["policy"] == choice["chosen"]
+
+
 def _prompt_texts(table: pa.Table) -> list[tuple[str, str]]:
     """The (prompt id, workflow text) pairs of a table with the export's columns."""
     ids, texts = table.column("prompt_id").to_pylist(), table.column("workflow_text").to_pylist()

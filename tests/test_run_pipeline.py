@@ -163,6 +163,49 @@ def test_a_changed_setting_restarts_a_killed_resumable_stage_from_nothing(
     assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"
 
 
+def test_a_change_in_only_the_settings_a_stage_rechecks_resumes_it_with_its_output(
+    tmp_path: Path,
+) -> None:
+    # b rechecks collect.prompts itself (as refine rechecks its choice's settings): a change
+    # in only that resumes b over its output; c, which reads b, is redone as always
+    fake = FakeStages()
+    stages = fake.all()
+    stages[1] = dataclasses.replace(stages[1], rechecked=("collect.prompts",))
+    config = in_order()
+    run_pipeline(config, tmp_path, stages=stages)
+    said: list[str] = []
+    fewer = dataclasses.replace(config, collect=dataclasses.replace(config.collect, prompts=3))
+    result = run_pipeline(fewer, tmp_path, stages=stages, say=said.append)
+    assert statuses(result) == ["skipped", "resumed", "ran"]
+    assert "b: resuming, its earlier output kept (settings changed: collect.prompts; it " in (
+        "\n".join(said)
+    )
+    assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n" * 2  # kept
+    assert statuses(run_pipeline(fewer, tmp_path, stages=stages)) == ["skipped"] * 3
+    # another setting besides it, or a stage it reads redone: cleared, as any stage
+    more = dataclasses.replace(fewer.collect, prompts=4, pairs=5)
+    assert statuses(
+        run_pipeline(dataclasses.replace(fewer, collect=more), tmp_path, stages=stages)
+    ) == [
+        "skipped",
+        "ran",
+        "ran",
+    ]
+    assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"
+    library = dataclasses.replace(fewer, collect=more, library=LibraryStageConfig(size=64))
+    back = dataclasses.replace(library, collect=dataclasses.replace(more, prompts=6))
+    assert statuses(run_pipeline(back, tmp_path, stages=stages)) == ["ran"] * 3
+    assert (tmp_path / "b" / "log.txt").read_text() == "started\nfinished\n"
+    # a stage that rechecks nothing is cleared by the same change
+    plain = FakeStages().all()
+    run_pipeline(config, tmp_path / "plain", stages=plain)
+    assert statuses(run_pipeline(fewer, tmp_path / "plain", stages=plain)) == [
+        "skipped",
+        "ran",
+        "ran",
+    ]
+
+
 def changed_keys(before: RunConfig, after: RunConfig, redone: str | None = None) -> set[str]:
     """The real stages whose own key differs between the configs, when stage `redone` (if
     any) also gets a new fingerprint (the other inputs' fingerprints held equal)."""

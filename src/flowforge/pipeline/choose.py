@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..data.prompts import fixed_sample, load_prompts
+from ..data.prompts import Prompt, fixed_sample, load_prompts
 from ..evaluate.designers import SamplingSettings, derive_seed, mean_filling_worst
 from ..files import write_text_atomic
 from ..policy.audit import JudgeAuditor
@@ -33,15 +33,22 @@ def chosen(
     config: RefineStageConfig,
     tools: RoundTools,
 ) -> dict[str, Any]:
-    """The judge's choice among the last round's policies (`choose`), read back when a
-    killed run had made it (``round-N/choice.json``, written atomically)."""
+    """The judge's choice among the last round's policies (`choose`), read back when an
+    earlier call made it on the same prompts at the same temperature (``round-N/choice.json``,
+    written atomically); made again when `choose_prompts` or `choose_temperature` changed
+    since (the runner resumes the stage for those, `Stage.rechecked`)."""
     path = here / CHOICE
+    say = tools.say
     if path.is_file():
         recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return recorded
+        ids = [p.id for p in choice_prompts(config)]
+        if recorded.get("prompt_ids") == ids and recorded.get("temperature") == (
+            config.choose_temperature
+        ):
+            return recorded
+        say("refine: the choice's prompts or temperature changed: judging the policies again")
     made = choose(policies, config, here / REWARD_DIR, tools)
     scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
-    say = tools.say
     say(
         f"refine: judged the last round's policies on {made['prompts']} validation prompts: "
         f"{scores}"
@@ -49,6 +56,12 @@ def chosen(
     say(f"refine: keeping {made['chosen']}")
     write_text_atomic(path, json.dumps(made, indent=1) + "\n")
     return made
+
+
+def choice_prompts(config: RefineStageConfig) -> list[Prompt]:
+    """The validation prompts the choice judges: the first `config.choose_prompts` in
+    sha256(id) order, all when None."""
+    return fixed_sample(load_prompts("validation"), config.choose_prompts)
 
 
 def choose(
@@ -68,7 +81,7 @@ def choose(
     Why the judge and not the ensemble: the runs differ most where one climbed into designs
     every member overrates (docs/evaluation.md), which is exactly what the ensemble cannot
     see. Why validation prompts: see the module docstring."""
-    picked = fixed_sample(load_prompts("validation"), config.choose_prompts)
+    picked = choice_prompts(config)
     prompts = [p.text for p in picked]
     design_seeds = [derive_seed("refine-choose", config.seed, p.id) for p in picked]
     render_seeds = [derive_seed("refine-choose-render", config.seed, p.id) for p in picked]

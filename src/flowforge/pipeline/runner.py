@@ -8,6 +8,9 @@ that key. When the run starts again:
 - ``running`` with the same key (the process was killed): a resumable stage continues from
   its own checkpoints (collection journal, SFT and GRPO checkpoints), any other is cleared
   and restarted;
+- another key only because of settings the stage rechecks itself (`Stage.rechecked`: the
+  refine rounds' choice among the last round's policies): resumed, its output kept, and
+  the stage redoes what those settings decide (the choice, not the ~20 minutes of rounds);
 - anything else (no marker, another key: a setting changed, or an earlier stage was redone):
   its directory is cleared and the stage runs from nothing.
 
@@ -84,17 +87,18 @@ def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> 
     the choices validation's, the evaluation held-out's too). A stage reading only the train
     split keys its version as a plain string, as every stage did before the versions were
     per split, so the training stages of such runs stay valid."""
+    sections = {name: config.section(name) for name in stage.sections}
+    return _key(stage, sections, {name: fingerprints[name] for name in stage.reads(config)})
+
+
+def _key(stage: Stage, sections: dict[str, Any], inputs: dict[str, str]) -> str:
+    """`stage_key` of given section values and input fingerprints."""
     splits: str | dict[str, str] = (
         SPLIT_VERSIONS["train"]
         if stage.splits == ("train",)
         else {name: SPLIT_VERSIONS[name] for name in stage.splits}
     )
-    payload = {
-        "stage": stage.name,
-        "splits": splits,
-        "sections": {name: config.section(name) for name in stage.sections},
-        "inputs": {name: fingerprints[name] for name in stage.reads(config)},
-    }
+    payload = {"stage": stage.name, "splits": splits, "sections": sections, "inputs": inputs}
     text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -273,14 +277,19 @@ def _start(ctx: StageContext, stage: Stage, fingerprints: dict[str, str]) -> _Sk
         ctx.say(f"{stage.name}: done before, skipped")
         skipped = StageOutcome(stage.name, "skipped", 0.0, 0.0, marker["result"])
         return _Skipped(skipped, marker["fingerprint"])
-    resume = same and stage.resumable
+    settings = {name: ctx.config.section(name) for name in stage.sections}
+    rechecked = not same and _only_rechecked_changed(stage, marker, settings, ctx, fingerprints)
+    resume = (same or rechecked) and stage.resumable
     if not resume:
         clear_stage(ctx.run, stage.name)
-    settings = {name: ctx.config.section(name) for name in stage.sections}
     record = {"stage": stage.name, "key": key, "status": "running", "started_at": time.time()}
     record["settings"] = settings
     _write_json(_marker_path(ctx.run, stage.name), record)
-    if resume:
+    if resume and rechecked:
+        why = redo_reason(marker.get("settings") if marker else None, settings)
+        kept = f"{stage.name}: resuming, its earlier output kept"
+        ctx.say(f"{kept} ({why}; it redoes only what those decide)")
+    elif resume:
         ctx.say(f"{stage.name}: resuming")
     elif marker is None or same:  # new, or killed and not resumable
         ctx.say(f"{stage.name}: running")
@@ -288,6 +297,36 @@ def _start(ctx: StageContext, stage: Stage, fingerprints: dict[str, str]) -> _Sk
         why = redo_reason(marker.get("settings"), settings)
         ctx.say(f"{stage.name}: running from nothing, its earlier output cleared ({why})")
     return _Started(stage, key, resume, record)
+
+
+def _only_rechecked_changed(
+    stage: Stage,
+    marker: dict[str, Any] | None,
+    settings: dict[str, Any],
+    ctx: StageContext,
+    fingerprints: dict[str, str],
+) -> bool:
+    """Whether the stage's marker differs from today's key only in settings the stage
+    rechecks itself (`Stage.rechecked`): its key with those settings put back to what the
+    marker recorded is the marker's key, so nothing else changed (not a setting, not a stage
+    it reads, not a prompt split)."""
+    if marker is None or not stage.rechecked or not stage.resumable:
+        return False
+    recorded = marker.get("settings")
+    if not isinstance(recorded, dict):
+        return False
+    patched = json.loads(json.dumps(settings))  # a deep copy
+    for dotted in stage.rechecked:
+        section, _, name = dotted.partition(".")
+        before, now = recorded.get(section), patched.get(section)
+        if not isinstance(before, dict) or not isinstance(now, dict):
+            return False
+        if name in before:
+            now[name] = before[name]
+        else:  # recorded while at an added setting's default (`flowforge.settings`)
+            now.pop(name, None)
+    inputs = {name: fingerprints[name] for name in stage.reads(ctx.config)}
+    return _key(stage, patched, inputs) == marker.get("key")
 
 
 def redo_reason(recorded: Any, now: dict[str, Any]) -> str:

@@ -111,6 +111,12 @@ class Stage:
     #: slowed (three busy processes on two cores: the round's two GRPO runs took 319 s
     #: instead of ~245 s in the 5199c09 run from nothing; docs/benchmarks.md).
     yields: bool = False
+    #: Dotted settings (``section.name``) a resumable stage checks against its own output
+    #: when it resumes, redoing what they decide: a change in only these resumes the stage
+    #: instead of clearing it (`runner`). The refine rounds: which of the last round's
+    #: policies the judge keeps depends on `choose_prompts` and `choose_temperature`, the
+    #: ~20 minutes of rounds before it do not (`pipeline.choose.chosen` judges again).
+    rechecked: tuple[str, ...] = ()
 
     def reads(self, config: RunConfig) -> tuple[str, ...]:
         """The earlier stages whose outputs it reads under `config` (its key covers these)."""
@@ -357,6 +363,7 @@ STAGES: tuple[Stage, ...] = (
         refine_stage,
         _refine_unread,
         ("train", "validation"),  # the judge's choice among the last round's policies
+        rechecked=("refine.choose_prompts", "refine.choose_temperature"),
     ),
     Stage(
         EVALUATE,
