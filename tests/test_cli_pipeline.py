@@ -83,6 +83,13 @@ def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_pat
     calls = {m["name"]: m["data_calls"] for m in in_run["methods"]}
     again = {m["name"]: m["data_calls"] for m in report["methods"]}
     assert again["grpo"] == calls["grpo"] > calls["best_fixed"]  # the rounds' judgements too
+    # the same --out again: refused before any work, the report kept; --overwrite replaces it
+    refused = runner.invoke(app, [*args[:-4], "--prompts", "3", "--out", str(out)])
+    assert refused.exit_code == 2 and "--overwrite" in " ".join(refused.output.split())
+    assert json.loads((out / "report.json").read_text())["config"]["prompts"] == 4
+    replaced = runner.invoke(app, [*args[:-4], "--prompts", "3", "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
+    assert json.loads((out / "report.json").read_text())["config"]["prompts"] == 3
 
 
 def test_evaluate_warns_when_a_given_grpo_policy_started_from_another_sft(

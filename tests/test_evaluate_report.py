@@ -326,8 +326,16 @@ def test_missing_policies_are_reported_as_not_run(inputs: EvalInputs, tmp_path: 
         prompts=2, seeds=1, min_prompts=1, oracle=False, heldout_scorer="alignment",
         ensemble_pick=True,
     )  # fmt: skip
+    # an earlier, fuller report in the same directory: its plots must not outlive it
+    earlier = ["scores.png", "guidance.png", "grpo.png"]
+    (tmp_path / REPORT_JSON).write_text(json.dumps({"plots": earlier}), encoding="utf-8")
+    for name in [*earlier, "mine.png"]:  # mine.png: the user's, no report listed it
+        (tmp_path / name).write_bytes(b"old")
     report = evaluate(config, bare, load_judge(FAKE), tmp_path, encoder=FakeEncoder)
     assert [m["name"] for m in report.data["methods"]] == ["default", "best_fixed", "retrieval"]
+    drawn = set(report.data["plots"])
+    assert "grpo.png" not in drawn and "scores.png" in drawn
+    assert {p.name for p in tmp_path.glob("*.png")} == drawn | {"mine.png"}
     not_run = report.data["not_run"]
     assert set(not_run) >= {
         "sft", "grpo", "comfygen_ft", "grpo_w1", "grpo_wsel", "best_of_8", "oracle",

@@ -199,17 +199,29 @@ def evaluate_command(
             max=2,
         ),
     ] = 2,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite", help="Replace the report an earlier evaluation wrote into --out."
+        ),
+    ] = False,
 ) -> None:
     """Compare every designer on held-out prompts with one judge; write report.md/json + PNGs.
 
     Inputs come from --run RUN (what `flowforge run` built) or one flag each; a method whose
     input is missing is reported as not run. Held-out prompts were never seen by any stage.
+    An --out that holds a report already is refused unless --overwrite says to replace it.
     """
     from ..evaluate.compare import evaluate
-    from ..evaluate.report import results_table
+    from ..evaluate.report import REPORT_JSON, results_table
     from ..judge.loader import load_judge
     from ..pipeline.config import load_eval_config
 
+    if (output / REPORT_JSON).exists() and not overwrite:
+        fail(
+            f"{output} holds an evaluation report already ({REPORT_JSON}); give another --out, "
+            "or --overwrite to replace it"
+        )
     with user_errors():
         config = load_eval_config(config_file)
         if prompts is not None:

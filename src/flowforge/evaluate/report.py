@@ -199,16 +199,31 @@ def _clean(value: Any) -> Any:
 def write_report(
     out: Path, report: EvalReport, runs: Sequence[MethodRun], grpo_dir: Path | None
 ) -> EvalReport:
-    """Write every report file into `out` (plots included) and return the report."""
+    """Write every report file into `out` (plots included) and return the report. A report
+    there before is replaced whole: its plots that this one does not draw (a GRPO curve of
+    a run without GRPO, say) are removed once the new files are written, so no plot of
+    another evaluation stays beside this report."""
     from .plots import plot_all
 
     out.mkdir(parents=True, exist_ok=True)
+    earlier = _plots_of(out / REPORT_JSON)
     plots = plot_all(out, report.data, grpo_dir)
     data = {**report.data, "plots": [p.name for p in plots]}
     write_text_atomic(out / DESIGNS, "".join(json.dumps(row) + "\n" for row in design_rows(runs)))
     write_text_atomic(out / REPORT_JSON, json.dumps(data, indent=1) + "\n")
     write_text_atomic(out / REPORT_MD, render_markdown(data))
+    for name in earlier - set(data["plots"]):
+        (out / name).unlink(missing_ok=True)
     return EvalReport(report.summaries, data, out)
+
+
+def _plots_of(path: Path) -> set[str]:
+    """The plot file names a report.json lists (none when there is no readable one)."""
+    try:
+        listed = json.loads(path.read_text(encoding="utf-8")).get("plots", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {Path(name).name for name in listed if isinstance(name, str)}
 
 
 def design_rows(runs: Sequence[MethodRun]) -> list[dict[str, Any]]:
