@@ -96,7 +96,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(sft_run: SFTRunConfig, tmp_
 
 def test_foreign_directory_is_not_overwritten(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(SFTError, match="not a policy run"):
+    with pytest.raises(SFTError, match="exists and is not a sft run; choose an empty --out"):
         run_sft(SFTRunConfig(out_dir=str(tmp_path), pairs=8, library_size=40, train=TRAIN))
 
 

@@ -71,30 +71,33 @@ def open_run(
     added: Mapping[str, Any] | None = None,
     *,
     create: bool = True,
-) -> bool:
+    out_key: str = "out",
+) -> dict[str, Any] | None:
     """Create the run (writing its record) or check a resumed one: the same kind and config
-    (``out`` aside, so a run can be moved). `added`: settings that came after runs existed
+    (the setting `out_key` aside, so a run can be moved); the record of a finished run, None
+    otherwise. `added`: settings that came after runs existed
     (`flowforge.settings.added_defaults`), with the value a record written before them
-    stands for. Returns whether it has finished. `create=False` only checks: a caller reads
-    its inputs between the check and the creation, so a mistyped input leaves no record
-    behind that would refuse the corrected command as "other settings"."""
+    stands for. `create=False` only checks: a caller reads its inputs between the check and
+    the creation, so a mistyped input leaves no record behind that would refuse the
+    corrected command as "other settings". GRPO and SFT (and ComfyGen-FT) runs both open
+    their directories here."""
     path = out / RUN_FILE
     if path.is_file():
-        record = json.loads(path.read_text(encoding="utf-8"))
-        changed = changed_settings(record.get("config", {}), config, "out", added)
+        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        changed = changed_settings(record.get("config", {}), config, out_key, added)
         if record.get("kind") != kind or changed:
             raise RunDirError(
                 f"{out} holds a {record.get('kind')} run with other settings "
-                f"({', '.join(changed) or 'kind'}); use a new out or the same settings"
+                f"({', '.join(changed) or 'kind'}); use a new --out or the same settings"
             )
-        return bool(record.get("finished"))
+        return record if record.get("finished") else None
     if out.exists() and any(out.iterdir()):
-        raise RunDirError(f"{out} exists and is not a {kind} run; choose an empty out")
+        raise RunDirError(f"{out} exists and is not a {kind} run; choose an empty --out")
     if not create:
-        return False
+        return None
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, run_record(kind, config, finished=False))
-    return False
+    return None
 
 
 def latest_checkpoint(out: Path) -> Path | None:

@@ -52,12 +52,13 @@ from trl.trainer.sft_trainer import SFTTrainer
 from flowforge.data.prompts import load_prompts
 from flowforge.files import write_text_atomic
 from flowforge.reward.backbone import TextEncoder, default_encoder
-from flowforge.settings import added_defaults, changed_settings
+from flowforge.settings import added_defaults
 from flowforge.workflow.graph import Workflow
 from flowforge.workflow.library import build_library, load_seed_library, load_workflow_dir
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
 
+from .checkpoint import RunDirError, open_run
 from .config import ComfyGenFTConfig, SFTError, SFTRunConfig, TrainSettings
 from .directory import RUN_FILE
 from .examples import (
@@ -111,27 +112,12 @@ def _open_run(
     *,
     create: bool = True,
 ) -> dict[str, Any] | None:
-    """Create the run (writing its config) or check a resumed one; its record if finished.
-    `added`: settings that came after runs existed, with the value a record written before
-    them stands for (`flowforge.settings.added_defaults`). `create=False` only checks
-    (`checkpoint.open_run`: a mistyped input must leave no record behind)."""
-    path = out_dir / RUN_FILE
-    if path.is_file():
-        record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        changed = changed_settings(record.get("config", {}), config, "out_dir", added)
-        if record.get("kind") != kind or changed:
-            raise SFTError(
-                f"{out_dir} holds a {record.get('kind')} run with other settings "
-                f"({', '.join(changed) or 'kind'}); use a new --out or the same settings"
-            )
-        return record if record.get("finished") else None
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise SFTError(f"{out_dir} exists and is not a policy run; choose an empty --out")
-    if not create:
-        return None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_record(out_dir, {"kind": kind, "config": config, "finished": False})
-    return None
+    """`checkpoint.open_run` for a policy run (its directory setting is ``out_dir``), its
+    refusals as `SFTError`s."""
+    try:
+        return open_run(out_dir, kind, config, added, create=create, out_key="out_dir")
+    except RunDirError as err:
+        raise SFTError(str(err)) from None
 
 
 def _write_record(out_dir: Path, record: dict[str, Any]) -> None:
