@@ -255,3 +255,6 @@ def test_comfygen_ft_refuses_a_start_whose_vocabulary_cannot_write_the_data(
     )
     with pytest.raises(SFTError, match="vocabulary cannot write a training workflow"):
         run_comfygen_ft(config, progress=False)
+    # refused before the run's record: the same --out takes a corrected command
+    out = tmp_path / "ft"
+    assert not out.exists() or not any(out.iterdir())

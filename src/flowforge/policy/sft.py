@@ -183,20 +183,18 @@ def _tokenizer_and_model(
     train: TrainSettings,
     init_from: Path | None = None,
 ) -> tuple[PolicyTokenizer, PreTrainedModel | PeftModel]:
-    """The run's tokenizer (fitted on first start and saved, read back on resume) and model;
-    with `init_from`, that policy's model and tokenizer (a resumed run then loads its last
-    checkpoint's weights over them)."""
+    """The run's tokenizer (fitted on first start, read back on resume) and model; with
+    `init_from`, that policy's model and tokenizer (a resumed run then loads its last
+    checkpoint's weights over them). A new run's tokenizer is saved by the caller, once the
+    examples have tokenized and the run's record is written: an input that fails leaves
+    `out_dir` as it was."""
     saved = (out_dir / "tokenizer.json").is_file()
     if init_from is not None:
         start, tokenizer = load_policy(init_from)
-        if saved:
-            if load_tokenizer(out_dir).vocab != tokenizer.vocab:
-                raise SFTError(
-                    f"{out_dir} was started with another tokenizer than {init_from}'s; "
-                    "use a new --out"
-                )
-        else:
-            tokenizer.save(out_dir)
+        if saved and load_tokenizer(out_dir).vocab != tokenizer.vocab:
+            raise SFTError(
+                f"{out_dir} was started with another tokenizer than {init_from}'s; use a new --out"
+            )
         start.train()
         return tokenizer, start
     if saved:
@@ -214,8 +212,6 @@ def _tokenizer_and_model(
         model: PreTrainedModel | PeftModel = tiny
     else:
         model, tokenizer = prepare_pretrained(Path(train.base_model), vocab, train.lora)
-    if not saved:
-        tokenizer.save(out_dir)
     return tokenizer, model
 
 
@@ -366,7 +362,6 @@ def _run(
     texts, examples, stats = examples_of(catalog)  # reads the inputs: a bad one fails here,
     if init_from is not None and not (init_from / "config.json").is_file():
         raise SFTError(f"{init_from}: no policy to start from (no config.json)")
-    _open_run(out_dir, kind, config_json, added)  # before a new run's record is written
     tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train, init_from)
     try:
         data = tokenize_examples(tokenizer, examples, train.max_length)
@@ -375,6 +370,9 @@ def _run(
             f"the policy's vocabulary cannot write a training workflow ({err}); "
             "fine-tune a policy trained on the library these examples were drawn from"
         ) from None
+    _open_run(out_dir, kind, config_json, added)  # only now is a new run's record written
+    if not (out_dir / "tokenizer.json").is_file():
+        tokenizer.save(out_dir)
     steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress, say)
     record = {
         "kind": kind,
