@@ -145,6 +145,19 @@ def split_size(split: Split) -> int:
     return len(load_prompts(split))
 
 
+def sample_count_problem(name: str, count: int | None, split: Split, least: int = 1) -> str | None:
+    """What is wrong with the setting `name` asking for `count` prompts of `split` (None:
+    all of them), or None when nothing is: below `least` (0 where 0 switches the step off)
+    or more than the split holds (`split_size`). One wording for every such setting (the
+    refine choice's, the guidance choice's, the hand-over guard's)."""
+    available = split_size(split)
+    if count is None or least <= count <= available:
+        return None
+    return (
+        f"{name} is {count}: {least} to the {split} split's {available} prompts, or unset for all"
+    )
+
+
 def fixed_sample(prompts: Sequence[Prompt], count: int | None = None) -> list[Prompt]:
     """The first `count` of `prompts` in sha256(id) order (all when None): a sample that is
     the same on every machine and for every seed, and grows by adding, never reshuffling.

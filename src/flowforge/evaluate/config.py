@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from ..data.prompts import split_size
+from ..data.prompts import sample_count_problem
 from ..judge.sim.scorers import HELDOUT_SCORER
 
 BestOfSource = Literal["grpo", "sft", "selected"]
@@ -107,6 +107,9 @@ class EvalConfig:
 
     def _checks(self) -> list[tuple[bool, str]]:
         weights = self.guidance_weights
+        # 0 prompts: no guidance choice, no guard
+        select = sample_count_problem("select_prompts", self.select_prompts, "validation", 0)
+        guard = sample_count_problem("guard_prompts", self.guard_prompts, "validation", 0)
         return [
             (self.prompts is None or self.prompts >= 2, "prompts must be >= 2 (or None: all)"),
             (self.seeds >= 1 and self.oracle_seeds >= 1, "seeds and oracle_seeds must be >= 1"),
@@ -119,21 +122,9 @@ class EvalConfig:
                 self.best_of_source in ("grpo", "sft", "selected"),
                 "best_of_source must be 'grpo', 'sft' or 'selected'",
             ),
-            (
-                self.select_prompts is None or self.select_prompts >= 0,
-                "select_prompts must be >= 0 (0: no selection) or unset for all",
-            ),
-            (
-                self.select_prompts is None or self.select_prompts <= split_size("validation"),
-                f"select_prompts is {self.select_prompts}, but the validation split it draws "
-                f"from holds {split_size('validation')} prompts",
-            ),
+            (select is None, select or ""),
+            (guard is None, guard or ""),
             (self.select_seeds >= 1, "select_seeds must be >= 1"),
-            (
-                self.guard_prompts is None or 0 <= self.guard_prompts <= split_size("validation"),
-                f"guard_prompts is {self.guard_prompts}: 0 (no guard) to the validation split's "
-                f"{split_size('validation')} prompts, or unset for all",
-            ),
             (self.temperature > 0, f"temperature must be > 0 (sampling), got {self.temperature}"),
             (self.max_new_tokens >= 2, "max_new_tokens must be >= 2"),
             (self.batch_size >= 1 and self.judge_batch >= 1, "batch sizes must be >= 1"),

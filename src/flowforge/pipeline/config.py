@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..data.prompts import split_size
+from ..data.prompts import sample_count_problem
 from ..evaluate.config import EvalConfig
 from ..judge.loader import JudgeLoadError, judge_id
 from ..policy.config import SFTRunConfig, TrainSettings, pairing_problem
@@ -167,20 +167,13 @@ class RefineStageConfig:
             raise RunConfigError(f"refine: probes must be >= 0 (0: none), got {self.probes}")
         if self.rounds < 1 or self.samples < 1 or self.seeds < 1 or not self.temperature > 0:
             raise RunConfigError("refine: rounds, samples and seeds must be >= 1, temperature > 0")
-        few = self.choose_prompts is not None and self.choose_prompts < 1
-        if self.policies < 1 or few or not self.choose_temperature > 0:
-            raise RunConfigError(
-                "refine: policies and choose_prompts must be >= 1 (choose_prompts unset: all "
-                "validation prompts), choose_temperature > 0"
-            )
+        if self.policies < 1 or not self.choose_temperature > 0:
+            raise RunConfigError("refine: policies must be >= 1, choose_temperature > 0")
         if self.sft_top_k < 0:
             raise RunConfigError(f"refine: sft_top_k must be >= 0 (0: all), got {self.sft_top_k}")
-        available = split_size("validation")
-        if self.choose_prompts is not None and self.choose_prompts > available:
-            raise RunConfigError(
-                f"refine: choose_prompts is {self.choose_prompts}, but the validation split "
-                f"holds {available} prompts: set at most {available}, or unset it for all"
-            )
+        problem = sample_count_problem("choose_prompts", self.choose_prompts, "validation")
+        if problem is not None:
+            raise RunConfigError(f"refine: {problem}")
 
 
 def _small_model() -> TrainSettings:
