@@ -23,6 +23,7 @@ from flowforge.pipeline.config import (
     load_run_config,
     quick_config,
 )
+from flowforge.pipeline.overrides import ConfigFileError
 from flowforge.pipeline.refine import RefinePaths, refit_sft
 from flowforge.pipeline.runner import (
     RUN_FILE,
@@ -363,6 +364,28 @@ def test_the_repaired_sft_trains_on_its_own_threads(
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(original)
+
+
+def test_the_repaired_sft_takes_refines_own_model_when_one_is_set(tmp_path: Path) -> None:
+    """`[refine.sft_model]` widens the re-paired SFT (and so the kept policy) alone; unset,
+    it is the run's SFT model, and keys nothing (runs made before it keep their keys)."""
+    path = tmp_path / "wide.toml"
+    path.write_text("[refine.sft_model]\nhidden_size = 256\nnum_attention_heads = 8\n")
+    wide = load_run_config(path)
+    assert wide.refine.sft_model is not None and wide.sft.train.model.hidden_size == 128
+    assert wide.refine.sft_model.hidden_size == 256 and wide.refine.sft_model.num_hidden_layers == 4
+    repaired = refine_module.repaired_sft(wide.sft, wide.refine)
+    assert repaired.train.model == wide.refine.sft_model
+    assert repaired.train.learning_rate == wide.sft.train.learning_rate  # the rest: the run's
+    assert repaired.pairs == wide.sft.pairs
+    plain = in_order()
+    assert plain.refine.sft_model is None and "sft_model" not in plain.section("refine")
+    assert refine_module.repaired_sft(plain.sft, plain.refine) == plain.sft
+    assert changed_keys(plain, dataclasses.replace(plain, refine=wide.refine)) == {"refine"}
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[refine.sft_model]\nhidden_sise = 256\n")
+    with pytest.raises(ConfigFileError, match=r"unknown setting 'refine\.sft_model\.hidden_sise'"):
+        load_run_config(bad)
 
 
 def test_sft_threads_below_one_are_refused() -> None:

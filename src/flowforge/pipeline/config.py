@@ -23,7 +23,7 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
-from ..settings import to_json
+from ..settings import added_setting, to_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file
 
@@ -149,6 +149,14 @@ class RefineStageConfig:
     #: It applies with `sft_designs` off too: the default before session 20 is both off
     #: (`sft_designs = false`, `sft_top_k = 0`).
     sft_top_k: int = 16
+    #: With `refit_sft`: the re-paired SFT's model (``[refine.sft_model]``, the keys of
+    #: ``[sft.train.model]``), and so the last round's GRPO policies' and the run's
+    #: designer's; None: the run's SFT model (`sft.train.model`). Why: a policy twice as
+    #: wide everywhere (256 / 768 / 8 heads) scored 0.599 and 0.619 on the two sim worlds
+    #: in one draw each (docs/evaluation.md, "What was tried") but costs ~35 more minutes,
+    #: most of it in stages whose policies the run does not keep (phase-1 SFT and GRPO,
+    #: the first round's GRPO); this widens only the policy the run keeps.
+    sft_model: PolicyModelConfig | None = added_setting(None)  # noqa: RUF009 (a field())
     #: Library probes per train prompt and round (`pipeline.probes`): the library workflows
     #: the ensemble of the moment (round 1: the run's; round k: round k-1's refit) predicts
     #: best for the prompt among those never judged with it, each judged on `seeds` render

@@ -58,6 +58,8 @@ def apply(config: T, changes: Mapping[str, Any], where: str = "") -> T:
         if key not in names:
             raise ConfigFileError(f"unknown setting {path!r}; known here: {', '.join(names)}")
         current = getattr(config, key)
+        if current is None and isinstance(value, Mapping):
+            current = _optional_table(hints[key], path)  # `X | None` unset: X's defaults
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
             if not isinstance(value, Mapping):
                 raise ConfigFileError(f"{path} is a table of settings, not {value!r}")
@@ -69,6 +71,17 @@ def apply(config: T, changes: Mapping[str, Any], where: str = "") -> T:
     except (ValueError, TypeError) as error:
         section = where.rstrip(".") or "the run config"
         raise ConfigFileError(f"settings of {section}: {error}") from None
+
+
+def _optional_table(hint: Any, path: str) -> Any:
+    """The defaults of the dataclass in an optional setting's hint (``X | None``), which a
+    table in the file sets; None when the hint has no dataclass (the table is then refused
+    by `convert`)."""
+    if typing.get_origin(hint) not in (Union, types.UnionType):
+        return None
+    args = typing.get_args(hint)
+    kinds = [a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)]
+    return kinds[0]() if len(kinds) == 1 else None
 
 
 def convert(value: Any, hint: Any, path: str) -> Any:

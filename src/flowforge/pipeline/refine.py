@@ -162,7 +162,14 @@ def refine(
             judged_so_far = range(1, number + 1) if config.sft_designs else range(0)
             designs = tuple(str(paths.out / round_dir(k) / JUDGED) for k in judged_so_far)
             start = refit_sft(
-                here, reward_dir, sft, paths, say, designs, config.sft_top_k, sft_threads
+                here,
+                reward_dir,
+                repaired_sft(sft, config),
+                paths,
+                say,
+                designs,
+                config.sft_top_k,
+                sft_threads,
             )
             what = "the re-paired SFT"
         runs = [
@@ -218,6 +225,14 @@ def refine(
     }
     write_text_atomic(paths.out / REFINE_SUMMARY, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def repaired_sft(sft: SFTStageConfig, config: RefineStageConfig) -> SFTStageConfig:
+    """The run's SFT settings as the re-paired SFT trains with them: its model replaced by
+    `config.sft_model` when one is set (the kept policy's own width), all else the run's."""
+    if config.sft_model is None:
+        return sft
+    return replace(sft, train=replace(sft.train, model=config.sft_model))
 
 
 def refit_sft(
