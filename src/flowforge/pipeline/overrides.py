@@ -59,7 +59,7 @@ def apply(config: T, changes: Mapping[str, Any], where: str = "") -> T:
             raise ConfigFileError(f"unknown setting {path!r}; known here: {', '.join(names)}")
         current = getattr(config, key)
         if current is None and isinstance(value, Mapping):
-            current = _optional_table(hints[key], path)  # `X | None` unset: X's defaults
+            current = _optional_table(hints[key])  # `X | None` unset: X's defaults
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
             if not isinstance(value, Mapping):
                 raise ConfigFileError(f"{path} is a table of settings, not {value!r}")
@@ -73,7 +73,7 @@ def apply(config: T, changes: Mapping[str, Any], where: str = "") -> T:
         raise ConfigFileError(f"settings of {section}: {error}") from None
 
 
-def _optional_table(hint: Any, path: str) -> Any:
+def _optional_table(hint: Any) -> Any:
     """The defaults of the dataclass in an optional setting's hint (``X | None``), which a
     table in the file sets; None when the hint has no dataclass (the table is then refused
     by `convert`)."""

@@ -87,8 +87,17 @@ def stage_key(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> 
     the choices validation's, the evaluation held-out's too). A stage reading only the train
     split keys its version as a plain string, as every stage did before the versions were
     per split, so the training stages of such runs stay valid."""
-    sections = {name: config.section(name) for name in stage.sections}
-    return _key(stage, sections, {name: fingerprints[name] for name in stage.reads(config)})
+    return _key(stage, _settings(stage, config), _inputs(stage, config, fingerprints))
+
+
+def _settings(stage: Stage, config: RunConfig) -> dict[str, Any]:
+    """The config sections (or dotted settings) a stage's key covers, as JSON."""
+    return {name: config.section(name) for name in stage.sections}
+
+
+def _inputs(stage: Stage, config: RunConfig, fingerprints: dict[str, str]) -> dict[str, str]:
+    """The fingerprints of the stages it reads under `config`."""
+    return {name: fingerprints[name] for name in stage.reads(config)}
 
 
 def _key(stage: Stage, sections: dict[str, Any], inputs: dict[str, str]) -> str:
@@ -270,15 +279,16 @@ class _Started:
 def _start(ctx: StageContext, stage: Stage, fingerprints: dict[str, str]) -> _Skipped | _Started:
     """Skip a stage done with the same key; else clear it (unless it resumes) and mark it
     ``running``."""
-    key = stage_key(stage, ctx.config, fingerprints)
+    settings = _settings(stage, ctx.config)
+    inputs = _inputs(stage, ctx.config, fingerprints)
+    key = _key(stage, settings, inputs)
     marker = read_marker(ctx.run, stage.name)
     same = marker is not None and marker.get("key") == key
     if same and marker is not None and marker.get("status") == "done":
         ctx.say(f"{stage.name}: done before, skipped")
         skipped = StageOutcome(stage.name, "skipped", 0.0, 0.0, marker["result"])
         return _Skipped(skipped, marker["fingerprint"])
-    settings = {name: ctx.config.section(name) for name in stage.sections}
-    rechecked = not same and _only_rechecked_changed(stage, marker, settings, ctx, fingerprints)
+    rechecked = not same and _only_rechecked_changed(stage, marker, settings, inputs)
     resume = (same or rechecked) and stage.resumable
     if not resume:
         clear_stage(ctx.run, stage.name)
@@ -303,14 +313,13 @@ def _only_rechecked_changed(
     stage: Stage,
     marker: dict[str, Any] | None,
     settings: dict[str, Any],
-    ctx: StageContext,
-    fingerprints: dict[str, str],
+    inputs: dict[str, str],
 ) -> bool:
     """Whether the stage's marker differs from today's key only in settings the stage
     rechecks itself (`Stage.rechecked`): its key with those settings put back to what the
     marker recorded is the marker's key, so nothing else changed (not a setting, not a stage
     it reads, not a prompt split)."""
-    if marker is None or not stage.rechecked or not stage.resumable:
+    if marker is None or not stage.rechecked:
         return False
     recorded = marker.get("settings")
     if not isinstance(recorded, dict):
@@ -325,7 +334,6 @@ def _only_rechecked_changed(
             now[name] = before[name]
         else:  # recorded while at an added setting's default (`flowforge.settings`)
             now.pop(name, None)
-    inputs = {name: fingerprints[name] for name in stage.reads(ctx.config)}
     return _key(stage, patched, inputs) == marker.get("key")
 
 
