@@ -165,6 +165,7 @@ def test_sft_pairs_by_the_ensemble_and_says_so(
     record = read_run_config(config.out_dir)
     assert record is not None and seen["reward_dir"] == str(tmp_path / "reward")
     assert record["data"]["paired_workflows"] == 1
+    assert record["data"]["library_pair_share"] == 1.0  # every pair: library workflow 3
     assert record["data"]["effective_workflows_per_prompt"]["p50"] == pytest.approx(1.0)
     assert record["config"]["pairing"] == "ensemble" and ensemble_paired(Path(config.out_dir))
 
@@ -218,6 +219,7 @@ def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
     assert record is not None
     assert candidates[-1] == design and broken not in candidates
     assert record["data"]["judged_designs"] == 1 and record["data"]["paired_workflows"] == 1
+    assert record["data"]["library_pair_share"] == 0.0  # every pair: the judged design
     assert record["data"]["library_workflows"] == len(set(library))
     assert SFTRunConfig.from_json(record["config"]) == config
 

@@ -49,10 +49,12 @@ def write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
-def versions() -> dict[str, str]:
-    """Versions of the packages a run depends on (recorded with every run and checkpoint)."""
+def versions(*more: str) -> dict[str, str]:
+    """Versions of the packages a run depends on (recorded with every run and checkpoint),
+    and of `more` packages a kind of run also uses (SFT: trl, tokenizers, peft); one not
+    installed is left out."""
     found = {}
-    for name in ("flowforge", "torch", "transformers", "numpy"):
+    for name in ("flowforge", "torch", "transformers", "numpy", *more):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

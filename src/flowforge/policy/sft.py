@@ -27,7 +27,6 @@ import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,7 @@ from flowforge.workflow.library import build_library, load_seed_library, load_wo
 from flowforge.workflow.schema import Catalog, load_catalog
 from flowforge.workflow.textform import to_text
 
-from .checkpoint import RunDirError, open_run
+from .checkpoint import RunDirError, open_run, versions
 from .config import ComfyGenFTConfig, SFTError, SFTRunConfig, TrainSettings
 from .directory import RUN_FILE
 from .examples import (
@@ -124,17 +123,6 @@ def _write_record(out_dir: Path, record: dict[str, Any]) -> None:
     write_text_atomic(out_dir / RUN_FILE, json.dumps(record, indent=2, ensure_ascii=False))
 
 
-def _versions() -> dict[str, str]:
-    names = ("flowforge", "torch", "transformers", "trl", "tokenizers", "peft")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
 # --- 2-4. data, tokenizer, model ----------------------------------------------------------------
 def _library_texts(config: SFTRunConfig, catalog: Catalog) -> list[str]:
     if config.library_dir is not None:
@@ -182,12 +170,12 @@ def _tokenizer_and_model(
     catalog: Catalog,
     train: TrainSettings,
     init_from: Path | None = None,
-) -> tuple[PolicyTokenizer, PreTrainedModel | PeftModel]:
-    """The run's tokenizer (fitted on first start, read back on resume) and model; with
-    `init_from`, that policy's model and tokenizer (a resumed run then loads its last
-    checkpoint's weights over them). A new run's tokenizer is saved by the caller, once the
-    examples have tokenized and the run's record is written: an input that fails leaves
-    `out_dir` as it was."""
+) -> tuple[PolicyTokenizer, PreTrainedModel | PeftModel, bool]:
+    """The run's tokenizer (fitted on first start, read back on resume), model, and whether
+    `out_dir` holds the tokenizer already; with `init_from`, that policy's model and
+    tokenizer (a resumed run then loads its last checkpoint's weights over them). A new
+    run's tokenizer is saved by the caller, once the examples have tokenized and the run's
+    record is written: an input that fails leaves `out_dir` as it was."""
     saved = (out_dir / "tokenizer.json").is_file()
     if init_from is not None:
         start, tokenizer = load_policy(init_from)
@@ -196,7 +184,7 @@ def _tokenizer_and_model(
                 f"{out_dir} was started with another tokenizer than {init_from}'s; use a new --out"
             )
         start.train()
-        return tokenizer, start
+        return tokenizer, start, saved
     if saved:
         vocab = load_tokenizer(out_dir).vocab
     else:
@@ -212,7 +200,7 @@ def _tokenizer_and_model(
         model: PreTrainedModel | PeftModel = tiny
     else:
         model, tokenizer = prepare_pretrained(Path(train.base_model), vocab, train.lora)
-    return tokenizer, model
+    return tokenizer, model, saved
 
 
 # --- 5-6. trainer, policy directory ---------------------------------------------------------
@@ -362,7 +350,7 @@ def _run(
     texts, examples, stats = examples_of(catalog)  # reads the inputs: a bad one fails here,
     if init_from is not None and not (init_from / "config.json").is_file():
         raise SFTError(f"{init_from}: no policy to start from (no config.json)")
-    tokenizer, model = _tokenizer_and_model(out_dir, texts, catalog, train, init_from)
+    tokenizer, model, saved = _tokenizer_and_model(out_dir, texts, catalog, train, init_from)
     try:
         data = tokenize_examples(tokenizer, examples, train.max_length)
     except VocabError as err:  # only a started-from tokenizer can miss a training workflow
@@ -371,7 +359,7 @@ def _run(
             "fine-tune a policy trained on the library these examples were drawn from"
         ) from None
     _open_run(out_dir, kind, config_json, added)  # only now is a new run's record written
-    if not (out_dir / "tokenizer.json").is_file():
+    if not saved:
         tokenizer.save(out_dir)
     steps, loss, resumed = _train(model, tokenizer, data, train, out_dir, progress, say)
     record = {
@@ -392,7 +380,7 @@ def _run(
             "parameters": parameter_count(merge_adapters(model)),
             "resumed": resumed,
         },
-        "versions": _versions(),
+        "versions": versions("trl", "tokenizers", "peft"),
     }
     _finish(model, tokenizer, out_dir, record)
     return _result(out_dir, record, resumed)
@@ -434,8 +422,12 @@ def run_sft(
             texts, prompts, rewards, config.pairs, temperature, config.train.seed, top_k
         )
         effective = effective_choices(rewards, temperature, top_k)
+        known = set(library)
         stats |= {
             "paired_workflows": len({e.workflow_text for e in examples}),
+            # how much of what SFT learns is the library (the rest: judged designs), which
+            # bounds how new the policies started from it can be (docs/evaluation.md)
+            "library_pair_share": float(np.mean([e.workflow_text in known for e in examples])),
             "effective_workflows_per_prompt": {
                 q: float(np.percentile(effective, int(q[1:]))) for q in ("p10", "p50", "p90")
             },
