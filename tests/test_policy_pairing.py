@@ -20,7 +20,7 @@ from flowforge.pipeline.config import RunConfigError, SFTStageConfig
 from flowforge.policy.config import SFTError, SFTRunConfig, TrainSettings
 from flowforge.policy.examples import ExampleError, effective_choices, preferred_pairs
 from flowforge.policy.model import read_run_config
-from flowforge.policy.sft import ensemble_rewards, judged_designs, run_sft
+from flowforge.policy.sft import ensemble_rewards, judged_designs, run_sft, sft_examples
 from flowforge.reward.config import RewardConfig
 from flowforge.reward.ensemble import load_ensemble
 from flowforge.reward.train import train_ensemble
@@ -222,6 +222,41 @@ def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
     assert record["data"]["library_pair_share"] == 0.0  # every pair: the judged design
     assert record["data"]["library_workflows"] == len(set(library))
     assert SFTRunConfig.from_json(record["config"]) == config
+
+
+def test_without_library_candidates_only_new_judged_designs_are_paired(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`library_candidates = False` leaves the judged designs that are not library
+    workflows: a library workflow judged by a probe is no candidate either, whatever the
+    ensemble thinks of it."""
+    library = library_texts(40)
+    design = library[0].replace("steps=", "steps=1", 1)
+    judged = _judged_table(tmp_path / "judged.parquet", [(library[2], None), (design, None)])
+    offered: list[str] = []
+
+    def prefers_the_first(
+        reward_dir: str, catalog: object, texts: Sequence[str], prompts: Sequence[str], _: bool
+    ) -> NDArray[np.float64]:
+        offered.extend(texts)
+        table = np.zeros((len(prompts), len(texts)))
+        table[:, 0] = 100.0
+        return table
+
+    monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", prefers_the_first)
+    config = replace(_ensemble_paired(tmp_path, (str(judged),)), library_candidates=False)
+    texts, examples, stats = sft_examples(config, load_catalog())
+    assert texts == offered == [design]
+    assert {e.workflow_text for e in examples} == {design}
+    assert stats["library_pair_share"] == 0.0 and stats["judged_designs"] == 1
+    with_library = sft_examples(replace(config, library_candidates=True), load_catalog())
+    assert {e.workflow_text for e in with_library[1]} == {library[0]}  # the first candidate
+    assert with_library[2]["library_pair_share"] == 1.0
+    only_library = _judged_table(tmp_path / "old.parquet", [(library[3], None)])
+    with pytest.raises(SFTError, match="no workflow to pair with"):
+        sft_examples(replace(config, designs=(str(only_library),)), load_catalog())
+    with pytest.raises(SFTError, match="library_candidates = false needs designs"):
+        replace(config, designs=())
 
 
 def test_a_record_from_before_judged_designs_resumes(tmp_path: Path) -> None:

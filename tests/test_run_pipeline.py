@@ -388,6 +388,32 @@ def test_the_repaired_sft_takes_refines_own_model_when_one_is_set(tmp_path: Path
         load_run_config(bad)
 
 
+def test_the_repaired_sft_pairs_new_designs_alone_without_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`[refine] sft_library = false` reaches the re-paired SFT's run config; the default
+    keys nothing (runs made before the setting keep their keys)."""
+    seen: list[tuple[bool, tuple[str, ...]]] = []
+    said: list[str] = []
+
+    def fake_sft(config: Any, progress: bool = True, say: Any = None) -> SFTResult:
+        seen.append((config.library_candidates, config.designs))
+        return SFTResult(Path(config.out_dir), 1, 1, 0.0, 0.0, 1, False)
+
+    monkeypatch.setattr(refine_module, "run_sft", fake_sft)
+    paths = RefinePaths(*(tmp_path / name for name in ("c", "s", "g", "l", "o.json", "out")))
+    sft = in_order().sft
+    refit_sft(tmp_path, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1, False)
+    refit_sft(tmp_path, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1)
+    assert seen == [(False, ("j.parquet",)), (True, ("j.parquet",))]
+    assert "among the judged designs not in the library" in said[0]
+    assert "among the library and the judged designs" in said[1]
+    plain = in_order()
+    assert plain.refine.sft_library and "sft_library" not in plain.section("refine")
+    new_only = dataclasses.replace(plain.refine, sft_library=False)
+    assert changed_keys(plain, dataclasses.replace(plain, refine=new_only)) == {"refine"}
+
+
 def test_sft_threads_below_one_are_refused() -> None:
     with pytest.raises(RunConfigError, match="sft_threads must be >= 1"):
         dataclasses.replace(quick_config(), sft_threads=0)

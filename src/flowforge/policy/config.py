@@ -140,10 +140,19 @@ class SFTRunConfig:
     #: ``workflow_text`` judged without error joins the candidates. For "ensemble" pairing,
     #: whose ensemble was refitted on those judgements, so it knows the designs it rates.
     designs: tuple[str, ...] = added_setting(())
+    #: With `designs`: whether the library's workflows are candidates too. False pairs
+    #: prompts only with the judged designs that are not library workflows, so a policy
+    #: trained on these pairs starts from new designs alone. Why it exists: a policy wide
+    #: enough to copy its targets writes the library workflows among them verbatim, and the
+    #: refine rounds' re-paired SFT draws about half its pairs from the library
+    #: (`library_pair_share`; docs/evaluation.md, "What was tried").
+    library_candidates: bool = added_setting(True)
 
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.library_size < 1:
             raise SFTError("pairs and library_size must be >= 1")
+        if not self.library_candidates and not self.designs:
+            raise SFTError("library_candidates = false needs designs (judged designs to pair with)")
         problem = pairing_problem(self.pairing, self.pairing_temperature, self.pairing_top_k)
         if problem is not None:
             raise SFTError(problem)

@@ -140,12 +140,16 @@ def library_texts(workflows: Iterable[Workflow], catalog: Catalog) -> list[str]:
     return list(dict.fromkeys(to_text(workflow, catalog)[0] for workflow in workflows))
 
 
-def pairing_candidates(library: Sequence[str], designs: Sequence[str]) -> list[str]:
+def pairing_candidates(
+    library: Sequence[str], designs: Sequence[str], with_library: bool = True
+) -> list[str]:
     """What SFT pairs prompts with: the `library` texts, then the judged designs of the
     Parquet tables `designs` (`judged_designs`) not among them, each once and in this order
     (the order pairing's seeded draws index, so a benchmark that rebuilds it gets the same
-    pairs)."""
-    return list(dict.fromkeys([*library, *judged_designs(designs)]))
+    pairs); without `with_library`, those judged designs alone
+    (`SFTRunConfig.library_candidates`)."""
+    candidates = list(dict.fromkeys([*library, *judged_designs(designs)]))
+    return candidates if with_library else candidates[len(set(library)) :]
 
 
 def judged_designs(paths: Sequence[str]) -> list[str]:
@@ -407,36 +411,49 @@ def run_sft(
     catalog = load_catalog(config.object_info)
 
     def examples_of(catalog: Catalog) -> tuple[list[str], list[Example], dict[str, Any]]:
-        library = _library_texts(config, catalog)
-        texts = pairing_candidates(library, config.designs)
-        prompts = [prompt.text for prompt in load_prompts("train")]
-        stats: dict[str, Any] = {"library_workflows": len(library), "train_prompts": len(prompts)}
-        if config.designs:
-            stats["judged_designs"] = len(texts) - len(library)  # the designs not in it
-        if config.pairing == "random":
-            return texts, library_pairs(texts, prompts, config.pairs, config.train.seed), stats
-        assert config.reward_dir is not None  # SFTRunConfig checks it
-        rewards = ensemble_rewards(config.reward_dir, catalog, texts, prompts, progress)
-        temperature, top_k = config.pairing_temperature, config.pairing_top_k
-        examples = preferred_pairs(
-            texts, prompts, rewards, config.pairs, temperature, config.train.seed, top_k
-        )
-        effective = effective_choices(rewards, temperature, top_k)
-        known = set(library)
-        stats |= {
-            "paired_workflows": len({e.workflow_text for e in examples}),
-            # how much of what SFT learns is the library (the rest: judged designs), which
-            # bounds how new the policies started from it can be (docs/evaluation.md)
-            "library_pair_share": float(np.mean([e.workflow_text in known for e in examples])),
-            "effective_workflows_per_prompt": {
-                q: float(np.percentile(effective, int(q[1:]))) for q in ("p10", "p50", "p90")
-            },
-        }
-        return texts, examples, stats
+        return sft_examples(config, catalog, progress)
 
     out_dir = Path(config.out_dir)
     train = config.train
     return _run("sft", asdict(config), examples_of, out_dir, catalog, train, progress, say=say)
+
+
+def sft_examples(
+    config: SFTRunConfig, catalog: Catalog, progress: bool = False
+) -> tuple[list[str], list[Example], dict[str, Any]]:
+    """What `run_sft` trains on: the pairing candidates (`pairing_candidates`), the
+    (prompt, workflow) examples its `pairing` draws, and the data stats its run record
+    keeps. Public so a benchmark can ask of a finished run what its SFT learnt from
+    (`benchmarks/pairing_sources.py`) without training it again."""
+    library = _library_texts(config, catalog)
+    texts = pairing_candidates(library, config.designs, config.library_candidates)
+    if not texts:
+        raise SFTError("no workflow to pair with: the judged designs are all library workflows")
+    prompts = [prompt.text for prompt in load_prompts("train")]
+    stats: dict[str, Any] = {"library_workflows": len(library), "train_prompts": len(prompts)}
+    if config.designs:  # the judged designs not in the library
+        stats["judged_designs"] = len(texts) - (len(library) if config.library_candidates else 0)
+        stats["library_candidates"] = config.library_candidates
+    if config.pairing == "random":
+        return texts, library_pairs(texts, prompts, config.pairs, config.train.seed), stats
+    assert config.reward_dir is not None  # SFTRunConfig checks it
+    rewards = ensemble_rewards(config.reward_dir, catalog, texts, prompts, progress)
+    temperature, top_k = config.pairing_temperature, config.pairing_top_k
+    examples = preferred_pairs(
+        texts, prompts, rewards, config.pairs, temperature, config.train.seed, top_k
+    )
+    effective = effective_choices(rewards, temperature, top_k)
+    known = set(library)
+    stats |= {
+        "paired_workflows": len({e.workflow_text for e in examples}),
+        # how much of what SFT learns is the library (the rest: judged designs), which
+        # bounds how new the policies started from it can be (docs/evaluation.md)
+        "library_pair_share": float(np.mean([e.workflow_text in known for e in examples])),
+        "effective_workflows_per_prompt": {
+            q: float(np.percentile(effective, int(q[1:]))) for q in ("p10", "p50", "p90")
+        },
+    }
+    return texts, examples, stats
 
 
 def ensemble_rewards(
