@@ -39,15 +39,15 @@ def chosen(
     since (the runner resumes the stage for those, `Stage.rechecked`)."""
     path = here / CHOICE
     say = tools.say
+    picked = choice_prompts(config)
     if path.is_file():
         recorded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        ids = [p.id for p in choice_prompts(config)]
-        if recorded.get("prompt_ids") == ids and recorded.get("temperature") == (
+        if recorded.get("prompt_ids") == [p.id for p in picked] and recorded.get("temperature") == (
             config.choose_temperature
         ):
             return recorded
         say("refine: the choice's prompts or temperature changed: judging the policies again")
-    made = choose(policies, config, here / REWARD_DIR, tools)
+    made = choose(policies, picked, config, here / REWARD_DIR, tools)
     scores = ", ".join(f"{name} {value:.3f}" for name, value in made["scores"].items())
     say(
         f"refine: judged the last round's policies on {made['prompts']} validation prompts: "
@@ -66,13 +66,14 @@ def choice_prompts(config: RefineStageConfig) -> list[Prompt]:
 
 def choose(
     policies: Sequence[Path],
+    picked: Sequence[Prompt],
     config: RefineStageConfig,
     reward_dir: Path,
     tools: RoundTools,
 ) -> dict[str, Any]:
     """Which of `policies` designs best, by the judge: each designs once for the same
-    validation prompts (the first `config.choose_prompts` in sha256(id) order, all when None;
-    no stage trained on them and the evaluation's held-out prompts are never looked at) at
+    validation prompts `picked` (`choice_prompts`: no stage trained on them, and the
+    evaluation's held-out prompts are never looked at) at
     `config.choose_temperature` with the same sampling and render seeds, each design judged
     once; the best mean training score (the ensemble in `reward_dir` defines it) wins, ties
     to the earlier policy. A design that cannot be judged (invalid, or a judge error) counts
@@ -81,7 +82,6 @@ def choose(
     Why the judge and not the ensemble: the runs differ most where one climbed into designs
     every member overrates (docs/evaluation.md), which is exactly what the ensemble cannot
     see. Why validation prompts: see the module docstring."""
-    picked = choice_prompts(config)
     prompts = [p.text for p in picked]
     design_seeds = [derive_seed("refine-choose", config.seed, p.id) for p in picked]
     render_seeds = [derive_seed("refine-choose-render", config.seed, p.id) for p in picked]
