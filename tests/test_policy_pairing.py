@@ -52,6 +52,30 @@ def _favourites(prompts: int, workflows: int, margin: float) -> NDArray[np.float
     return table
 
 
+class FavouringEnsemble:
+    """Stands in for `ensemble_rewards`: every prompt prefers the candidate at `column` by
+    far; records the candidates it was offered and the ensemble directory asked for."""
+
+    def __init__(self, column: int) -> None:
+        self.column = column
+        self.offered: list[str] = []
+        self.reward_dirs: list[str] = []
+
+    def __call__(
+        self,
+        reward_dir: str,
+        catalog: object,
+        texts: Sequence[str],
+        prompts: Sequence[str],
+        _: bool,
+    ) -> NDArray[np.float64]:
+        self.reward_dirs.append(reward_dir)
+        self.offered.extend(texts)
+        table = np.zeros((len(prompts), len(texts)))
+        table[:, self.column] = 100.0
+        return table
+
+
 def test_each_prompt_is_paired_equally_often_in_rounds() -> None:
     examples = preferred_pairs(TEXTS, PROMPTS, np.zeros((4, 6)), 10, 1.0, seed=0)
     counts = Counter(e.prompt for e in examples)
@@ -149,21 +173,12 @@ def test_sft_pairs_by_the_ensemble_and_says_so(
 ) -> None:
     """The table `ensemble_rewards` returns decides the pairs `run_sft` trains on (the
     scoring is swapped for a table in which every prompt prefers one workflow)."""
-    seen: dict[str, object] = {}
-
-    def one_favourite(
-        reward_dir: str, catalog: object, texts: Sequence[str], prompts: Sequence[str], _: bool
-    ) -> NDArray[np.float64]:
-        seen["reward_dir"] = reward_dir
-        table = np.zeros((len(prompts), len(texts)))
-        table[:, 3] = 100.0
-        return table
-
+    one_favourite = FavouringEnsemble(3)
     monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", one_favourite)
     config = _ensemble_paired(tmp_path)
     run_sft(config, progress=False)
     record = read_run_config(config.out_dir)
-    assert record is not None and seen["reward_dir"] == str(tmp_path / "reward")
+    assert record is not None and one_favourite.reward_dirs == [str(tmp_path / "reward")]
     assert record["data"]["paired_workflows"] == 1
     assert record["data"]["library_pair_share"] == 1.0  # every pair: library workflow 3
     assert record["data"]["effective_workflows_per_prompt"]["p50"] == pytest.approx(1.0)
@@ -202,16 +217,8 @@ def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
     assert design not in library and "steps=1" in design
     broken = library[1].replace("cfg=", "cfg=1", 1)
     judged = _judged_table(tmp_path / "judged.parquet", [(design, None), (broken, "failed")])
-    candidates: list[str] = []
-
-    def prefers_the_last(
-        reward_dir: str, catalog: object, texts: Sequence[str], prompts: Sequence[str], _: bool
-    ) -> NDArray[np.float64]:
-        candidates.extend(texts)
-        table = np.zeros((len(prompts), len(texts)))
-        table[:, -1] = 100.0
-        return table
-
+    prefers_the_last = FavouringEnsemble(-1)
+    candidates = prefers_the_last.offered
     monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", prefers_the_last)
     config = _ensemble_paired(tmp_path, (str(judged),))
     run_sft(config, progress=False)
@@ -233,16 +240,8 @@ def test_without_library_candidates_only_new_judged_designs_are_paired(
     library = library_texts(40)
     design = library[0].replace("steps=", "steps=1", 1)
     judged = _judged_table(tmp_path / "judged.parquet", [(library[2], None), (design, None)])
-    offered: list[str] = []
-
-    def prefers_the_first(
-        reward_dir: str, catalog: object, texts: Sequence[str], prompts: Sequence[str], _: bool
-    ) -> NDArray[np.float64]:
-        offered.extend(texts)
-        table = np.zeros((len(prompts), len(texts)))
-        table[:, 0] = 100.0
-        return table
-
+    prefers_the_first = FavouringEnsemble(0)
+    offered = prefers_the_first.offered
     monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", prefers_the_first)
     config = replace(_ensemble_paired(tmp_path, (str(judged),)), library_candidates=False)
     texts, examples, stats = sft_examples(config, load_catalog())

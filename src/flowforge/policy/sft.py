@@ -446,8 +446,8 @@ def sft_examples(
     known = set(library)
     stats |= {
         "paired_workflows": len({e.workflow_text for e in examples}),
-        # how much of what SFT learns is the library (the rest: judged designs), which
-        # bounds how new the policies started from it can be (docs/evaluation.md)
+        # how much of what SFT learns is the library (the rest: judged designs): what a
+        # policy started from it can copy (docs/evaluation.md, "What was tried")
         "library_pair_share": float(np.mean([e.workflow_text in known for e in examples])),
         "effective_workflows_per_prompt": {
             q: float(np.percentile(effective, int(q[1:]))) for q in ("p10", "p50", "p90")
