@@ -18,7 +18,12 @@ from reward_helpers import FakeEncoder, triplets
 from flowforge.evaluate.methods import ensemble_paired
 from flowforge.pipeline.config import RunConfigError, SFTStageConfig
 from flowforge.policy.config import SFTError, SFTRunConfig, TrainSettings
-from flowforge.policy.examples import ExampleError, effective_choices, preferred_pairs
+from flowforge.policy.examples import (
+    ExampleError,
+    capped_pairs,
+    effective_choices,
+    preferred_pairs,
+)
 from flowforge.policy.model import read_run_config
 from flowforge.policy.sft import ensemble_rewards, judged_designs, run_sft, sft_examples
 from flowforge.reward.config import RewardConfig
@@ -114,6 +119,38 @@ def test_top_k_pairs_a_prompt_only_with_its_k_best_predicted_workflows() -> None
     )
     with pytest.raises(ExampleError, match="top_k must be >= 0"):
         preferred_pairs(TEXTS, PROMPTS, rewards, 8, 1.0, seed=0, top_k=-1)
+
+
+def test_capped_pairs_keep_at_most_the_share_and_draw_the_excess_again() -> None:
+    """Pairs of the capped workflows beyond ``floor(share * pairs)``, chosen by the seed,
+    take the fallback's pair at their place; the others, and a share already met, stay."""
+    rewards = np.tile(np.arange(6.0), (4, 1))  # workflows 4 and 5 best for every prompt
+    pairs = preferred_pairs(TEXTS, PROMPTS, rewards, 40, 0.5, seed=1, top_k=2)
+    fallback = preferred_pairs(TEXTS[:4], PROMPTS, rewards[:, :4], 40, 0.5, seed=1, top_k=2)
+    capped = {TEXTS[4], TEXTS[5]}
+    assert all(e.workflow_text in capped for e in pairs)  # uncapped: only those two
+    kept = capped_pairs(pairs, fallback, capped, 0.29, seed=0)  # floor(11.6) = 11
+    assert sum(e.workflow_text in capped for e in kept) == 11
+    assert [e.prompt for e in kept] == [e.prompt for e in pairs]
+    assert all(a in (b, c) for a, b, c in zip(kept, pairs, fallback, strict=True))
+    other = capped_pairs(pairs, fallback, capped, 0.29, seed=1)
+    assert other != kept and sum(e.workflow_text in capped for e in other) == 11
+    assert capped_pairs(pairs, fallback, capped, 0.0, seed=0) == fallback
+    assert capped_pairs(pairs, fallback, capped, 1.0, seed=0) == pairs
+    assert capped_pairs(pairs, fallback, set(), 0.0, seed=0) == pairs  # nothing to cap
+
+
+def test_capped_pairs_refuse_a_fallback_that_does_not_fit() -> None:
+    rewards = np.zeros((4, 6))
+    pairs = preferred_pairs(TEXTS, PROMPTS, rewards, 8, 1.0, seed=0)
+    with pytest.raises(ExampleError, match="fallback must match pairs"):
+        capped_pairs(pairs, pairs[:4], set(TEXTS), 0.5, seed=0)
+    with pytest.raises(ExampleError, match="same prompts"):
+        capped_pairs(pairs, preferred_pairs(TEXTS, PROMPTS, rewards, 8, 1.0, 9), set(), 0.5, 0)
+    with pytest.raises(ExampleError, match="other workflows than the capped"):
+        capped_pairs(pairs, pairs, set(TEXTS), 0.5, seed=0)
+    with pytest.raises(ExampleError, match=r"share must be in \[0, 1\]"):
+        capped_pairs(pairs, pairs, set(TEXTS), -0.1, seed=0)
 
 
 @pytest.mark.parametrize(
@@ -231,10 +268,10 @@ def test_judged_designs_join_the_candidates_the_ensemble_pairs_from(
     assert SFTRunConfig.from_json(record["config"]) == config
 
 
-def test_without_library_candidates_only_new_judged_designs_are_paired(
+def test_library_share_zero_pairs_only_new_judged_designs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`library_candidates = False` leaves the judged designs that are not library
+    """`library_share = 0` leaves the judged designs that are not library
     workflows: a library workflow judged by a probe is no candidate either, whatever the
     ensemble thinks of it."""
     library = library_texts(40)
@@ -243,19 +280,43 @@ def test_without_library_candidates_only_new_judged_designs_are_paired(
     prefers_the_first = FavouringEnsemble(0)
     offered = prefers_the_first.offered
     monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", prefers_the_first)
-    config = replace(_ensemble_paired(tmp_path, (str(judged),)), library_candidates=False)
+    config = replace(_ensemble_paired(tmp_path, (str(judged),)), library_share=0.0)
     texts, examples, stats = sft_examples(config, load_catalog())
     assert texts == offered == [design]
     assert {e.workflow_text for e in examples} == {design}
     assert stats["library_pair_share"] == 0.0 and stats["judged_designs"] == 1
-    with_library = sft_examples(replace(config, library_candidates=True), load_catalog())
+    with_library = sft_examples(replace(config, library_share=1.0), load_catalog())
     assert {e.workflow_text for e in with_library[1]} == {library[0]}  # the first candidate
     assert with_library[2]["library_pair_share"] == 1.0
     only_library = _judged_table(tmp_path / "old.parquet", [(library[3], None)])
     with pytest.raises(SFTError, match="no workflow to pair with"):
         sft_examples(replace(config, designs=(str(only_library),)), load_catalog())
-    with pytest.raises(SFTError, match="library_candidates = false needs designs"):
+    with pytest.raises(SFTError, match="library_share < 1 needs designs"):
         replace(config, designs=())
+    with pytest.raises(SFTError, match="library_share < 1 needs designs and ensemble"):
+        replace(config, pairing="random")
+    with pytest.raises(SFTError, match=r"library_share must be in \[0, 1\]"):
+        replace(config, library_share=1.5)
+
+
+def test_a_library_share_caps_the_library_pairs_the_rest_go_to_new_designs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With every prompt preferring a library workflow, `library_share = 0.25` keeps a
+    quarter of the pairs on it and draws the rest again for the same prompts among the
+    judged designs; the candidates and the prompts' order are those of the uncapped run."""
+    library = library_texts(40)
+    design = library[0].replace("steps=", "steps=1", 1)
+    judged = _judged_table(tmp_path / "judged.parquet", [(design, None)])
+    monkeypatch.setattr("flowforge.policy.sft.ensemble_rewards", FavouringEnsemble(0))
+    uncapped = _ensemble_paired(tmp_path, (str(judged),))
+    texts, examples, stats = sft_examples(replace(uncapped, library_share=0.25), load_catalog())
+    plain_texts, plain, plain_stats = sft_examples(uncapped, load_catalog())
+    assert texts == plain_texts and texts[-1] == design
+    assert [e.prompt for e in examples] == [e.prompt for e in plain]
+    assert Counter(e.workflow_text for e in examples) == {library[0]: 4, design: 12}
+    assert stats["library_pair_share"] == 0.25 and plain_stats["library_pair_share"] == 1.0
+    assert stats["library_share"] == 0.25 and stats["judged_designs"] == 1
 
 
 def test_a_record_from_before_judged_designs_resumes(tmp_path: Path) -> None:

@@ -388,30 +388,32 @@ def test_the_repaired_sft_takes_refines_own_model_when_one_is_set(tmp_path: Path
         load_run_config(bad)
 
 
-def test_the_repaired_sft_pairs_new_designs_alone_without_the_library(
+def test_the_repaired_sft_library_share_reaches_its_run_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`[refine] sft_library = false` reaches the re-paired SFT's run config; the default
-    keys nothing (runs made before the setting keep their keys)."""
-    seen: list[tuple[bool, tuple[str, ...]]] = []
+    """`[refine] sft_library_share` reaches the re-paired SFT's run config and its line of
+    progress; the default keys nothing (runs made before the setting keep their keys)."""
+    seen: list[tuple[float, tuple[str, ...]]] = []
     said: list[str] = []
 
     def fake_sft(config: Any, progress: bool = True, say: Any = None) -> SFTResult:
-        seen.append((config.library_candidates, config.designs))
+        seen.append((config.library_share, config.designs))
         return SFTResult(Path(config.out_dir), 1, 1, 0.0, 0.0, 1, False)
 
     monkeypatch.setattr(refine_module, "run_sft", fake_sft)
     paths = RefinePaths(*(tmp_path / name for name in ("c", "s", "g", "l", "o.json", "out")))
     sft = in_order().sft
-    refit_sft(tmp_path, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1, False)
-    refit_sft(tmp_path, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1)
-    assert seen == [(False, ("j.parquet",)), (True, ("j.parquet",))]
+    for share in (0.0, 0.25, 1.0):
+        refit_sft(tmp_path, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1, share)
+    assert seen == [(share, ("j.parquet",)) for share in (0.0, 0.25, 1.0)]
     assert "among the judged designs not in the library" in said[0]
-    assert "among the library and the judged designs" in said[1]
+    assert "the library and the judged designs (at most 25% library workflows)" in said[1]
+    assert said[2].endswith("among the library and the judged designs -> " + str(tmp_path / "sft"))
     plain = in_order()
-    assert plain.refine.sft_library and "sft_library" not in plain.section("refine")
-    new_only = dataclasses.replace(plain.refine, sft_library=False)
-    assert changed_keys(plain, dataclasses.replace(plain, refine=new_only)) == {"refine"}
+    assert plain.refine.sft_library_share == 1.0
+    assert "sft_library_share" not in plain.section("refine")
+    capped = dataclasses.replace(plain.refine, sft_library_share=0.25)
+    assert changed_keys(plain, dataclasses.replace(plain, refine=capped)) == {"refine"}
 
 
 def test_sft_threads_below_one_are_refused() -> None:

@@ -56,9 +56,9 @@ def test_refines_judged_design_pairing_is_a_default_that_counts_in_the_stage_key
     # sft_designs and sft_top_k changed results when they became the default (session 20),
     # so they are no added settings: a run made before them redoes its refine stage
     # so did probes = 2 (session 31): a run made before it redoes its refine stage.
-    # sft_model (session 35) and sft_library (session 36) are added: at their defaults they
-    # train what was trained before
-    assert added_defaults(RefineStageConfig) == {"sft_model": None, "sft_library": True}
+    # sft_model (session 35) and sft_library_share (session 37) are added: at their defaults
+    # they train what was trained before
+    assert added_defaults(RefineStageConfig) == {"sft_model": None, "sft_library_share": 1.0}
     refine = RunConfig().section("refine")
     assert refine["probes"] == 2
     assert (refine["sft_designs"], refine["sft_top_k"]) == (True, 16)

@@ -149,13 +149,15 @@ class RefineStageConfig:
     #: It applies with `sft_designs` off too: the default before session 20 is both off
     #: (`sft_designs = false`, `sft_top_k = 0`).
     sft_top_k: int = 16
-    #: With `sft_designs`: whether the re-paired SFT pairs prompts with the library's
-    #: workflows too. False: only with the judged designs that are not library workflows,
-    #: so the kept policy starts from new designs alone. Why it exists: a wider kept policy
-    #: (`sft_model`) copies what it is paired with, and about half the re-paired SFT's pairs
-    #: are library workflows (47% on sim world 0, `benchmarks/pairing_sources.py`): its
-    #: designs went back to the library (33-37% new; docs/evaluation.md, "What was tried").
-    sft_library: bool = added_setting(True)
+    #: With `sft_designs`: the largest share of the re-paired SFT's pairs that may pair a
+    #: library workflow (`SFTRunConfig.library_share`). 1: no cap; 0: only the judged
+    #: designs that are not library workflows, so the kept policy starts from new designs
+    #: alone; in between, the library pairs beyond the share are drawn again among those
+    #: designs. Why it exists: a wider kept policy (`sft_model`) copies what it is paired
+    #: with, and about half the re-paired SFT's pairs are library workflows (47% on sim
+    #: world 0, `benchmarks/pairing_sources.py`): its designs went back to the library
+    #: (33-37% new; docs/evaluation.md, "What was tried").
+    sft_library_share: float = added_setting(1.0)
     #: With `refit_sft`: the re-paired SFT's model (``[refine.sft_model]``, the keys of
     #: ``[sft.train.model]``), and so the last round's GRPO policies' and the run's
     #: designer's; None: the run's SFT model (`sft.train.model`). Why: a policy twice as
@@ -186,10 +188,14 @@ class RefineStageConfig:
             raise RunConfigError("refine: policies must be >= 1, choose_temperature > 0")
         if self.sft_top_k < 0:
             raise RunConfigError(f"refine: sft_top_k must be >= 0 (0: all), got {self.sft_top_k}")
-        if not self.sft_library and not (self.refit_sft and self.sft_designs):
+        if not 0 <= self.sft_library_share <= 1:
             raise RunConfigError(
-                "refine: sft_library = false needs refit_sft and sft_designs (it leaves the "
-                "re-paired SFT only the judged designs to pair with)"
+                f"refine: sft_library_share must be in [0, 1], got {self.sft_library_share}"
+            )
+        if self.sft_library_share < 1 and not (self.refit_sft and self.sft_designs):
+            raise RunConfigError(
+                "refine: sft_library_share < 1 needs refit_sft and sft_designs (the judged "
+                "designs are what the re-paired SFT pairs with instead of library workflows)"
             )
         problem = sample_count_problem("choose_prompts", self.choose_prompts, "validation")
         if problem is not None:
@@ -229,14 +235,14 @@ class SFTStageConfig:
         pairing: str | None = None,
         designs: tuple[str, ...] = (),
         top_k: int = 0,
-        with_library: bool = True,
+        library_share: float = 1.0,
     ) -> SFTRunConfig:
         """This section as an SFT run into `out_dir` on the run's library; `pairing` overrides
         the section's (the refine rounds' re-paired SFT asks for "ensemble" on their own
         ensemble in `reward_dir`); `designs`: judged designs that join the library's
         workflows as candidates (`SFTRunConfig.designs`); `top_k`: the candidates a prompt
-        is paired among (`SFTRunConfig.pairing_top_k`); `with_library`: whether the
-        library's workflows are candidates too (`SFTRunConfig.library_candidates`)."""
+        is paired among (`SFTRunConfig.pairing_top_k`); `library_share`: the largest share
+        of pairs with a library workflow (`SFTRunConfig.library_share`)."""
         return SFTRunConfig(
             out_dir=str(out_dir),
             pairs=self.pairs,
@@ -248,7 +254,7 @@ class SFTStageConfig:
             pairing_temperature=self.pairing_temperature,
             pairing_top_k=top_k,
             designs=designs,
-            library_candidates=with_library,
+            library_share=library_share,
         )
 
 

@@ -170,7 +170,7 @@ def refine(
                 designs,
                 config.sft_top_k,
                 sft_threads,
-                config.sft_library,
+                config.sft_library_share,
             )
             what = "the re-paired SFT"
         runs = [
@@ -245,14 +245,14 @@ def refit_sft(
     designs: tuple[str, ...] = (),
     top_k: int = 0,
     threads: int | None = None,
-    with_library: bool = True,
+    library_share: float = 1.0,
 ) -> Path:
     """SFT into ``here/sft`` (resumed from its checkpoints, returned if finished), each train
     prompt paired with library workflows the ensemble in `reward_dir` prefers for it, and
     with the judged designs in the `designs` tables (`SFTRunConfig.designs`), among its
     `top_k` best-predicted candidates (0: all), on `threads` torch threads (None: the
-    caller's; nothing runs beside it, so the run's `sft_threads`); without `with_library`
-    with the judged designs alone (`RefineStageConfig.sft_library`).
+    caller's; nothing runs beside it, so the run's `sft_threads`); at most `library_share`
+    of the pairs with library workflows (`RefineStageConfig.sft_library_share`).
 
     Why here and not in the SFT stage: the rounds' ensemble knows what the first one did
     not (its per-prompt pick from the library beat the best fixed workflow on 71% of
@@ -260,12 +260,14 @@ def refit_sft(
     policy that already reads its prompt that way keeps reading it."""
     out = here / SFT_DIR
     among = " among the library and the judged designs" if designs else ""
-    if not with_library:
+    if library_share == 0:
         among = " among the judged designs not in the library"
+    elif library_share < 1:
+        among += f" (at most {library_share:.0%} library workflows)"
     say(f"refine: SFT again, {sft.pairs:,} pairs chosen by the refitted ensemble{among} -> {out}")
     library, object_info = paths.library, paths.object_info
     config = sft.run_config(
-        out, library, object_info, reward_dir, "ensemble", designs, top_k, with_library
+        out, library, object_info, reward_dir, "ensemble", designs, top_k, library_share
     )
     with cpu_threads(threads or torch.get_num_threads()):
         run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))

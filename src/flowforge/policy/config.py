@@ -140,19 +140,27 @@ class SFTRunConfig:
     #: ``workflow_text`` judged without error joins the candidates. For "ensemble" pairing,
     #: whose ensemble was refitted on those judgements, so it knows the designs it rates.
     designs: tuple[str, ...] = added_setting(())
-    #: With `designs`: whether the library's workflows are candidates too. False pairs
-    #: prompts only with the judged designs that are not library workflows, so a policy
-    #: trained on these pairs starts from new designs alone. Why it exists: a policy wide
-    #: enough to copy its targets writes the library workflows among them verbatim, and the
-    #: refine rounds' re-paired SFT draws about half its pairs from the library
-    #: (`library_pair_share`; docs/evaluation.md, "What was tried").
-    library_candidates: bool = added_setting(True)
+    #: With `designs` and ensemble pairing: the largest share of the pairs that may pair a
+    #: library workflow. 1: no cap (the library's workflows are candidates like the judged
+    #: designs); 0: the library's workflows are no candidates, so prompts are paired only
+    #: with the judged designs that are not library workflows; in between, the library pairs
+    #: beyond the share (chosen at random) are drawn again for the same prompt among those
+    #: judged designs (`examples.capped_pairs`). Why: a policy wide enough to copy its
+    #: targets writes the library workflows among them verbatim, and the refine rounds'
+    #: re-paired SFT draws about half its pairs from the library (`library_pair_share`;
+    #: docs/evaluation.md, "What was tried").
+    library_share: float = added_setting(1.0)
 
     def __post_init__(self) -> None:
         if self.pairs < 1 or self.library_size < 1:
             raise SFTError("pairs and library_size must be >= 1")
-        if not self.library_candidates and not self.designs:
-            raise SFTError("library_candidates = false needs designs (judged designs to pair with)")
+        if not 0 <= self.library_share <= 1:
+            raise SFTError(f"library_share must be in [0, 1], got {self.library_share}")
+        if self.library_share < 1 and not (self.designs and self.pairing == "ensemble"):
+            raise SFTError(
+                "library_share < 1 needs designs and ensemble pairing (judged designs to pair "
+                "with instead of library workflows)"
+            )
         problem = pairing_problem(self.pairing, self.pairing_temperature, self.pairing_top_k)
         if problem is not None:
             raise SFTError(problem)

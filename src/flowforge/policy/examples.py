@@ -109,6 +109,37 @@ def preferred_pairs(
     return [Example(prompts[p], workflow_texts[w]) for p, w in zip(order, picks, strict=True)]
 
 
+def capped_pairs(
+    pairs: Sequence[Example],
+    fallback: Sequence[Example],
+    capped: set[str],
+    share: float,
+    seed: int,
+) -> list[Example]:
+    """`pairs` with at most ``floor(share * len(pairs))`` of them pairing a workflow in
+    `capped`: the excess, chosen uniformly at random (`seed`), each replaced by the pair
+    at its place in `fallback`, the same prompt drawn again among workflows not capped
+    (`preferred_pairs` with the same `pairs` count and seed draws the same prompt order).
+
+    Why: a policy wide enough to copy its targets writes the library workflows among them
+    verbatim; capping their share of the re-paired SFT's pairs keeps the pairs the ensemble
+    likes most while leaving room for new designs (docs/evaluation.md, "What was tried")."""
+    if len(fallback) != len(pairs):
+        raise ExampleError(f"fallback must match pairs: {len(fallback)} != {len(pairs)}")
+    if not 0 <= share <= 1:
+        raise ExampleError(f"share must be in [0, 1], got {share}")
+    if any(a.prompt != b.prompt for a, b in zip(pairs, fallback, strict=True)):
+        raise ExampleError("fallback must pair the same prompts in the same order")
+    hits = [i for i, example in enumerate(pairs) if example.workflow_text in capped]
+    excess = len(hits) - int(share * len(pairs) + 1e-9)  # floor, blind to 0.29 * 100's float
+    if excess <= 0:
+        return list(pairs)
+    replaced = set(np.random.default_rng(seed).choice(hits, size=excess, replace=False).tolist())
+    if any(fallback[i].workflow_text in capped for i in replaced):
+        raise ExampleError("fallback must pair other workflows than the capped ones")
+    return [fallback[i] if i in replaced else example for i, example in enumerate(pairs)]
+
+
 def effective_choices(
     rewards: NDArray[np.float64], temperature: float, top_k: int = 0
 ) -> NDArray[np.float64]:

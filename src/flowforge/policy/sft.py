@@ -63,6 +63,7 @@ from .directory import RUN_FILE
 from .examples import (
     Example,
     TokenizedExamples,
+    capped_pairs,
     effective_choices,
     library_pairs,
     preferred_pairs,
@@ -147,7 +148,7 @@ def pairing_candidates(
     Parquet tables `designs` (`judged_designs`) not among them, each once and in this order
     (the order pairing's seeded draws index, so a benchmark that rebuilds it gets the same
     pairs); without `with_library`, those judged designs alone
-    (`SFTRunConfig.library_candidates`)."""
+    (`SFTRunConfig.library_share` 0)."""
     candidates = list(dict.fromkeys([*library, *judged_designs(designs)]))
     return candidates if with_library else candidates[len(set(library)) :]
 
@@ -426,24 +427,29 @@ def sft_examples(
     keeps. Public so a benchmark can ask of a finished run what its SFT learnt from
     (`benchmarks/pairing_sources.py`) without training it again."""
     library = _library_texts(config, catalog)
-    texts = pairing_candidates(library, config.designs, config.library_candidates)
-    if not texts:
+    texts = pairing_candidates(library, config.designs, config.library_share > 0)
+    new_designs = texts[len(library) :] if config.library_share > 0 else texts
+    if not new_designs and config.library_share < 1:
         raise SFTError("no workflow to pair with: the judged designs are all library workflows")
     prompts = [prompt.text for prompt in load_prompts("train")]
     stats: dict[str, Any] = {"library_workflows": len(library), "train_prompts": len(prompts)}
     if config.designs:  # the judged designs not in the library
-        stats["judged_designs"] = len(texts) - (len(library) if config.library_candidates else 0)
-        stats["library_candidates"] = config.library_candidates
+        stats["judged_designs"] = len(new_designs)
+        stats["library_share"] = config.library_share
     if config.pairing == "random":
         return texts, library_pairs(texts, prompts, config.pairs, config.train.seed), stats
     assert config.reward_dir is not None  # SFTRunConfig checks it
     rewards = ensemble_rewards(config.reward_dir, catalog, texts, prompts, progress)
-    temperature, top_k = config.pairing_temperature, config.pairing_top_k
-    examples = preferred_pairs(
-        texts, prompts, rewards, config.pairs, temperature, config.train.seed, top_k
-    )
-    effective = effective_choices(rewards, temperature, top_k)
+    temperature, top_k, seed = config.pairing_temperature, config.pairing_top_k, config.train.seed
+    examples = preferred_pairs(texts, prompts, rewards, config.pairs, temperature, seed, top_k)
     known = set(library)
+    if 0 < config.library_share < 1:  # the same prompts drawn again among the new designs
+        designs_only = rewards[:, len(library) :]
+        fallback = preferred_pairs(
+            new_designs, prompts, designs_only, config.pairs, temperature, seed, top_k
+        )
+        examples = capped_pairs(examples, fallback, known, config.library_share, seed)
+    effective = effective_choices(rewards, temperature, top_k)
     stats |= {
         "paired_workflows": len({e.workflow_text for e in examples}),
         # how much of what SFT learns is the library (the rest: judged designs): what a
