@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import flowforge.pipeline.refine as refine_module
 import flowforge.pipeline.runner as runner
 import flowforge.pipeline.stages as stages_module
 from flowforge.pipeline.config import (
+    REPAIRED_SFT_SETTINGS,
     CollectStageConfig,
     LibraryStageConfig,
     RunConfig,
@@ -35,6 +37,7 @@ from flowforge.pipeline.runner import (
 )
 from flowforge.pipeline.stages import STAGES, Stage, StageContext
 from flowforge.pipeline.workers import execute
+from flowforge.policy.checkpoint import run_record, write_json
 from flowforge.policy.sft import SFTResult
 
 
@@ -414,6 +417,45 @@ def test_the_repaired_sft_library_share_reaches_its_run_config(
     assert "sft_library_share" not in plain.section("refine")
     capped = dataclasses.replace(plain.refine, sft_library_share=0.25)
     assert changed_keys(plain, dataclasses.replace(plain, refine=capped)) == {"refine"}
+
+
+def test_other_repaired_sft_settings_redo_that_sft_and_what_starts_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runner resumes the refine stage when only the re-paired SFT's settings changed
+    (`REPAIRED_SFT_SETTINGS` are rechecked); `refit_sft` then finds its SFT recorded with
+    other settings and clears it, the last round's GRPO runs and the choice (all started
+    from it), and nothing else; with the same settings it clears nothing."""
+    refine_stage = next(stage for stage in STAGES if stage.name == "refine")
+    assert {f"refine.{name}" for name in REPAIRED_SFT_SETTINGS} <= set(refine_stage.rechecked)
+    here = tmp_path / "round-2"
+    paths = RefinePaths(*(tmp_path / name for name in ("c", "s", "g", "l", "o.json", "out")))
+    sft = in_order().sft
+    asked: list[Any] = []
+
+    def fake_sft(config: Any, progress: bool = True, say: Any = None) -> SFTResult:
+        asked.append(config)
+        return SFTResult(Path(config.out_dir), 1, 1, 0.0, 0.0, 1, False)
+
+    monkeypatch.setattr(refine_module, "run_sft", fake_sft)
+    said: list[str] = []
+    refit_sft(here, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1, 0.25)
+    (here / "sft").mkdir(parents=True)
+    write_json(here / "sft" / "flowforge_run.json", run_record("sft", asdict(asked[0]), True))
+    kept = [here / "reward" / "config.json", here / "judged.parquet"]
+    made = [here / "grpo" / "model.safetensors", here / "grpo-2" / "log.jsonl"]
+    made.append(here / "choice.json")
+    for path in kept + made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    refit_sft(here, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1, 0.25)
+    assert all(path.exists() for path in kept + made)  # the same settings: nothing cleared
+    assert (here / "sft" / "flowforge_run.json").is_file()
+    refit_sft(here, tmp_path / "r", sft, paths, said.append, ("j.parquet",), 16, 1, 0.5)
+    assert all(path.exists() for path in kept) and not any(path.exists() for path in made)
+    assert not (here / "sft").exists()  # cleared for `run_sft` to train from nothing
+    assert "the re-paired SFT's settings changed (library_share): training it again" in said[-1]
+    assert [config.library_share for config in asked] == [0.25, 0.25, 0.5]
 
 
 def test_sft_threads_below_one_are_refused() -> None:

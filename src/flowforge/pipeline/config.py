@@ -70,6 +70,13 @@ class CollectStageConfig:
             raise RunConfigError("collect: pairs and seeds must be >= 1, prompts >= 2 or unset")
 
 
+#: The `RefineStageConfig` settings only the last round's re-paired SFT reads (and so the
+#: last round's GRPO and the judge's choice, which start from it): a change in only these
+#: keeps every round before it (`Stage.rechecked`; `refine.refit_sft` redoes that SFT and
+#: what follows it), ~20 minutes of a default run.
+REPAIRED_SFT_SETTINGS = ("sft_designs", "sft_top_k", "sft_library_share", "sft_model")
+
+
 @dataclass(frozen=True)
 class RefineStageConfig:
     """Active-learning rounds after GRPO (`pipeline.refine`, docs/evaluation.md): judge the

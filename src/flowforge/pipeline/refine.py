@@ -43,9 +43,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +64,20 @@ from ..files import write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import Auditor, JudgeAuditor
+from ..policy.checkpoint import recorded_changes
+from ..policy.config import SFTRunConfig
 from ..policy.grpo import GRPORunConfig, train_grpo
 from ..policy.sft import ensemble_rewards, library_texts, run_sft
 from ..reward.config import RewardConfig
 from ..reward.model import cpu_threads
 from ..reward.store import CONFIG_FILE as REWARD_CONFIG
 from ..reward.train import train_ensemble
+from ..settings import added_defaults
 from ..spawned import SPAWN, StageProcessError, sigint_ignored, watch_parent
 from ..workflow.library import load_workflow_dir
 from ..workflow.schema import Catalog
 from ..workflow.textform import design_hash
-from .choose import chosen
+from .choose import CHOICE, chosen
 from .config import RefineStageConfig, SFTStageConfig
 from .draws import PROMPT_CHUNK, Draw, RoundTools, draw, train_prompts
 from .layout import GRPO_DIR, REFINE_SUMMARY, REWARD_DIR, SFT_DIR, round_dir
@@ -269,6 +273,17 @@ def refit_sft(
     config = sft.run_config(
         out, library, object_info, reward_dir, "ensemble", designs, top_k, library_share
     )
+    changed = recorded_changes(out, "sft", asdict(config), added_defaults(SFTRunConfig), "out_dir")
+    if changed:  # only settings the runner lets the stage recheck (`Stage.rechecked`)
+        say(
+            f"refine: the re-paired SFT's settings changed ({', '.join(changed)}): training "
+            "it again, and the last round's GRPO and choice after it"
+        )
+        for stale in (out, *sorted(here.glob(f"{GRPO_DIR}*")), here / CHOICE):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
     with cpu_threads(threads or torch.get_num_threads()):
         run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
     return out

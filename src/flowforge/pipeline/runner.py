@@ -9,8 +9,9 @@ that key. When the run starts again:
   its own checkpoints (collection journal, SFT and GRPO checkpoints), any other is cleared
   and restarted;
 - another key only because of settings the stage rechecks itself (`Stage.rechecked`: the
-  refine rounds' choice among the last round's policies): resumed, its output kept, and
-  the stage redoes what those settings decide (the choice, not the ~20 minutes of rounds);
+  refine rounds' choice among the last round's policies, and the last round's re-paired
+  SFT): resumed, its output kept, and the stage redoes what those settings decide (the
+  choice, or the re-paired SFT and what starts from it; not the rounds before them);
 - anything else (no marker, another key: a setting changed, or an earlier stage was redone):
   its directory is cleared and the stage runs from nothing.
 

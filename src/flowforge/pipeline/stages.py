@@ -33,7 +33,7 @@ from ..reward.model import cpu_threads
 from ..reward.train import train_ensemble
 from ..workflow.library import build_library, load_seed_library, save_library
 from ..workflow.schema import Catalog
-from .config import RunConfig
+from .config import REPAIRED_SFT_SETTINGS, RunConfig
 from .layout import (
     COLLECT,
     COMFYGEN_FT,
@@ -115,7 +115,9 @@ class Stage:
     #: when it resumes, redoing what they decide: a change in only these resumes the stage
     #: instead of clearing it (`runner`). The refine rounds: which of the last round's
     #: policies the judge keeps depends on `choose_prompts` and `choose_temperature`, the
-    #: ~20 minutes of rounds before it do not (`pipeline.choose.chosen` judges again).
+    #: ~20 minutes of rounds before it do not (`pipeline.choose.chosen` judges again); the
+    #: re-paired SFT's settings (`REPAIRED_SFT_SETTINGS`) decide only that SFT, the last
+    #: round's GRPO and the choice (`pipeline.refine.refit_sft` redoes them).
     rechecked: tuple[str, ...] = ()
 
     def reads(self, config: RunConfig) -> tuple[str, ...]:
@@ -363,7 +365,11 @@ STAGES: tuple[Stage, ...] = (
         refine_stage,
         _refine_unread,
         ("train", "validation"),  # the judge's choice among the last round's policies
-        rechecked=("refine.choose_prompts", "refine.choose_temperature"),
+        rechecked=(
+            "refine.choose_prompts",
+            "refine.choose_temperature",
+            *(f"refine.{name}" for name in REPAIRED_SFT_SETTINGS),
+        ),
     ),
     Stage(
         EVALUATE,

@@ -86,11 +86,11 @@ def open_run(
     path = out / RUN_FILE
     if path.is_file():
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        changed = changed_settings(record.get("config", {}), config, out_key, added)
-        if record.get("kind") != kind or changed:
+        changed = recorded_changes(out, kind, config, added, out_key)
+        if changed:
             raise RunDirError(
                 f"{out} holds a {record.get('kind')} run with other settings "
-                f"({', '.join(changed) or 'kind'}); use a new --out or the same settings"
+                f"({', '.join(changed)}); use a new --out or the same settings"
             )
         return record if record.get("finished") else None
     if out.exists() and any(out.iterdir()):
@@ -100,6 +100,26 @@ def open_run(
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, run_record(kind, config, finished=False))
     return None
+
+
+def recorded_changes(
+    out: Path,
+    kind: str,
+    config: dict[str, Any],
+    added: Mapping[str, Any] | None = None,
+    out_key: str = "out",
+) -> list[str]:
+    """What `open_run` would refuse: the settings (sorted; ``["kind"]`` for another kind of
+    run) in which the run recorded in `out` differs from `config`; empty when none is
+    recorded there or it is the same run. Lets a caller that owns `out` redo a run whose
+    settings changed instead of refusing it (the refine rounds' re-paired SFT)."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        return []
+    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("kind") != kind:
+        return ["kind"]
+    return changed_settings(record.get("config", {}), config, out_key, added)
 
 
 def latest_checkpoint(out: Path) -> Path | None:
