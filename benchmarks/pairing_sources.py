@@ -27,8 +27,7 @@ from machine import command_line, describe_machine
 from flowforge.pipeline.layout import REPORT_JSON, final_models
 from flowforge.policy.config import SFTRunConfig
 from flowforge.policy.directory import RUN_FILE
-from flowforge.policy.sft import library_texts, sft_examples
-from flowforge.workflow.library import load_workflow_dir
+from flowforge.policy.sft import sft_examples
 from flowforge.workflow.schema import load_catalog
 
 NOVELTY_METHODS = ("grpo_start", "grpo", "grpo_wsel", "best_of_8")
@@ -47,9 +46,9 @@ def main() -> None:
     if config.pairing != "ensemble":
         raise SystemExit(f"{start} was paired {config.pairing!r}: every pair is the library's")
     catalog = load_catalog(config.object_info)
-    assert config.library_dir is not None  # the refine rounds' SFT pairs the run's library
-    library = set(library_texts(load_workflow_dir(config.library_dir).values(), catalog))
-    texts, examples, _ = sft_examples(config, catalog, progress=True)
+    texts, examples, stats = sft_examples(config, catalog, progress=True)
+    # the candidates start with the library's workflows, unless it offered none
+    library = set(texts[: stats["library_workflows"]] if config.library_share > 0 else ())
     paired = [e.workflow_text for e in examples]
     distinct = set(paired)
     from_library = sum(text in library for text in paired)
@@ -57,7 +56,8 @@ def main() -> None:
     print(f"re-paired SFT: {start}")
     offered = sum(text in library for text in texts)
     print(f"candidates: {offered:,} library workflows, {len(texts) - offered:,} judged designs")
-    print(f"pairing: temperature {config.pairing_temperature}, top-k {config.pairing_top_k}")
+    cap = f", library share at most {config.library_share:.0%}" if config.library_share < 1 else ""
+    print(f"pairing: temperature {config.pairing_temperature}, top-k {config.pairing_top_k}{cap}")
     print("| pairs | from the library | distinct workflows | of them library |")
     print("|---|---|---|---|")
     print(
