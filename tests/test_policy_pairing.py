@@ -334,6 +334,26 @@ def test_a_record_from_before_judged_designs_resumes(tmp_path: Path) -> None:
         run_sft(replace(config, designs=(str(tmp_path / "judged.parquet"),)), progress=False)
 
 
+def test_a_record_of_the_retired_library_candidates_setting_resumes(tmp_path: Path) -> None:
+    """Session 36's SFT records hold ``library_candidates`` (session 37's `library_share`):
+    ``true`` is the default's run (resumed, read back by `from_json`); ``false`` paired
+    otherwise, so it is refused by name (`flowforge.settings.RETIRED`)."""
+    config = SFTRunConfig(out_dir=str(tmp_path / "p"), pairs=16, library_size=40, train=TINY_TRAIN)
+    first = run_sft(config, progress=False)
+    path = tmp_path / "p" / "flowforge_run.json"
+    record = json.loads(path.read_text(encoding="utf-8"))
+    del record["config"]["library_share"]
+    record["config"]["library_candidates"] = True
+    path.write_text(json.dumps(record), encoding="utf-8")
+    again = run_sft(config, progress=False)
+    assert again.resumed and again.steps == first.steps
+    assert SFTRunConfig.from_json(record["config"]) == config
+    record["config"]["library_candidates"] = False
+    path.write_text(json.dumps(record), encoding="utf-8")
+    with pytest.raises(SFTError, match=r"other settings \(library_candidates\)"):
+        run_sft(config, progress=False)
+
+
 def test_a_moved_sft_run_is_the_same_run(tmp_path: Path) -> None:
     """An SFT run moved with the run around it (its judged designs too) is found finished
     at its new place instead of refused for other settings."""

@@ -11,6 +11,9 @@ flowforge would redo (or refuse) every run made before it, for nothing. A field 
 Only a default that reproduces the old behaviour exactly may be marked: a marked field whose
 default changed results would let an old run resume as if nothing had changed.
 
+A setting removed after runs exist is listed in `RETIRED` with the value that did what the
+code does without it: a record holding that value is the same run as one without the setting.
+
 Likewise a run's place is not its identity: a run directory moved or copied with a stage half
 done resumes there (`moved_paths`).
 """
@@ -27,6 +30,17 @@ T = TypeVar("T")
 
 #: The field metadata key `added_setting` sets.
 ADDED = "flowforge.added_setting"
+
+#: Settings removed after runs recorded them, each with the value that did what the code
+#: does now without it. SFT's ``library_candidates`` (session 36) became ``library_share``
+#: (session 37): ``true`` is share 1, the default.
+RETIRED: Mapping[str, Any] = {"library_candidates": True}
+
+
+def without_retired(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A recorded config without the `RETIRED` settings that hold their retired value (any
+    other value stays, and so differs from every config asked for now)."""
+    return {k: v for k, v in recorded.items() if not (k in RETIRED and v == RETIRED[k])}
 
 
 def added_setting(default: T) -> T:
@@ -107,7 +121,7 @@ def changed_settings(
     `added` settings' old values filled in (`added_defaults`) and its paths under the run's
     present place (`moved_paths`); the run directory itself (`out_key`) is no setting."""
     wanted = json.loads(json.dumps(dict(config)))
-    saved = {**(added or {}), **recorded}
+    saved = {**(added or {}), **without_retired(recorded)}
     saved = moved_paths(saved, str(saved.get(out_key)), str(wanted.get(out_key)))
     saved.pop(out_key, None)
     wanted.pop(out_key, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..settings import added_setting
+from ..settings import added_setting, without_retired
 from .model import LoraSettings, PolicyModelConfig
 from .vocab import VocabConfig
 
@@ -169,6 +169,7 @@ class SFTRunConfig:
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> SFTRunConfig:
+        data = without_retired(data)  # a record of session 36 (`library_candidates`)
         return SFTRunConfig(
             **{
                 **data,
