@@ -7,6 +7,7 @@ decide what a resumed run does; a torn file there would lose or repeat work.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -16,3 +17,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)
+
+
+def remove(path: Path) -> None:
+    """Remove `path`, a directory with everything in it or a file; nothing if it is absent
+    (a stage, or a run's stale output, being redone)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()

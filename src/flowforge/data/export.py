@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from ..files import remove
 from .collect import CollectConfig
 from .journal import JOURNAL_FILE, open_journal
 from .plan import RequestTemplate
@@ -155,7 +155,7 @@ def export_run(
         raise ExportError(f"-o {out} already exists; remove it or pass --overwrite")
     table, pending = run_table(run_dir)
     partial = out.with_name(out.name + ".partial")
-    _remove(partial)
+    remove(partial)
     if kind == "parquet":
         pq.write_table(table, partial)
     else:
@@ -170,7 +170,7 @@ def export_run(
         finally:
             if bars:
                 logging.enable_progress_bar()
-    _remove(out)
+    remove(out)
     os.replace(partial, out)
     names = tuple(n.removeprefix(SCORE_PREFIX) for n in table.column_names if _is_score(n))
     return ExportResult(out, kind, table.num_rows, pending, names)
@@ -217,10 +217,3 @@ def _triplet(row: Mapping[str, Any], score_columns: list[str]) -> Triplet:
 
 def _is_score(column: str) -> bool:
     return column.startswith(SCORE_PREFIX)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -60,7 +59,7 @@ from ..data.export import run_table
 from ..data.plan import SEED_LIMIT, RequestTemplate
 from ..evaluate.designers import SamplingSettings, derive_seed
 from ..evaluate.methods import audit_calls
-from ..files import write_text_atomic
+from ..files import remove, write_text_atomic
 from ..judge.base import JudgeItem, JudgeResult
 from ..judge.loader import JudgeSource, LoadedJudge
 from ..policy.audit import Auditor, JudgeAuditor
@@ -280,10 +279,7 @@ def refit_sft(
             "it again, and the last round's GRPO and choice after it"
         )
         for stale in (out, *sorted(here.glob(f"{GRPO_DIR}*")), here / CHOICE):
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink(missing_ok=True)
+            remove(stale)
     with cpu_threads(threads or torch.get_num_threads()):
         run_sft(config, progress=False, say=lambda line: say(f"refine: sft {line}"))
     return out

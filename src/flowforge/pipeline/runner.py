@@ -32,7 +32,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +43,7 @@ from typing import Any
 from .. import __version__
 from ..data.prompts import SPLIT_VERSIONS
 from ..evaluate.report import REPORT_JSON, hand_over_sentence, results_table
-from ..files import write_text_atomic
+from ..files import remove, write_text_atomic
 from .config import RunConfig
 from .layout import EVALUATE, STAGES_DIR
 from .stages import STAGES, Stage, StageContext
@@ -130,10 +129,7 @@ def read_marker(run: Path, name: str) -> dict[str, Any] | None:
 def clear_stage(run: Path, name: str) -> None:
     """Remove a stage's directory (and a half-written sibling ``<name>.partial``)."""
     for path in (run / name, run / f"{name}.partial"):
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        remove(path)
 
 
 @contextmanager
