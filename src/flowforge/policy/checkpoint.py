@@ -86,7 +86,7 @@ def open_run(
     path = out / RUN_FILE
     if path.is_file():
         record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        changed = recorded_changes(out, kind, config, added, out_key)
+        changed = _changes(record, kind, config, added, out_key)
         if changed:
             raise RunDirError(
                 f"{out} holds a {record.get('kind')} run with other settings "
@@ -116,7 +116,16 @@ def recorded_changes(
     path = out / RUN_FILE
     if not path.is_file():
         return []
-    record: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return _changes(json.loads(path.read_text(encoding="utf-8")), kind, config, added, out_key)
+
+
+def _changes(
+    record: dict[str, Any],
+    kind: str,
+    config: dict[str, Any],
+    added: Mapping[str, Any] | None,
+    out_key: str,
+) -> list[str]:
     if record.get("kind") != kind:
         return ["kind"]
     return changed_settings(record.get("config", {}), config, out_key, added)
