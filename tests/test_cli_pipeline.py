@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -223,13 +223,17 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     assert sft_record["pairing"] == "ensemble"
     assert sft_record["reward_dir"] == str(last / "reward")
     assert sft_record["pairs"] == quick_config().sft.pairs
-    # ... among the library and every round's judged designs (sft_designs)
+    # ... among every round's judged designs (sft_designs) that are not library workflows
+    # (sft_library_share = 0), in the kept policy's own model (the preset's small one)
     assert sft_record["designs"] == [
         str(run / "refine" / f"round-{n}" / "judged.parquet") for n in (1, 2)
     ]
+    assert sft_record["library_share"] == 0.0
+    assert sft_record["train"]["model"] == asdict(quick_config().refine.sft_model)
     sft_data = json.loads((repaired / "flowforge_run.json").read_text())["data"]
     files = list((run / "library" / "workflows").glob("*.json"))
     assert sft_data["library_workflows"] == len(files) and sft_data["judged_designs"] > 0
+    assert sft_data["library_share"] == 0.0
     assert sft_record["pairing_top_k"] == 3  # each prompt paired among its 3 best (sft_top_k)
     assert sft_data["effective_workflows_per_prompt"]["p90"] <= 3 + 1e-6
     starts = [r["config"]["sft_dir"] for r in records[1:]]

@@ -78,7 +78,6 @@ def test_a_toml_file_switches_the_number_ranges_off_with_zero(tmp_path: Path) ->
         ("[refine]\nrounds = 0\n", "refine: rounds, samples and seeds must be >= 1"),
         ("[refine]\npolicies = 0\n", "refine: policies must be >= 1"),
         ("[refine]\nsft_top_k = -1\n", "refine: sft_top_k must be >= 0"),
-        ("[refine]\nsft_library_share = 0.0\nsft_designs = false\n", "share < 1 needs refit"),
         ("[refine]\nsft_library_share = 1.5\n", r"sft_library_share must be in \[0, 1\]"),
         # a count of validation prompts: one wording for every such setting
         ("[refine]\nchoose_prompts = 300\n", "refine: choose_prompts is 300: 1 to the valid"),

@@ -17,6 +17,7 @@ import flowforge.pipeline.refine as refine_module
 import flowforge.pipeline.runner as runner
 import flowforge.pipeline.stages as stages_module
 from flowforge.pipeline.config import (
+    KEPT_POLICY_MODEL,
     REPAIRED_SFT_SETTINGS,
     CollectStageConfig,
     LibraryStageConfig,
@@ -369,33 +370,59 @@ def test_the_repaired_sft_trains_on_its_own_threads(
         torch.set_num_threads(original)
 
 
-def test_the_repaired_sft_takes_refines_own_model_when_one_is_set(tmp_path: Path) -> None:
-    """`[refine.sft_model]` widens the re-paired SFT (and so the kept policy) alone; unset,
-    it is the run's SFT model, and keys nothing (runs made before it keep their keys)."""
+def test_the_repaired_sft_takes_refines_own_model(tmp_path: Path) -> None:
+    """`[refine.sft_model]` shapes the re-paired SFT (and so the kept policy) alone, 160 wide
+    by default over the run's 128; a key the file leaves out keeps the default's value."""
+    plain = RunConfig()
+    assert plain.refine.sft_model == KEPT_POLICY_MODEL and plain.sft.train.model.hidden_size == 128
+    repaired = refine_module.repaired_sft(plain.sft, plain.refine)
+    assert repaired.train.model == KEPT_POLICY_MODEL and repaired.train.model.hidden_size == 160
+    assert repaired.train.learning_rate == plain.sft.train.learning_rate  # the rest: the run's
+    assert repaired.pairs == plain.sft.pairs
     path = tmp_path / "wide.toml"
     path.write_text("[refine.sft_model]\nhidden_size = 256\nnum_attention_heads = 8\n")
     wide = load_run_config(path)
-    assert wide.refine.sft_model is not None and wide.sft.train.model.hidden_size == 128
-    assert wide.refine.sft_model.hidden_size == 256 and wide.refine.sft_model.num_hidden_layers == 4
-    repaired = refine_module.repaired_sft(wide.sft, wide.refine)
-    assert repaired.train.model == wide.refine.sft_model
-    assert repaired.train.learning_rate == wide.sft.train.learning_rate  # the rest: the run's
-    assert repaired.pairs == wide.sft.pairs
-    plain = in_order()
-    assert plain.refine.sft_model is None and "sft_model" not in plain.section("refine")
-    assert refine_module.repaired_sft(plain.sft, plain.refine) == plain.sft
+    assert wide.sft.train.model.hidden_size == 128
+    kept = wide.refine.sft_model
+    assert (kept.hidden_size, kept.intermediate_size, kept.num_attention_heads) == (256, 480, 8)
+    assert refine_module.repaired_sft(wide.sft, wide.refine).train.model == wide.refine.sft_model
     assert changed_keys(plain, dataclasses.replace(plain, refine=wide.refine)) == {"refine"}
+    # the quick preset keeps its policy as small as the others
+    assert quick_config().refine.sft_model == quick_config().sft.train.model
     bad = tmp_path / "bad.toml"
     bad.write_text("[refine.sft_model]\nhidden_sise = 256\n")
     with pytest.raises(ConfigFileError, match=r"unknown setting 'refine\.sft_model\.hidden_sise'"):
         load_run_config(bad)
+    odd = tmp_path / "odd.toml"  # 128 wide over the default's 5 heads
+    odd.write_text("[refine.sft_model]\nhidden_size = 128\n")
+    with pytest.raises(ConfigFileError, match="hidden_size 128 / num_attention_heads 5"):
+        load_run_config(odd)
+
+
+def test_a_refine_stage_made_before_the_kept_policy_defaults_resumes_its_rounds() -> None:
+    """A run made before session 38 recorded its refine stage without `sft_model` and
+    `sft_library_share` (added settings then, at their old defaults); under today's defaults
+    the runner resumes that stage, its rounds kept, as these are settings it rechecks (its
+    re-paired SFT is redone, `refit_sft`); any other change besides them clears it."""
+    stage = next(stage for stage in STAGES if stage.name == "refine")
+    config = RunConfig()
+    settings = runner._settings(stage, config)
+    inputs = {name: f"fingerprint of {name}" for name in stage.reads(config)}
+    old = json.loads(json.dumps(settings))
+    del old["refine"]["sft_model"], old["refine"]["sft_library_share"]
+    marker = {"key": runner._key(stage, old, inputs), "settings": old}
+    assert marker["key"] != runner._key(stage, settings, inputs)
+    assert runner._only_rechecked_changed(stage, marker, settings, inputs)
+    old["refine"]["samples"] = 4
+    marker = {"key": runner._key(stage, old, inputs), "settings": old}
+    assert not runner._only_rechecked_changed(stage, marker, settings, inputs)
 
 
 def test_the_repaired_sft_library_share_reaches_its_run_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`[refine] sft_library_share` reaches the re-paired SFT's run config and its line of
-    progress; the default keys nothing (runs made before the setting keep their keys)."""
+    progress; 0 by default, which the judged designs alone can follow."""
     seen: list[tuple[float, tuple[str, ...]]] = []
     said: list[str] = []
 
@@ -412,11 +439,13 @@ def test_the_repaired_sft_library_share_reaches_its_run_config(
     assert "among the judged designs not in the library" in said[0]
     assert "the library and the judged designs (at most 25% library workflows)" in said[1]
     assert said[2].endswith("among the library and the judged designs -> " + str(tmp_path / "sft"))
-    plain = in_order()
-    assert plain.refine.sft_library_share == 1.0
-    assert "sft_library_share" not in plain.section("refine")
+    plain = RunConfig()
+    assert plain.refine.sft_library_share == 0.0 == plain.refine.repaired_library_share
     capped = dataclasses.replace(plain.refine, sft_library_share=0.25)
     assert changed_keys(plain, dataclasses.replace(plain, refine=capped)) == {"refine"}
+    # without the judged designs the library is the only candidate: no cap, whatever the share
+    alone = dataclasses.replace(plain.refine, sft_designs=False)
+    assert alone.sft_library_share == 0.0 and alone.repaired_library_share == 1.0
 
 
 def test_other_repaired_sft_settings_redo_that_sft_and_what_starts_from_it(

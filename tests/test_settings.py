@@ -56,10 +56,13 @@ def test_refines_judged_design_pairing_is_a_default_that_counts_in_the_stage_key
     # sft_designs and sft_top_k changed results when they became the default (session 20),
     # so they are no added settings: a run made before them redoes its refine stage
     # so did probes = 2 (session 31): a run made before it redoes its refine stage.
-    # sft_model (session 35) and sft_library_share (session 37) are added: at their defaults
-    # they train what was trained before
-    assert added_defaults(RefineStageConfig) == {"sft_model": None, "sft_library_share": 1.0}
+    # sft_model (session 35) and sft_library_share (session 37) were added settings until
+    # their defaults changed (session 38: 160 wide, share 0): a run made before redoes its
+    # re-paired SFT (test_run_pipeline: the refine stage resumes, its rounds kept)
+    assert added_defaults(RefineStageConfig) == {}
     refine = RunConfig().section("refine")
+    assert refine["sft_library_share"] == 0.0
+    assert refine["sft_model"]["hidden_size"] == 160
     assert refine["probes"] == 2
     assert (refine["sft_designs"], refine["sft_top_k"]) == (True, 16)
     # likewise samples = 8 (session 22): the rounds judge other designs, so a run made

@@ -23,7 +23,7 @@ from ..policy.grpo import QUICK as GRPO_QUICK
 from ..policy.grpo import GRPORunConfig
 from ..policy.model import PolicyModelConfig
 from ..reward.config import RewardConfig
-from ..settings import added_setting, to_json
+from ..settings import to_json
 from .layout import GRPO_DIR, REWARD_DIR, SFT_DIR
 from .overrides import apply, read_config_file
 
@@ -75,6 +75,10 @@ class CollectStageConfig:
 #: keeps every round before it (`Stage.rechecked`; `refine.refit_sft` redoes that SFT and
 #: what follows it), ~20 minutes of a default run.
 REPAIRED_SFT_SETTINGS = ("sft_designs", "sft_top_k", "sft_library_share", "sft_model")
+
+#: The model of the policy a run keeps (`RefineStageConfig.sft_model`): the run's SFT model
+#: (`PolicyModelConfig`'s defaults) 160 wide instead of 128, head dim 32 as there.
+KEPT_POLICY_MODEL = PolicyModelConfig(hidden_size=160, intermediate_size=480, num_attention_heads=5)
 
 
 @dataclass(frozen=True)
@@ -156,25 +160,32 @@ class RefineStageConfig:
     #: It applies with `sft_designs` off too: the default before session 20 is both off
     #: (`sft_designs = false`, `sft_top_k = 0`).
     sft_top_k: int = 16
-    #: With `sft_designs`: the largest share of the re-paired SFT's pairs that may pair a
-    #: library workflow (`SFTRunConfig.library_share`). 1: no cap; 0: only the judged
-    #: designs that are not library workflows, so the kept policy starts from new designs
-    #: alone; in between, the library pairs beyond the share are drawn again among those
-    #: designs. Why it exists: a wider kept policy (`sft_model`) copies what it is paired
+    #: With `refit_sft` and `sft_designs` (ignored without them): the largest share of the
+    #: re-paired SFT's pairs that may pair a library workflow (`SFTRunConfig.library_share`).
+    #: 0 (the default since session 38): only the judged designs that are not library
+    #: workflows, so the kept policy starts from new designs alone; 1: no cap (the default
+    #: before); in between, the library pairs beyond the share are drawn again among those
+    #: designs. Why: a kept policy wider than 128 (`sft_model`) copies what it is paired
     #: with, and about half the re-paired SFT's pairs are library workflows (47% on sim
-    #: world 0, `benchmarks/pairing_sources.py`): its designs went back to the library
-    #: (33-37% new). Measured there (192 wide, world 0): share 1 0.587 / 80% against the best
-    #: fixed workflow, 37% new; 0.25 0.549 / 70%, 64% new; 0 0.552 / 70%, 97% new: no middle
-    #: way in one draw (docs/evaluation.md, "What was tried").
-    sft_library_share: float = added_setting(1.0)
+    #: world 0, `benchmarks/pairing_sources.py`): at 160 wide with them its designs went back
+    #: to the library on world 0 (37% new); without them 0.566 / 72% against the best fixed
+    #: workflow there with 56% new, and 0.600 / 94% with 100% new on world 1. At 192 wide,
+    #: world 0: share 1 0.587 / 80%, 37% new; 0.25 0.549 / 70%, 64% new; 0 0.552 / 70%, 97%
+    #: new: no middle way in one draw (docs/evaluation.md, "What was tried").
+    sft_library_share: float = 0.0
     #: With `refit_sft`: the re-paired SFT's model (``[refine.sft_model]``, the keys of
-    #: ``[sft.train.model]``), and so the last round's GRPO policies' and the run's
-    #: designer's; None: the run's SFT model (`sft.train.model`). Why: a policy twice as
-    #: wide everywhere (256 / 768 / 8 heads) scored 0.599 and 0.619 on the two sim worlds
-    #: in one draw each (docs/evaluation.md, "What was tried") but costs ~35 more minutes,
-    #: most of it in stages whose policies the run does not keep (phase-1 SFT and GRPO,
-    #: the first round's GRPO); this widens only the policy the run keeps.
-    sft_model: PolicyModelConfig | None = added_setting(None)  # noqa: RUF009 (a field())
+    #: ``[sft.train.model]``; a key left out keeps this default's value), and so the last
+    #: round's GRPO policies' and the run's designer's. It does not follow
+    #: ``[sft.train.model]``, which shapes only the policies the run does not keep
+    #: (phase-1 SFT and GRPO, the first rounds' GRPO): a run scaled up sets both. Why 160
+    #: wide (MLP 480, 5 heads, head dim 32 as at 128; since session 38, with
+    #: `sft_library_share = 0`): over the run's 128 it lifted world 1 from the 128-wide
+    #: draws' 0.480-0.555 (81-91% against the best fixed workflow) to 0.600 (94%) and held
+    #: world 0 inside their spread (0.566 / 72% against 0.526-0.603 / 69-77%), in one draw per
+    #: world, for ~5 more minutes, spent only on the policy the run keeps; 256 wide
+    #: everywhere scored 0.599 / 0.619 but costs ~35 minutes more (docs/evaluation.md,
+    #: "What was tried").
+    sft_model: PolicyModelConfig = KEPT_POLICY_MODEL
     #: Library probes per train prompt and round (`pipeline.probes`): the library workflows
     #: the ensemble of the moment (round 1: the run's; round k: round k-1's refit) predicts
     #: best for the prompt among those never judged with it, each judged on `seeds` render
@@ -201,14 +212,15 @@ class RefineStageConfig:
             raise RunConfigError(
                 f"refine: sft_library_share must be in [0, 1], got {self.sft_library_share}"
             )
-        if self.sft_library_share < 1 and not (self.refit_sft and self.sft_designs):
-            raise RunConfigError(
-                "refine: sft_library_share < 1 needs refit_sft and sft_designs (the judged "
-                "designs are what the re-paired SFT pairs with instead of library workflows)"
-            )
         problem = sample_count_problem("choose_prompts", self.choose_prompts, "validation")
         if problem is not None:
             raise RunConfigError(f"refine: {problem}")
+
+    @property
+    def repaired_library_share(self) -> float:
+        """The library share the re-paired SFT trains with: `sft_library_share`, or 1 (no
+        cap) without `sft_designs`, whose library is then its only candidates."""
+        return self.sft_library_share if self.sft_designs else 1.0
 
 
 def _small_model() -> TrainSettings:
@@ -401,8 +413,9 @@ def quick_config() -> RunConfig:
         sft=SFTStageConfig(pairs=800, train=train),
         comfygen_ft=ComfyGenFTStageConfig(train=replace(train, epochs=0.3)),
         grpo=apply(_grpo(), GRPO_QUICK),
-        # two rounds of one design per train prompt, two policies each, chosen on 20 prompts
-        refine=RefineStageConfig(samples=1, choose_prompts=20),
+        # two rounds of one design per train prompt, two policies each, chosen on 20 prompts;
+        # the kept policy as small as the others
+        refine=RefineStageConfig(samples=1, choose_prompts=20, sft_model=QUICK_MODEL),
         evaluate=EvalConfig(
             prompts=30,
             seeds=1,

@@ -173,7 +173,7 @@ def refine(
                 designs,
                 config.sft_top_k,
                 sft_threads,
-                config.sft_library_share,
+                config.repaired_library_share,
             )
             what = "the re-paired SFT"
         runs = [
@@ -233,9 +233,7 @@ def refine(
 
 def repaired_sft(sft: SFTStageConfig, config: RefineStageConfig) -> SFTStageConfig:
     """The run's SFT settings as the re-paired SFT trains with them: its model replaced by
-    `config.sft_model` when one is set (the kept policy's own width), all else the run's."""
-    if config.sft_model is None:
-        return sft
+    `config.sft_model` (the kept policy's own width), all else the run's."""
     return replace(sft, train=replace(sft.train, model=config.sft_model))
 
 
