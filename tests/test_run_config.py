@@ -59,6 +59,26 @@ def test_a_json_file_works_the_same(tmp_path: Path) -> None:
     assert (config.grpo.steps, config.grpo.beta) == (3, 0.1)
 
 
+def test_an_old_runs_saved_config_keeps_its_kept_policy_at_the_runs_sft_model(
+    tmp_path: Path,
+) -> None:
+    # config.json of a run made in sessions 35-37 holds refine.sft_model = null: the run's
+    # SFT model then, a model of its own (160 wide) by default since; read as it was meant
+    saved = RunConfig().to_json()
+    saved["refine"]["sft_model"] = None
+    saved["sft"]["train"]["model"]["hidden_size"] = 64
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    config = load_run_config(path)
+    assert config.refine.sft_model == config.sft.train.model
+    assert config.refine.sft_model.hidden_size == 64
+    assert config.refine.samples == RunConfig().refine.samples  # the rest read as written
+    # without it, the default kept model stays
+    del saved["refine"]["sft_model"]
+    path.write_text(json.dumps(saved), encoding="utf-8")
+    assert load_run_config(path).refine.sft_model == RunConfig().refine.sft_model
+
+
 def test_a_toml_file_switches_the_number_ranges_off_with_zero(tmp_path: Path) -> None:
     """TOML has no null, so 0 is the spelling of "catalog ranges only" (docs/policy.md)."""
     path = tmp_path / "run.toml"

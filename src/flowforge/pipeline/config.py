@@ -427,13 +427,29 @@ def quick_config() -> RunConfig:
     )
 
 
+def _without_null_sft_model(changes: dict[str, Any]) -> dict[str, Any]:
+    """A config file's settings without ``refine.sft_model = null``, which a run's saved
+    ``config.json`` from sessions 35 to 37 holds: then it meant the run's SFT model, and
+    `load_run_config` reads it so (the default since session 38 is a model of its own), so
+    an old run's config file still makes that run."""
+    refine = changes.get("refine")
+    if not isinstance(refine, dict) or "sft_model" not in refine or refine["sft_model"] is not None:
+        return changes
+    return {**changes, "refine": {k: v for k, v in refine.items() if k != "sft_model"}}
+
+
 def load_run_config(
     path: Path | None = None, *, quick: bool = False, judge: str | None = None
 ) -> RunConfig:
     """The defaults (or the quick preset), the file's settings over them, then ``--judge``."""
     config = quick_config() if quick else RunConfig()
     if path is not None:
-        config = apply(config, read_config_file(path))
+        changes = read_config_file(path)
+        wanted = _without_null_sft_model(changes)
+        config = apply(config, wanted)
+        if wanted is not changes:  # an old run's "the run's SFT model"
+            kept = dataclasses.replace(config.refine, sft_model=config.sft.train.model)
+            config = dataclasses.replace(config, refine=kept)
     if judge is not None:
         config = dataclasses.replace(config, judge=judge)
     return config
