@@ -63,11 +63,31 @@ def test_the_quick_run_prints_the_report_table_and_resumes_as_skipped(
     assert {p.name for p in (run / "stages").glob("*.log")} >= {"sft.log", "evaluate.log"}
     again = runner.invoke(app, ["run", "--quick", "--out", str(run)])
     assert again.exit_code == 0, again.output
-    assert again.stderr.count("done before, skipped") == 8
+    assert again.stderr.count("done before, skipped") == 9
     table = printed[printed.index("| method") : printed.index("run ->")]
     assert table in again.stdout  # the same report, not a new one
     guard = report["hand_over"]  # judged on the quick preset's 20 validation prompts
     assert guard["prompts"] == 20 and "`flowforge design --run` hands over" in table
+
+
+def test_comfygen_ft_learns_from_a_grid_of_its_own(quick_run: tuple[Path, str]) -> None:
+    """ComfyGen's data shape: 30 library workflows, each judged on the same 50 train prompts
+    with the collection's 2 seeds; the baseline's data calls in the report are the grid's."""
+    run, _ = quick_run
+    grid, pending = run_table(run / "comfygen_data")
+    assert pending == 0
+    assert grid.num_rows == 30 * 50 * 2
+    pairs = set(zip(grid["prompt"].to_pylist(), grid["workflow_hash"].to_pylist(), strict=True))
+    assert len(pairs) == 30 * 50
+    assert len({h for _, h in pairs}) == 30 and len({p for p, _ in pairs}) == 50
+    index = (run / "library" / "workflows" / "index.jsonl").read_text().splitlines()
+    assert {h for _, h in pairs} <= {json.loads(line)["hash"] for line in index}
+    record = json.loads((run / "comfygen_ft" / "flowforge_run.json").read_text())
+    assert record["config"]["triplets"] == str(run / "comfygen_data")
+    assert record["data"]["triplets"] == 3000 and record["data"]["library_workflows"] == 30
+    report = json.loads((run / "evaluate" / "report.json").read_text())
+    calls = {m["name"]: m["data_calls"] for m in report["methods"]}
+    assert calls["comfygen_ft"] == 3000 and calls["best_fixed"] == 3000  # 1,500 pairs x 2
 
 
 def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_path: Path) -> None:

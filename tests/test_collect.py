@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,32 @@ def test_subset_plan_spreads_pairs_evenly_and_depends_only_on_the_seed(
         assert len({item[3] for item in items if item[1] == prompt_id}) == 2
     assert plan_of(config) == items
     assert plan_of(config_for(tmp_path, prompts_file, pairs=25, seeds=2, seed=1)) != items
+
+
+def test_a_library_sample_grid_judges_those_workflows_on_every_prompt(
+    tmp_path: Path, prompts_file: Path
+) -> None:
+    # ComfyGen's data shape: a few workflows, each on every prompt with the prompt's seeds
+    config = config_for(tmp_path, prompts_file, pairs=None, grid=True, library_sample=4)
+    items = plan_of(config)
+    assert len(items) == len(PROMPTS) * 4 * 2
+    workflows = {item[2] for item in items}
+    assert len(workflows) == 4
+    for workflow in workflows:
+        assert len({item[1] for item in items if item[2] == workflow}) == len(PROMPTS)
+    assert plan_of(config) == items  # the sample is the plan's seed's
+    other = {item[2] for item in plan_of(replace(config, seed=3))}
+    assert other != workflows and len(other) == 4
+    everything = {item[2] for item in plan_of(replace(config, library_sample=None))}
+    assert workflows < everything and len(everything) == 12
+
+
+def test_a_library_sample_larger_than_the_library_is_refused(
+    tmp_path: Path, prompts_file: Path
+) -> None:
+    config = config_for(tmp_path, prompts_file, pairs=None, grid=True, library_sample=13)
+    with pytest.raises(PlanError, match=r"--library-sample 13: the library has 12 distinct"):
+        plan_of(config)
 
 
 def test_plan_refuses_more_pairs_than_there_are(tmp_path: Path, prompts_file: Path) -> None:
@@ -288,6 +315,7 @@ def test_a_second_collector_on_the_same_run_is_refused(tmp_path: Path, prompts_f
         ({"pairs": None}, r"give exactly one of --grid"),
         ({"seeds": 0}, r"--seeds must be at least 1, not 0"),
         ({"batch_size": 0}, r"--batch-size must be at least 1"),
+        ({"library_sample": 0}, r"--library-sample must be at least 1"),
         ({"backoff_seconds": 61.0}, r"--backoff-seconds must be in \[0, 60\]"),
         ({"judge_opt": (("a", "1"), ("a", "2"))}, r"a --judge-opt key is given twice"),
     ],

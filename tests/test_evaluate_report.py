@@ -215,7 +215,10 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> EvalInputs:
     tokenizer = tiny_tokenizer()
     for kind, seed in (("sft", 0), ("comfygen_ft", 1), ("grpo", 2)):
         model = build_tiny_model(tokenizer, TINY, seed=seed)
-        save_policy(model, tokenizer, root / kind, run_config={"kind": kind})
+        record: dict[str, object] = {"kind": kind}
+        if kind == "comfygen_ft":  # learned from a grid of its own (`[comfygen_ft] data`)
+            record["data"] = {"triplets": 777}
+        save_policy(model, tokenizer, root / kind, run_config=record)
     log = [{"step": s, "reward_mean": 0.1 * s, "kl": 0.01 * s} for s in range(1, 4)]
     (root / "grpo" / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     return EvalInputs(
@@ -276,6 +279,7 @@ def test_a_whole_evaluation_writes_every_report_file_with_its_sections(
     assert by_name["default"]["not_in_library"] == 0.0
     assert by_name["grpo"]["not_in_library"] == 1.0  # an untrained model writes new things
     assert by_name["sft"]["data_calls"] == 0 and by_name["grpo"]["data_calls"] == 120
+    assert by_name["comfygen_ft"]["data_calls"] == 777  # its own data's, from its record
     assert by_name["grpo_w1"]["heldout"] == by_name["grpo"]["heldout"]  # w=1 is the policy
     choice = data["guidance_choice"]  # judged on 4 validation prompts x 1 seed x 2 weights
     assert choice["prompts"] == 4 and choice["judge_calls"] == 8

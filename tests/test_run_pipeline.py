@@ -263,7 +263,23 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     evaluate = dataclasses.replace(base.evaluate, prompts=12)
     assert changed_keys(base, dataclasses.replace(base, evaluate=evaluate)) == {"evaluate"}
     ft = dataclasses.replace(base.comfygen_ft, enabled=False)
-    assert changed_keys(base, dataclasses.replace(base, comfygen_ft=ft)) == {"comfygen_ft"}
+    off = {"comfygen_data", "comfygen_ft"}
+    assert changed_keys(base, dataclasses.replace(base, comfygen_ft=ft)) == off
+    # its grid is keyed by what is judged, not by how the baseline trains on it: a real
+    # judge's grid is hours of rendering
+    epochs = dataclasses.replace(base.comfygen_ft.train, epochs=1.0)
+    trained = dataclasses.replace(base.comfygen_ft, train=epochs)
+    assert changed_keys(base, dataclasses.replace(base, comfygen_ft=trained)) == {"comfygen_ft"}
+    grid = dataclasses.replace(base.comfygen_ft.grid, workflows=20)
+    bigger = dataclasses.replace(base.comfygen_ft, grid=grid)
+    assert changed_keys(base, dataclasses.replace(base, comfygen_ft=bigger)) == off
+    batches = dataclasses.replace(base.collect, batch_size=64)
+    assert changed_keys(base, dataclasses.replace(base, collect=batches)) == {"collect"}
+    seeds = dataclasses.replace(base.collect, seeds=1)
+    assert changed_keys(base, dataclasses.replace(base, collect=seeds)) == {
+        "collect",
+        "comfygen_data",
+    }
     # ComfyGen-FT starts from the SFT policy (`from_sft`): a new SFT fingerprint redoes it
     assert "sft" in {stage.name: stage.inputs for stage in STAGES}["comfygen_ft"]
     grpo = dataclasses.replace(base.grpo, steps=3)
@@ -271,7 +287,7 @@ def test_each_real_stage_is_keyed_by_exactly_the_settings_it_reads() -> None:
     # a setting added later (flowforge.settings) keys its stages once it leaves its default
     contrast = dataclasses.replace(base.grpo, prompt_contrast=0.5)
     assert changed_keys(base, dataclasses.replace(base, grpo=contrast)) == {"grpo"}
-    judged = {"library", "collect", "evaluate"}
+    judged = {"library", "collect", "comfygen_data", "evaluate"}
     assert changed_keys(base, dataclasses.replace(base, judge="sim:1")) == judged
     assert changed_keys(base, dataclasses.replace(base, judge="sim:0")) == set()  # = "sim"
     # the judge's id keys the stages: options that do not change scores redo nothing
@@ -317,7 +333,19 @@ def test_a_new_output_redoes_only_the_stages_that_read_it_under_this_config() ->
     assert changed_keys(base, refined) == {"refine"}
     off = dataclasses.replace(base, comfygen_ft=dataclasses.replace(scratch, enabled=False))
     assert "comfygen_ft" not in keys_with_new(off, "collect")
-    assert "comfygen_ft" in keys_with_new(base, "collect")
+    assert "comfygen_ft" not in keys_with_new(off, "comfygen_data")
+    assert keys_with_new(off, "library") == {"collect", "sft", "evaluate"}
+    # ComfyGen-FT learns from its grid (the default) or from the triplets, never both
+    assert base.comfygen_ft.data == "grid"
+    assert keys_with_new(base, "comfygen_data") == {"comfygen_ft"}
+    assert "comfygen_ft" not in keys_with_new(base, "collect")
+    triplets = dataclasses.replace(
+        base, comfygen_ft=dataclasses.replace(base.comfygen_ft, data="triplets")
+    )
+    assert "comfygen_ft" in keys_with_new(triplets, "collect")
+    assert keys_with_new(triplets, "comfygen_data") == set()
+    assert "comfygen_data" not in keys_with_new(triplets, "library")
+    assert "comfygen_data" in keys_with_new(base, "library")
 
 
 def test_a_second_run_of_the_same_directory_is_refused_while_one_runs(tmp_path: Path) -> None:

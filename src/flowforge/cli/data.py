@@ -40,6 +40,15 @@ def collect_command(
     library_size: Annotated[
         int, typer.Option("--library-size", help="Size of the built default library.", min=1)
     ] = 200,
+    library_sample: Annotated[
+        int | None,
+        typer.Option(
+            "--library-sample",
+            help="Judge a seeded sample of N of the library's distinct workflows "
+            "(with --grid: ComfyGen's data shape, few workflows on every prompt).",
+            min=1,
+        ),
+    ] = None,
     pairs: Annotated[
         int | None,
         typer.Option("--pairs", help="Random (prompt, workflow) pairs to judge.", min=1),
@@ -103,6 +112,7 @@ def collect_command(
             prompts=prompts,
             library=library,
             library_size=library_size,
+            library_sample=library_sample,
             pairs=pairs,
             seeds=seeds,
             grid=grid,

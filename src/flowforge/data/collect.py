@@ -80,6 +80,7 @@ class CollectConfig:
     prompts: str = "train"  # a shipped split (train, heldout, all) or a .txt/.jsonl prompt file
     library: Path | None = None  # a directory of API-JSON workflows; None: build the default
     library_size: int = 200  # size of the default library (used only when library is None)
+    library_sample: int | None = None  # judge a seeded sample of this many library workflows
     pairs: int | None = None  # random subset: this many (prompt, workflow) pairs
     seeds: int = 1  # seeds per (prompt, workflow) pair, shared by all workflows of a prompt
     grid: bool = False  # every prompt with every workflow instead of a random subset
@@ -99,6 +100,8 @@ class CollectConfig:
         positive |= {"max_attempts": self.max_attempts, "library_size": self.library_size}
         if self.pairs is not None:
             positive["pairs"] = self.pairs
+        if self.library_sample is not None:
+            positive["library_sample"] = self.library_sample
         for name, value in positive.items():
             if value < 1:
                 raise CollectError(f"--{name.replace('_', '-')} must be at least 1, not {value}")
@@ -165,7 +168,8 @@ def plan_collection(
     catalog: Catalog,
 ) -> Plan:
     """The plan `config` asks for: the full grid (``--grid``) or ``--pairs`` random pairs,
-    each with ``--seeds`` seeds, deterministic given ``--seed`` (see `plan.plan_items`)."""
+    each with ``--seeds`` seeds, over the library or ``--library-sample`` of it,
+    deterministic given ``--seed`` (see `plan.plan_items`)."""
     return plan_items(
         prompts,
         library,
@@ -174,6 +178,7 @@ def plan_collection(
         seed=config.seed,
         judge_id=judge_id,
         catalog=catalog,
+        library_sample=config.library_sample,
     )
 
 

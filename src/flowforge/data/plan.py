@@ -114,8 +114,15 @@ def plan_items(
     seed: int,
     judge_id: str,
     catalog: Catalog,
+    library_sample: int | None = None,
 ) -> Plan:
     """The sampling plan, a pure function of its inputs and `seed`.
+
+    `library_sample` keeps a uniform sample of that many of the library's distinct designs
+    (drawn first, with `seed`), the rest of the plan is made over them: a grid of few
+    workflows on many prompts is ComfyGen's data shape (every one of its 310 workflows on
+    each of 500 prompts), which its fine-tuned baseline learned from (docs/evaluation.md).
+    None keeps every design (and draws nothing, so plans made before it are unchanged).
 
     ``pairs=None`` is the full grid: every prompt with every workflow. Otherwise `pairs`
     (prompt, workflow) pairs spread evenly over the prompts (each gets pairs // P or one more
@@ -134,6 +141,8 @@ def plan_items(
     if not prompts or not workflows:
         raise PlanError(f"nothing to plan: {len(prompts)} prompts, {len(workflows)} workflows")
     rng = random.Random(seed)
+    if library_sample is not None:
+        workflows = _sample_designs(rng, workflows, library_sample)
     n_prompts, n_workflows = len(prompts), len(workflows)
     if pairs is None:
         chosen = [(p, w) for p in range(n_prompts) for w in range(n_workflows)]
@@ -147,6 +156,18 @@ def plan_items(
         for index, (p, w, s) in enumerate(triples)
     )
     return Plan(items=items, workflows=tuple(workflows), duplicates=duplicates)
+
+
+def _sample_designs(
+    rng: random.Random, workflows: list[StoredWorkflow], count: int
+) -> list[StoredWorkflow]:
+    """`count` of `workflows`, uniformly without replacement, in library order."""
+    if not 1 <= count <= len(workflows):
+        raise PlanError(
+            f"--library-sample {count}: the library has {len(workflows)} distinct workflows; "
+            f"sample between 1 and {len(workflows)}"
+        )
+    return [workflows[i] for i in sorted(rng.sample(range(len(workflows)), count))]
 
 
 def _stratified_pairs(

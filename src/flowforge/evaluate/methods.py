@@ -106,6 +106,14 @@ def ensemble_paired(policy: Path) -> bool:
     return bool(config.get("pairing") == "ensemble")
 
 
+def trained_judgements(policy: Path, default: int) -> int:
+    """The judged items a score-conditioned (ComfyGen-FT) policy learned from, as its run
+    record counts them (``data.triplets``, failed renders included): its own ComfyGen-shaped
+    grid (``[comfygen_ft] data``) or the run's triplets. `default` for a record without."""
+    data = (read_run_config(policy) or {}).get("data") or {}
+    return int(data.get("triplets", default))
+
+
 def audit_calls(policy: Path | None) -> int:
     """Judge calls a GRPO run spent on its audits (0 without audits, or for another policy):
     judgements its designs learned from, on top of the triplets behind the ensemble."""
@@ -178,7 +186,12 @@ def _policy_methods(
     methods: list[Method] = []
     policies: dict[str, PolicyDesigner] = {}
     for name, label, path, calls in (
-        ("comfygen_ft", "ComfyGen-FT (score-conditioned SFT)", inputs.comfygen_ft, n),
+        (
+            "comfygen_ft",
+            "ComfyGen-FT (score-conditioned SFT)",
+            inputs.comfygen_ft,
+            n if inputs.comfygen_ft is None else trained_judgements(inputs.comfygen_ft, n),
+        ),
         ("sft", "SFT", inputs.sft, n if inputs.sft and ensemble_paired(inputs.sft) else 0),
         (START, START_LABEL, inputs.start, n + inputs.grpo_data_calls),  # no GRPO audit
         ("grpo", "GRPO", inputs.grpo, g),

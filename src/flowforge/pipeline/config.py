@@ -286,12 +286,47 @@ def _comfygen_ft_train() -> TrainSettings:
     return replace(TrainSettings(), epochs=3.0, learning_rate=3e-3)
 
 
+#: Where ComfyGen-FT's judged examples come from (`ComfyGenFTStageConfig.data`).
+COMFYGEN_DATA_SOURCES = ("grid", "triplets")
+
+
+@dataclass(frozen=True)
+class ComfyGenGridConfig:
+    """ComfyGen's data shape at the collection's budget: `workflows` of the library (a
+    uniform sample, as ComfyGen's 310 flows were chosen without scores), each judged on the
+    same `prompts` train prompts (the first in sha256 order) with ``[collect]``'s seeds.
+
+    Why: ComfyGen judged every one of 310 flows on each of 500 prompts, and its fine-tuned
+    baseline learned to copy them (79 distinct over 500 prompts, similarity 0.9995 to its
+    training set). The run's triplets are another shape (10,000 random pairs over ~2,000
+    workflows, ~5 prompts per workflow), on which the analogue did not copy. 80 x 125 keeps
+    ComfyGen's ratio (310 / 500 = 0.62) and the triplets' 10,000 pairs (docs/evaluation.md).
+    """
+
+    workflows: int = 80
+    prompts: int = 125
+
+    def __post_init__(self) -> None:
+        if self.workflows < 1 or self.prompts < 1:
+            raise RunConfigError(
+                f"comfygen_ft.grid: workflows and prompts must be >= 1, "
+                f"got {self.workflows} and {self.prompts}"
+            )
+
+
 @dataclass(frozen=True)
 class ComfyGenFTStageConfig:
-    """The ComfyGen-FT baseline: (prompt, score bin) -> workflow on the judged triplets."""
+    """The ComfyGen-FT baseline: (prompt, score bin) -> workflow on judged pairs."""
 
     #: Train it (off: the evaluation reports the baseline as not run).
     enabled: bool = True
+    #: Its judged pairs: ``grid``, a ComfyGen-shaped collection of its own (`grid`, the
+    #: ``comfygen_data`` stage; its judge calls are the baseline's data cost), or
+    #: ``triplets``, the run's collection (no judge call more; what it learned before
+    #: session 39, when it wrote a new design for most prompts instead of copying).
+    data: str = "grid"
+    #: The grid's size (``data = "grid"``).
+    grid: ComfyGenGridConfig = field(default_factory=ComfyGenGridConfig)
     #: Scores averaged into its conditioning score; None: the training scorers (every score
     #: of the triplets except the held-out scorer).
     score_names: tuple[str, ...] | None = None
@@ -301,6 +336,13 @@ class ComfyGenFTStageConfig:
     #: LLM that already knows language, and FlowRL's GRPO starts from this same policy, so
     #: the two differ only in how they use the judged data (docs/evaluation.md).
     from_sft: bool = True
+
+    def __post_init__(self) -> None:
+        if self.data not in COMFYGEN_DATA_SOURCES:
+            raise RunConfigError(
+                f"comfygen_ft.data must be one of {', '.join(COMFYGEN_DATA_SOURCES)}, "
+                f"got {self.data!r}"
+            )
 
 
 def _reward() -> RewardConfig:
@@ -411,7 +453,10 @@ def quick_config() -> RunConfig:
         collect=CollectStageConfig(pairs=1_500, seeds=2, prompts=300),
         reward=RewardConfig(members=3, epochs=6),
         sft=SFTStageConfig(pairs=800, train=train),
-        comfygen_ft=ComfyGenFTStageConfig(train=replace(train, epochs=0.3)),
+        # the grid at the collection's 1,500 pairs, ComfyGen's ratio
+        comfygen_ft=ComfyGenFTStageConfig(
+            train=replace(train, epochs=0.3), grid=ComfyGenGridConfig(workflows=30, prompts=50)
+        ),
         grpo=apply(_grpo(), GRPO_QUICK),
         # two rounds of one design per train prompt, two policies each, chosen on 20 prompts;
         # the kept policy as small as the others

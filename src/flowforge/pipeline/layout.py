@@ -13,6 +13,8 @@ from typing import Any
 
 #: Stage directories inside a run (the last three also the GRPO section's fixed path fields).
 LIBRARY, COLLECT, COMFYGEN_FT, EVALUATE = "library", "collect", "comfygen_ft", "evaluate"
+#: The ComfyGen-shaped collection ComfyGen-FT learns from (``[comfygen_ft] data = "grid"``).
+COMFYGEN_DATA = "comfygen_data"
 SFT_DIR, REWARD_DIR, GRPO_DIR = "sft", "reward", "grpo"
 #: The active-learning rounds (``[refine]``): RUN/refine/round-N/reward and the GRPO policy
 #: the judge kept among .../grpo, .../grpo-2 of the last round (`final_models`) replace

@@ -1,10 +1,11 @@
 """The stages of ``flowforge run``, each a call into the package that owns it.
 
-library -> collect -> reward -> SFT -> ComfyGen-FT -> GRPO -> refine (unless disabled) ->
-evaluate. A stage reads its section of the `RunConfig` and the outputs of earlier stages
-(fixed directories of the run) and writes only ``RUN/<its name>``; it returns a JSON summary
-that the runner stores in the stage's done marker. `resumable` stages continue a run cut
-short (the collection journal, the SFT and GRPO checkpoints, the refine rounds' judgements);
+library -> collect -> reward -> SFT -> ComfyGen data -> ComfyGen-FT -> GRPO -> refine
+(unless disabled) -> evaluate. A stage reads its section of the `RunConfig` and the outputs
+of earlier stages (fixed directories of the run) and writes only ``RUN/<its name>``; it
+returns a JSON summary that the runner stores in the stage's done marker. `resumable`
+stages continue a run cut short (the collection journals, the SFT and GRPO checkpoints, the
+refine rounds' judgements);
 the others are restarted from nothing by the runner.
 """
 
@@ -36,6 +37,7 @@ from ..workflow.schema import Catalog
 from .config import REPAIRED_SFT_SETTINGS, RunConfig
 from .layout import (
     COLLECT,
+    COMFYGEN_DATA,
     COMFYGEN_FT,
     EVALUATE,
     GRPO_DIR,
@@ -197,15 +199,50 @@ def sft_stage(ctx: StageContext) -> dict[str, Any]:
     return _policy_result(asdict(result))
 
 
+def comfygen_data_stage(ctx: StageContext) -> dict[str, Any]:
+    """ComfyGen-FT's own data, a ComfyGen-shaped grid (`ComfyGenGridConfig`): a sample of
+    the library's workflows, each judged on the same train prompts with ``[collect]``'s
+    seeds (resumes its journal). Nothing when the baseline is off or learns the triplets."""
+    c = ctx.config.comfygen_ft
+    if not c.enabled or c.data != "grid":
+        return {"enabled": False}
+    out = ctx.path(COMFYGEN_DATA)
+    out.mkdir(parents=True, exist_ok=True)
+    collected = ctx.config.collect
+    config = CollectConfig(
+        out=out,
+        judge=ctx.config.judge,
+        judge_opt=ctx.config.judge_opt,
+        prompts=str(_write_prompts(out / PROMPTS_FILE, c.grid.prompts)),
+        library=ctx.path(LIBRARY, WORKFLOWS),
+        library_sample=c.grid.workflows,
+        grid=True,
+        seeds=collected.seeds,
+        seed=collected.seed,
+        negative=collected.negative,
+        batch_size=collected.batch_size,
+        max_attempts=collected.max_attempts,
+    )
+    summary = collect(config, ctx.judge)
+    return {
+        "total": summary.total,
+        "scored_this_call": summary.scored,
+        "errors_by_kind": summary.run_errors_by_kind,
+        "rate": round(summary.rate, 1),
+    }
+
+
 def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
-    """The ComfyGen-FT baseline on the triplets, or nothing when disabled."""
+    """The ComfyGen-FT baseline on its data (the grid or the triplets), or nothing when
+    disabled."""
     c = ctx.config.comfygen_ft
     if not c.enabled:
         return {"enabled": False}
-    names = c.score_names or _training_scorers(ctx)
+    data = ctx.path(COMFYGEN_DATA if c.data == "grid" else COLLECT)
+    names = c.score_names or _training_scorers(data, ctx.config.evaluate.heldout_scorer)
     config = ComfyGenFTConfig(
         out_dir=str(ctx.path(COMFYGEN_FT)),
-        triplets=str(ctx.path(COLLECT)),
+        triplets=str(data),
         score_names=names,
         object_info=str(ctx.path(LIBRARY, OBJECT_INFO)),
         train=c.train,
@@ -223,12 +260,12 @@ def labelled(name: str, say: Callable[[str], None]) -> Callable[[str], None]:
     return lambda text: say(text if text.startswith(own) else f"{name}: {text}")
 
 
-def _training_scorers(ctx: StageContext) -> tuple[str, ...]:
-    """Every score name of the triplets except the held-out scorer."""
+def _training_scorers(data: Path, heldout_scorer: str) -> tuple[str, ...]:
+    """Every score name of the judged items in `data` except the held-out scorer."""
     names: set[str] = set()
-    for triplet in load_triplets(ctx.path(COLLECT)):
+    for triplet in load_triplets(data):
         names |= set(triplet.scores or {})
-    return tuple(sorted(names - {ctx.config.evaluate.heldout_scorer}))
+    return tuple(sorted(names - {heldout_scorer}))
 
 
 def _policy_result(result: dict[str, Any]) -> dict[str, Any]:
@@ -328,11 +365,19 @@ def _sft_unread(config: RunConfig) -> frozenset[str]:
 
 
 def _comfygen_ft_unread(config: RunConfig) -> frozenset[str]:
-    """Disabled, it reads nothing; without `from_sft` it starts from a new model, not SFT."""
+    """Disabled, it reads nothing; it reads the grid or the triplets (`data`), not both;
+    without `from_sft` it starts from a new model, not SFT."""
     c = config.comfygen_ft
     if not c.enabled:
-        return frozenset({COLLECT, SFT_DIR})
-    return frozenset() if c.from_sft else frozenset({SFT_DIR})
+        return frozenset({COMFYGEN_DATA, COLLECT, SFT_DIR})
+    other_data = COLLECT if c.data == "grid" else COMFYGEN_DATA
+    return frozenset({other_data} if c.from_sft else {other_data, SFT_DIR})
+
+
+def _comfygen_data_unread(config: RunConfig) -> frozenset[str]:
+    """Without a grid to collect, it reads nothing."""
+    c = config.comfygen_ft
+    return frozenset() if c.enabled and c.data == "grid" else frozenset({LIBRARY})
 
 
 def _refine_unread(config: RunConfig) -> frozenset[str]:
@@ -348,9 +393,27 @@ STAGES: tuple[Stage, ...] = (
     Stage(REWARD_DIR, ("reward",), (COLLECT,), False, reward_stage),
     Stage(SFT_DIR, ("sft",), (LIBRARY, REWARD_DIR), True, sft_stage, _sft_unread),
     Stage(
+        COMFYGEN_DATA,
+        # what the grid is made of; not `[collect]`'s batch size or tries (how, not what,
+        # is judged) nor the baseline's training settings: a real judge's grid is hours
+        (
+            "comfygen_ft.enabled",
+            "comfygen_ft.data",
+            "comfygen_ft.grid",
+            "collect.seeds",
+            "collect.seed",
+            "collect.negative",
+            "judge",
+        ),
+        (LIBRARY,),
+        True,  # its journal resumes, as the collection's
+        comfygen_data_stage,
+        _comfygen_data_unread,
+    ),
+    Stage(
         COMFYGEN_FT,
         ("comfygen_ft", "evaluate.heldout_scorer"),
-        (COLLECT, SFT_DIR),  # SFT: its starting point with `from_sft`
+        (COMFYGEN_DATA, COLLECT, SFT_DIR),  # one of the data (`data`); SFT with `from_sft`
         True,
         comfygen_ft_stage,
         _comfygen_ft_unread,
