@@ -178,7 +178,7 @@ def test_refine_rounds_judge_grpo_designs_refit_and_the_judges_pick_is_what_gets
     )
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
-    assert result.stderr.count("done before, skipped") == 5  # all but GRPO, refine, evaluate
+    assert result.stderr.count("done before, skipped") == 6  # all but GRPO, refine, evaluate
     # round 2 takes its one design per prompt in turn from round 1's two GRPO runs
     assert "sampled designs for 300/300" in result.stderr
     for name in ("grpo", "grpo-2"):
@@ -295,7 +295,7 @@ def test_other_choice_settings_redo_the_choice_and_keep_the_refine_rounds(
     result = runner.invoke(app, ["run", "--quick", "--out", str(run), "--config", str(settings)])
     assert result.exit_code == 0, result.output
     said = " ".join(result.stderr.split())  # the console wraps long lines
-    assert said.count("done before, skipped") == 6  # all but refine and evaluate
+    assert said.count("done before, skipped") == 7  # all but refine and evaluate
     assert (
         "refine: resuming, its earlier output kept (settings changed: refine.choose_prompts, "
         "refine.choose_temperature; it redoes only what those decide)" in said
