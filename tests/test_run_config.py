@@ -105,6 +105,13 @@ def test_a_toml_file_switches_the_number_ranges_off_with_zero(tmp_path: Path) ->
         ("[evaluate]\nselect_prompts = 248\n", "select_prompts is 248: 0 to the validation"),
         ("[evaluate]\nguard_prompts = -1\n", "guard_prompts is -1: 0 to the validation spl"),
         ("[sft.train.vocab]\nnumber_stretch = 0.5\n", "number_stretch must be >= 1, or 0"),
+        ("[comfygen_ft]\ndata = 'grids'\n", "comfygen_ft.data must be one of grid, triplets"),
+        ("[comfygen_ft.grid]\nworkflows = 0\n", "comfygen_ft.grid: workflows must be >= 1"),
+        ("[comfygen_ft.grid]\nprompts = 1200\n", "grid.prompts is 1200: 1 to the train split"),
+        (
+            "[comfygen_ft.grid]\nworkflows = 2001\n",
+            r"workflows is 2001: at most library.size \(2000\)",
+        ),
         ("jobs = 0\n", "jobs must be >= 1, got 0"),
         ("[grpo]\nsft_dir = '/elsewhere'\n", "grpo.sft_dir: paths are the run's"),
         ("[collect]\nnegative = 'ugly'\n", "negative must be equal"),

@@ -307,11 +307,11 @@ class ComfyGenGridConfig:
     prompts: int = 125
 
     def __post_init__(self) -> None:
-        if self.workflows < 1 or self.prompts < 1:
-            raise RunConfigError(
-                f"comfygen_ft.grid: workflows and prompts must be >= 1, "
-                f"got {self.workflows} and {self.prompts}"
-            )
+        if self.workflows < 1:
+            raise RunConfigError(f"comfygen_ft.grid: workflows must be >= 1, got {self.workflows}")
+        problem = sample_count_problem("comfygen_ft.grid.prompts", self.prompts, "train")
+        if problem:
+            raise RunConfigError(problem)
 
 
 @dataclass(frozen=True)
@@ -400,6 +400,12 @@ class RunConfig:
             problems.append("collect.negative and evaluate.negative must be equal")
         if self.reward.heldout_scorer != self.evaluate.heldout_scorer:
             problems.append("reward.heldout_scorer and evaluate.heldout_scorer must be equal")
+        grid = self.comfygen_ft.grid
+        if self.comfygen_ft.data == "grid" and grid.workflows > self.library.size:
+            problems.append(
+                f"comfygen_ft.grid.workflows is {grid.workflows}: at most library.size "
+                f"({self.library.size}), the workflows there are to sample from"
+            )
         for name, value in (("threads", self.threads), ("sft_threads", self.sft_threads)):
             if value is not None and value < 1:
                 problems.append(f"{name} must be >= 1 or unset, got {value}")
