@@ -146,18 +146,36 @@ def collect_stage(ctx: StageContext) -> dict[str, Any]:
     if c.prompts is not None:
         out.mkdir(parents=True, exist_ok=True)
         prompts = str(_write_prompts(out / PROMPTS_FILE, c.prompts))
+    return _collect_into(ctx, out, prompts, pairs=c.pairs)
+
+
+def _collect_into(
+    ctx: StageContext,
+    out: Path,
+    prompts: str,
+    *,
+    pairs: int | None = None,
+    grid: bool = False,
+    library_sample: int | None = None,
+) -> dict[str, Any]:
+    """Collect into `out` on the run's judge and library with ``[collect]``'s seeds, seed,
+    negative and batching: `pairs` random pairs, or the `grid` of `library_sample`
+    workflows (`CollectConfig`). The summary a stage's marker keeps."""
+    c = ctx.config.collect
     config = CollectConfig(
         out=out,
         judge=ctx.config.judge,
         judge_opt=ctx.config.judge_opt,
         prompts=prompts,
         library=ctx.path(LIBRARY, WORKFLOWS),
-        pairs=c.pairs,
         seeds=c.seeds,
         seed=c.seed,
         negative=c.negative,
         batch_size=c.batch_size,
         max_attempts=c.max_attempts,
+        pairs=pairs,
+        grid=grid,
+        library_sample=library_sample,
     )
     summary = collect(config, ctx.judge)
     return {
@@ -208,28 +226,8 @@ def comfygen_data_stage(ctx: StageContext) -> dict[str, Any]:
         return {"enabled": False}
     out = ctx.path(COMFYGEN_DATA)
     out.mkdir(parents=True, exist_ok=True)
-    collected = ctx.config.collect
-    config = CollectConfig(
-        out=out,
-        judge=ctx.config.judge,
-        judge_opt=ctx.config.judge_opt,
-        prompts=str(_write_prompts(out / PROMPTS_FILE, c.grid.prompts)),
-        library=ctx.path(LIBRARY, WORKFLOWS),
-        library_sample=c.grid.workflows,
-        grid=True,
-        seeds=collected.seeds,
-        seed=collected.seed,
-        negative=collected.negative,
-        batch_size=collected.batch_size,
-        max_attempts=collected.max_attempts,
-    )
-    summary = collect(config, ctx.judge)
-    return {
-        "total": summary.total,
-        "scored_this_call": summary.scored,
-        "errors_by_kind": summary.run_errors_by_kind,
-        "rate": round(summary.rate, 1),
-    }
+    prompts = str(_write_prompts(out / PROMPTS_FILE, c.grid.prompts))
+    return _collect_into(ctx, out, prompts, grid=True, library_sample=c.grid.workflows)
 
 
 def comfygen_ft_stage(ctx: StageContext) -> dict[str, Any]:
