@@ -94,7 +94,8 @@ def test_a_toml_file_switches_the_number_ranges_off_with_zero(tmp_path: Path) ->
         ('[collect]\npairs = "many"\n', "collect.pairs must be int"),
         ("[evaluate]\nconstrained = 1\n", "evaluate.constrained must be bool"),
         ("[evaluate]\nbest_of_source = 'ft'\n", "must be one of"),
-        ("[collect]\npairs = 0\n", "settings of collect"),
+        ("[collect]\npairs = 0\n", "^collect: pairs and seeds must be >= 1"),
+        ("[grpo]\nbeta = -1\n", "^settings of grpo: beta and kappa must be >= 0"),
         ("[refine]\nrounds = 0\n", "refine: rounds, samples and seeds must be >= 1"),
         ("[refine]\npolicies = 0\n", "refine: policies must be >= 1"),
         ("[refine]\nsft_top_k = -1\n", "refine: sft_top_k must be >= 0"),
@@ -124,6 +125,15 @@ def test_a_wrong_setting_is_one_error_naming_it(tmp_path: Path, text: str, messa
     path.write_text(text, encoding="utf-8")
     with pytest.raises((ConfigFileError, RunConfigError), match=message):
         load_run_config(path)
+
+
+def test_an_error_names_its_section_once(tmp_path: Path) -> None:
+    """A check that already names its setting is not prefixed with the section again."""
+    path = tmp_path / "run.toml"
+    path.write_text("[comfygen_ft.grid]\nworkflows = 0\n", encoding="utf-8")
+    with pytest.raises(ConfigFileError) as caught:
+        load_run_config(path)
+    assert str(caught.value) == "comfygen_ft.grid: workflows must be >= 1, got 0"
 
 
 def test_unknown_file_types_are_refused(tmp_path: Path) -> None:

@@ -70,7 +70,10 @@ def apply(config: T, changes: Mapping[str, Any], where: str = "") -> T:
         return dataclasses.replace(config, **values)
     except (ValueError, TypeError) as error:
         section = where.rstrip(".") or "the run config"
-        raise ConfigFileError(f"settings of {section}: {error}") from None
+        message = str(error)
+        if not message.startswith(section):  # a check that names its setting says enough
+            message = f"settings of {section}: {message}"
+        raise ConfigFileError(message) from None
 
 
 def _optional_table(hint: Any) -> Any:
