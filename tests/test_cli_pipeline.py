@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flowforge.cli import app
-from flowforge.cli.pipeline import eval_inputs
+from flowforge.cli.pipeline import eval_inputs, evaluation_judge
 from flowforge.data.export import run_table
 from flowforge.data.prompts import load_prompts
 from flowforge.evaluate.designers import SamplingSettings
@@ -110,6 +110,44 @@ def test_evaluate_compares_what_a_run_built(quick_run: tuple[Path, str], tmp_pat
     replaced = runner.invoke(app, [*args[:-4], "--prompts", "3", "--out", str(out), "--overwrite"])
     assert replaced.exit_code == 0, replaced.output
     assert json.loads((out / "report.json").read_text())["config"]["prompts"] == 3
+
+
+def test_evaluate_uses_the_judge_the_run_was_made_with(
+    quick_run: tuple[Path, str], tmp_path: Path
+) -> None:
+    """A run made with --judge sim:1 is evaluated by world 1 unless --judge says otherwise,
+    not silently by the default world."""
+    run, _ = quick_run
+    other = tmp_path / "run"
+    shutil.copytree(run, other, ignore=shutil.ignore_patterns("run.lock", "evaluate"))
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps(config | {"judge": "sim:1"}))
+    args = ["evaluate", "--run", str(other), "--prompts", "2", "--jobs", "1"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "own")])
+    assert result.exit_code == 0, result.output
+    assert "judge: sim:1, the run's own" in result.stderr
+    assert json.loads((tmp_path / "own" / "report.json").read_text())["judge"]["id"] == "sim:1"
+    given = runner.invoke(app, [*args, "--judge", "sim:2", "--out", str(tmp_path / "given")])
+    assert given.exit_code == 0, given.output
+    assert json.loads((tmp_path / "given" / "report.json").read_text())["judge"]["id"] == "sim:2"
+
+
+def test_the_evaluation_judge_comes_from_the_flag_the_run_or_the_default(tmp_path: Path) -> None:
+    assert evaluation_judge(None, None, None) == ("sim", {})
+    assert evaluation_judge(None, "sim:4", ["a=b"]) == ("sim:4", {"a": "b"})
+    saved = {"judge": "pkg.mod:make", "judge_opt": [["url", "http://x"]]}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert evaluation_judge(tmp_path, None, None) == ("pkg.mod:make", {"url": "http://x"})
+    assert evaluation_judge(tmp_path, None, ["url=http://y"]) == (
+        "pkg.mod:make",
+        {"url": "http://y"},
+    )
+    assert evaluation_judge(tmp_path, "sim", None) == ("sim", {})
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the run's judge"):
+        evaluation_judge(tmp_path, None, None)
+    with pytest.raises(ValueError, match=r"no config\.json; give --judge"):
+        evaluation_judge(tmp_path / "elsewhere", None, None)
 
 
 def test_evaluate_warns_when_a_given_grpo_policy_started_from_another_sft(

@@ -184,7 +184,14 @@ def evaluate_command(
             "SFT): guidance's w = 0. --run RUN finds it.",
         ),
     ] = None,
-    judge: JudgeOption = "sim",
+    judge: Annotated[
+        str | None,
+        typer.Option(
+            "--judge",
+            help="sim, sim:SEED, comfyui or package.module:factory. Default: the run's own "
+            "judge with --run (RUN/config.json), else sim.",
+        ),
+    ] = None,
     judge_opt: JudgeOptOption = None,
     prompts: Annotated[
         int | None, typer.Option("--prompts", help="Held-out prompts compared.", min=2)
@@ -227,13 +234,42 @@ def evaluate_command(
         if prompts is not None:
             config = replace(config, prompts=prompts)
         inputs = eval_inputs(run, library, data, reward, sft, comfygen_ft, grpo, start)
-        loaded = load_judge(judge, parse_judge_options(judge_opt or []))
+        spec, options = evaluation_judge(run, judge, judge_opt)
+        if judge is None and run is not None:
+            err.print(f"judge: {spec}, the run's own (--judge to use another)", highlight=False)
+        loaded = load_judge(spec, options)
     with _interruptible("an evaluation starts over: run the same command again"), user_errors():
         report = evaluate(
             config, inputs, loaded, output, on_progress=lambda m: err.print(m), processes=jobs
         )
     out.print(results_table(report.data), highlight=False, soft_wrap=True)
     out.print(f"report -> {output / 'report.md'}", highlight=False)
+
+
+def evaluation_judge(
+    run: Path | None, judge: str | None, judge_opt: list[str] | None
+) -> tuple[str, dict[str, str]]:
+    """The judge spec and options an evaluation uses: --judge if given, else the judge the
+    run was made with (``RUN/config.json``), else ``sim``; --judge-opt replaces the run's
+    options. Why: a run made with ``--judge sim:1`` and evaluated by the default judge would
+    report world 0's scores for policies that learned world 1, with nothing to say so."""
+    from ..pipeline.runner import CONFIG_FILE as RUN_CONFIG_FILE  # torch: import when needed
+
+    options = parse_judge_options(judge_opt) if judge_opt else None
+    if judge is not None or run is None:
+        return judge or "sim", options or {}
+    saved = run / RUN_CONFIG_FILE
+    try:
+        config = json.loads(saved.read_text(encoding="utf-8"))
+        spec, pairs = config["judge"], config.get("judge_opt") or []
+        run_options = {str(key): str(value) for key, value in pairs}
+    except FileNotFoundError:
+        raise ValueError(f"--run {run}: no {RUN_CONFIG_FILE}; give --judge") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{saved}: cannot read the run's judge ({error}); give --judge") from None
+    if not isinstance(spec, str):
+        raise ValueError(f"{saved}: its judge is {spec!r}, not a judge spec; give --judge")
+    return spec, options if options is not None else run_options
 
 
 def eval_inputs(
