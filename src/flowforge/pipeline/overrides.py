@@ -71,7 +71,7 @@ def apply(config: T, changes: Mapping[str, Any], where: str = "") -> T:
     except (ValueError, TypeError) as error:
         section = where.rstrip(".") or "the run config"
         message = str(error)
-        if not message.startswith(section):  # a check that names its setting says enough
+        if not message.startswith((f"{section}:", f"{section}.")):  # it names its setting
             message = f"settings of {section}: {message}"
         raise ConfigFileError(message) from None
 
