@@ -253,23 +253,20 @@ def evaluation_judge(
     run was made with (``RUN/config.json``), else ``sim``; --judge-opt replaces the run's
     options. Why: a run made with ``--judge sim:1`` and evaluated by the default judge would
     report world 0's scores for policies that learned world 1, with nothing to say so."""
+    from ..pipeline.config import load_run_config
     from ..pipeline.runner import CONFIG_FILE as RUN_CONFIG_FILE  # torch: import when needed
 
     options = parse_judge_options(judge_opt) if judge_opt else None
     if judge is not None or run is None:
         return judge or "sim", options or {}
     saved = run / RUN_CONFIG_FILE
-    try:
-        config = json.loads(saved.read_text(encoding="utf-8"))
-        spec, pairs = config["judge"], config.get("judge_opt") or []
-        run_options = {str(key): str(value) for key, value in pairs}
-    except FileNotFoundError:
-        raise ValueError(f"--run {run}: no {RUN_CONFIG_FILE}; give --judge") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    if not saved.is_file():
+        raise ValueError(f"--run {run}: no {RUN_CONFIG_FILE}; give --judge")
+    try:  # the reader `flowforge run` resumes with, old runs' files included
+        config = load_run_config(saved)
+    except ValueError as error:
         raise ValueError(f"{saved}: cannot read the run's judge ({error}); give --judge") from None
-    if not isinstance(spec, str):
-        raise ValueError(f"{saved}: its judge is {spec!r}, not a judge spec; give --judge")
-    return spec, options if options is not None else run_options
+    return config.judge, options if options is not None else dict(config.judge_opt)
 
 
 def eval_inputs(
